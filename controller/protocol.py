@@ -1,0 +1,166 @@
+"""The JSON-lines socket protocol shared by `host.sock`, the agent sockets and clients.
+
+One request per line: `{"id": any, "cmd": str, "args": {...}}`. One answer per request:
+`{"id", "ok": true, "result"}` or `{"id", "ok": false, "error": {"code", "message"}}`.
+A streaming command (`watch`) answers with `{"id", "event": {...}}` lines until the client
+closes. Lines are capped at `MAX_LINE` bytes so a client cannot make the daemon buffer
+without bound; a longer line is refused and the connection closed (its framing is lost).
+
+This module is the one both sides import: the harness uses `Client`, the controller uses
+`decode_request` / `encode_*`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+__all__ = [
+    "MAX_LINE",
+    "Client",
+    "ProtocolError",
+    "Request",
+    "connect_client",
+    "decode_request",
+    "encode_error",
+    "encode_event",
+    "encode_result",
+    "read_line",
+]
+
+MAX_LINE = 1024 * 1024
+
+JSON = Any
+
+
+class ProtocolError(Exception):
+    """Raised for an error answer, or for a request that cannot be understood."""
+
+    def __init__(self, code: str, message: str, request_id: JSON = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Request:
+    id: JSON
+    cmd: str
+    args: Mapping[str, JSON]
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse one request line; the `id` is kept even when the rest is bad."""
+    try:
+        raw = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("bad_json", f"request is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_request", "request must be a JSON object")
+    rid = raw.get("id")
+    cmd = raw.get("cmd")
+    args = raw.get("args", {})
+    if not isinstance(cmd, str) or not cmd:
+        raise ProtocolError("bad_request", "'cmd' must be a non-empty string", rid)
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError("bad_request", "'args' must be a JSON object", rid)
+    return Request(id=rid, cmd=cmd, args=args)
+
+
+def _dump(obj: Mapping[str, JSON]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def encode_result(rid: JSON, result: JSON) -> bytes:
+    return _dump({"id": rid, "ok": True, "result": result})
+
+
+def encode_error(rid: JSON, code: str, message: str) -> bytes:
+    return _dump({"id": rid, "ok": False, "error": {"code": code, "message": message}})
+
+
+def encode_event(rid: JSON, event: JSON) -> bytes:
+    return _dump({"id": rid, "event": event})
+
+
+async def read_line(stream: BufferedByteReceiveStream) -> bytes | None:
+    """The next line without its newline, or None at a clean EOF."""
+    try:
+        return await stream.receive_until(b"\n", MAX_LINE)
+    except (anyio.IncompleteRead, anyio.EndOfStream):
+        return None
+
+
+class Client:
+    """A connection to a hive socket; one call at a time (calls are serialised)."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+        self._reader = BufferedByteReceiveStream(stream)
+        self._lock = anyio.Lock()
+        self._next = 0
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def call(self, cmd: str, **args: JSON) -> JSON:
+        async with self._lock:
+            self._next += 1
+            rid = self._next
+            await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
+            line = await read_line(self._reader)
+            if line is None:
+                raise ProtocolError("closed", "the server closed the connection")
+            answer = json.loads(line)
+            if answer.get("ok"):
+                return answer.get("result")
+            err = answer.get("error") or {}
+            raise ProtocolError(str(err.get("code", "error")), str(err.get("message", "")))
+
+    async def stream(self, cmd: str, **args: JSON) -> AsyncIterator[JSON]:
+        """Send a streaming command and yield each event until the server closes."""
+        async with self._lock:
+            self._next += 1
+            await self._stream.send(_dump({"id": self._next, "cmd": cmd, "args": args}))
+            while True:
+                line = await read_line(self._reader)
+                if line is None:
+                    return
+                answer = json.loads(line)
+                if "event" in answer:
+                    yield answer["event"]
+                elif answer.get("ok") is False:
+                    err = answer.get("error") or {}
+                    raise ProtocolError(str(err.get("code")), str(err.get("message")))
+
+
+async def connect_client(path: str | os.PathLike[str]) -> Client:
+    try:
+        stream = await anyio.connect_unix(os.fspath(path))
+    except OSError as exc:
+        raise ProtocolError(
+            "unreachable", f"cannot connect to {os.fspath(path)}: {exc.strerror or exc}"
+        ) from exc
+    return Client(stream)
