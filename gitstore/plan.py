@@ -1,0 +1,205 @@
+"""Plans and approve-by-merge.
+
+A plan says, for every agent, what approving a proposed sha would do to it. It is
+computed against the *merge result* (what applied `main` would become), not against the
+proposed tree alone, so a branch cut from an old `main` does not plan to destroy agents
+added since. The same merge is what `approve` writes, with a compare-and-swap on applied
+`main`: an approval computed against one head can never overwrite another's work.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import os
+from dataclasses import dataclass
+
+import pygit2
+
+from gitstore.repos import (
+    APPLIED_MIRROR,
+    MAIN,
+    AgentTree,
+    GitStore,
+    GitStoreError,
+    _signature,
+    copy_objects,
+    ref_target,
+)
+from gitstore.spec import MANAGER, port_for
+
+__all__ = [
+    "Action",
+    "MergeConflictError",
+    "Plan",
+    "PlanStep",
+    "RefMovedError",
+    "approve_merge",
+    "compute_plan",
+]
+
+
+class MergeConflictError(GitStoreError):
+    """Raised when the proposed sha does not merge cleanly into applied `main`."""
+
+
+class RefMovedError(GitStoreError):
+    """Raised when applied `main` is no longer where the caller expected it."""
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DESTROY = "destroy"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    agent: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class Plan:
+    sha: str
+    base: str
+    steps: tuple[PlanStep, ...]
+    errors: tuple[str, ...]
+    fast_forward: bool
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        return tuple(s.agent for s in self.steps if s.action is not Action.NONE)
+
+
+def _merged_tree(
+    store: GitStore, repo: pygit2.Repository, base: pygit2.Oid, sha: pygit2.Oid
+) -> tuple[pygit2.Tree, bool]:
+    """The tree applied `main` would have after merging; raises on conflict."""
+    if base == sha or repo.descendant_of(sha, base):
+        return store.commit(repo, str(sha)).tree, True
+    index = repo.merge_commits(base, sha)
+    if index.conflicts is not None:
+        paths = sorted(
+            {
+                (ours or theirs or anc).path
+                for anc, ours, theirs in index.conflicts
+                if (ours or theirs or anc) is not None
+            }
+        )
+        raise MergeConflictError(
+            f"merging {str(sha)[:12]} into applied main {str(base)[:12]} conflicts in: "
+            + ", ".join(paths)
+            + "; rebase the branch onto refs/hive/applied and push again"
+        )
+    tree_id = index.write_tree(repo)
+    tree = repo.get(tree_id)
+    assert isinstance(tree, pygit2.Tree)
+    return tree, False
+
+
+def _validate(target: dict[str, AgentTree], changed: set[str]) -> list[str]:
+    errors = [
+        f"agents/{a.name}: {a.error}" for a in target.values() if a.error and a.name in changed
+    ]
+    if MANAGER not in target:
+        errors.append(f"agents/{MANAGER}: the manager cannot be removed")
+    owners: dict[int, list[str]] = {}
+    for name, agent in target.items():
+        if agent.error is None:
+            owners.setdefault(port_for(name), []).append(name)
+    for port, names in sorted(owners.items()):
+        if len(names) > 1 and changed.intersection(names):
+            errors.append(
+                f"port {port} is shared by {', '.join(sorted(names))}: rename one of them"
+            )
+    return errors
+
+
+def compute_plan(store: GitStore, sha: str) -> Plan:
+    """The plan and validation errors for merging `sha` (a proposed commit)."""
+    with store.lock:
+        store.mirror_applied()
+        repo = store.proposed
+        commit = store.commit(repo, sha)
+        base = ref_target(repo, APPLIED_MIRROR)
+        try:
+            tree, ff = _merged_tree(store, repo, base, commit.id)
+        except MergeConflictError as exc:
+            return Plan(sha=sha, base=str(base), steps=(), errors=(str(exc),), fast_forward=False)
+        current = store.agents_at(repo, store.commit(repo, str(base)).tree)
+        target = store.agents_at(repo, tree)
+    steps: list[PlanStep] = []
+    for name in sorted(set(current) | set(target)):
+        if name not in target:
+            action = Action.DESTROY
+        elif name not in current:
+            action = Action.CREATE
+        elif current[name].rev != target[name].rev:
+            action = Action.UPDATE
+        else:
+            action = Action.NONE
+        steps.append(PlanStep(name, action))
+    changed = {s.agent for s in steps if s.action is not Action.NONE}
+    return Plan(
+        sha=sha,
+        base=str(base),
+        steps=tuple(steps),
+        errors=tuple(_validate(target, changed)),
+        fast_forward=ff,
+    )
+
+
+class _RefLock:
+    """An exclusive lock on applied `main` shared by every process that writes it."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def approve_merge(
+    store: GitStore, sha: str, *, expected_base: str | None, approval_id: int, approver: str
+) -> str:
+    """Merge exactly `sha` into applied `main`; returns the new applied sha.
+
+    Fast-forward when `sha` descends from `main`, else a merge commit recording the
+    approval. The ref moves only if `main` still equals `expected_base` (when given) and
+    nobody moved it while we merged: a compare-and-swap under an exclusive lock.
+    """
+    with store.lock, _RefLock(os.path.join(store.applied_path, "hive-main.lock")):
+        repo = store.applied
+        oid = pygit2.Oid(hex=sha)
+        copy_objects(store.proposed, repo, oid)
+        ref = repo.references[MAIN]
+        base = ref_target(repo, MAIN)
+        if expected_base is not None and str(base) != expected_base:
+            raise RefMovedError(
+                f"applied main moved from {expected_base[:12]} to {str(base)[:12]} "
+                "since this approval was planned"
+            )
+        if base == oid or repo.descendant_of(base, oid):
+            raise GitStoreError(f"{sha[:12]} is already applied")
+        tree, ff = _merged_tree(store, repo, base, oid)
+        if ff:
+            new = oid
+        else:
+            message = (
+                f"hive: apply approval #{approval_id}\n\n"
+                f"Approval: {approval_id}\nApproved-by: {approver}\nProposed-sha: {sha}\n"
+            )
+            new = repo.create_commit(
+                None, _signature(), _signature(), message, tree.id, [base, oid]
+            )
+        ref.set_target(new, f"hive: approval #{approval_id} by {approver}")
+        store.mirror_applied()
+        return str(new)
