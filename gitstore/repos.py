@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pygit2
 
-from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, parse_spec
+from gitstore.spec import (
+    MANAGER,
+    AgentSpec,
+    InvalidNameError,
+    InvalidSpecError,
+    check_name,
+    parse_spec,
+)
 
 __all__ = [
     "APPLIED_MIRROR",
@@ -148,31 +155,52 @@ class GitStore:
         if not isinstance(agents, pygit2.Tree):
             return out
         for entry in agents:
-            name = entry.name or ""
-            if not isinstance(entry, pygit2.Tree):
-                continue
-            files = {
-                str(f.name): f.data
-                for f in entry
-                if isinstance(f, pygit2.Blob) and f.name in ("agent.toml", "agent.nix", "prompt.md")
-            }
-            spec: AgentSpec | None = None
-            error: str | None = None
-            try:
-                check_name(name)
-                if "agent.toml" not in files:
-                    raise ValueError("agents/{name}/agent.toml is missing")
-                spec = parse_spec(files["agent.toml"])
-            except InvalidNameError as exc:
-                error = str(exc)
-            except ValueError as exc:
-                error = str(exc).replace("{name}", name)
-            out[name] = AgentTree(name=name, rev=str(entry.id), spec=spec, error=error, files=files)
+            if isinstance(entry, pygit2.Tree):
+                out[entry.name or ""] = _agent_tree(entry)
         return out
 
     def applied_agents(self, sha: str | None = None) -> dict[str, AgentTree]:
         commit = self.commit(self.applied, sha or self.applied_head())
         return self.agents_at(self.applied, commit.tree)
+
+    def applied_agent(self, name: str, sha: str | None = None) -> AgentTree | None:
+        """One agent at applied `main` (or `sha`), without reading the others."""
+        commit = self.commit(self.applied, sha or self.applied_head())
+        try:
+            agents = commit.tree / "agents"
+            entry = agents / name if isinstance(agents, pygit2.Tree) else None
+        except KeyError:
+            return None
+        return _agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
+
+    def agent_revs(self, repo: pygit2.Repository, sha: str) -> dict[str, str]:
+        """`{name: subtree oid}` at a commit: cheap, no blob is read."""
+        try:
+            agents = self.commit(repo, sha).tree / "agents"
+        except KeyError:
+            return {}
+        if not isinstance(agents, pygit2.Tree):
+            return {}
+        return {str(e.name): str(e.id) for e in agents if isinstance(e, pygit2.Tree)}
+
+
+def _agent_tree(entry: pygit2.Tree) -> AgentTree:
+    name = entry.name or ""
+    files = {
+        str(f.name): f.data
+        for f in entry
+        if isinstance(f, pygit2.Blob) and f.name in ("agent.toml", "agent.nix", "prompt.md")
+    }
+    spec: AgentSpec | None = None
+    error: str | None = None
+    try:
+        check_name(name)
+        if "agent.toml" not in files:
+            raise InvalidSpecError("agent.toml is missing")
+        spec = parse_spec(files["agent.toml"])
+    except (InvalidNameError, InvalidSpecError) as exc:
+        error = str(exc)
+    return AgentTree(name=name, rev=str(entry.id), spec=spec, error=error, files=files)
 
 
 def _build_tree(repo: pygit2.Repository, files: dict[str, pygit2.Oid]) -> pygit2.Oid:

@@ -39,6 +39,7 @@ class Observed:
     rev: str | None = None
     harness_version: str | None = None
     pid: int | None = None
+    started_at: float | None = None
     message: str = ""
 
 

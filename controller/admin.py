@@ -1,0 +1,224 @@
+"""The host admin commands served on `host.sock` (see DESIGN.md, "Host admin socket").
+
+Lifecycle commands act on the runtime directly and leave a hold where the operator
+stopped an agent, so the reconciler does not start it again until `start` clears it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import Field
+
+from controller.commands import Args, CommandTable, NoArgs
+from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.hive import Hive
+from controller.version import VERSION
+from gitstore.spec import InvalidNameError, check_name, port_for, role_for
+from reconcilers.runtime import ContainerError
+
+__all__ = ["HostSession", "host_commands"]
+
+host_commands: CommandTable[HostSession] = CommandTable()
+
+
+class HostSession:
+    """A connection to host.sock: the operator, with every right."""
+
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+
+    async def close(self) -> None:
+        return None
+
+
+class NameArgs(Args):
+    name: str
+
+
+class OptionalNameArgs(Args):
+    name: str | None = None
+
+
+class IdArgs(Args):
+    id: int
+
+
+class DenyArgs(Args):
+    id: int
+    reason: str = Field(default="", max_length=4000)
+
+
+class ApprovalsArgs(Args):
+    status: str | None = None
+    limit: int = Field(default=200, ge=1, le=10_000)
+
+
+def _name(name: str) -> str:
+    try:
+        return check_name(name)
+    except InvalidNameError as exc:
+        raise InvalidError(str(exc)) from exc
+
+
+async def agent_rows(hive: Hive) -> list[dict[str, Any]]:
+    import anyio
+
+    desired = await anyio.to_thread.run_sync(hive.git.applied_agents)
+    statuses = await hive.records.statuses()
+    holds = await hive.records.holds()
+    rows = []
+    for name in sorted(set(desired) | set(statuses)):
+        rows.append(
+            await agent_row(hive, name, desired.get(name), statuses.get(name), holds.get(name))
+        )
+    return rows
+
+
+async def agent_row(
+    hive: Hive,
+    name: str,
+    desired: Any = None,
+    status: Any = None,
+    hold: Any = None,
+    *,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    if fresh:
+        desired = hive.git.applied_agent(name)
+        status = await hive.records.status(name)
+        hold = await hive.records.hold(name)
+    observed = await hive.runtime.observe(name)
+    spec = desired.spec if desired is not None else None
+    state = observed.state.value
+    if status is not None and status.reconciling and status.reason == "Progressing":
+        state = "creating" if observed.state.value == "missing" else state
+    return {
+        "name": name,
+        "role": role_for(name),
+        "enabled": bool(spec.enabled) if spec else False,
+        "description": spec.description if spec else "",
+        "model": spec.model if spec else None,
+        "state": state,
+        "ready": bool(status.ready) if status else False,
+        "reason": status.reason if status else "Pending",
+        "stalled": bool(status.stalled) if status else False,
+        "desired_rev": desired.rev if desired is not None else "",
+        "observed_rev": observed.rev or "",
+        "harness_version": observed.harness_version or "",
+        "port": port_for(name),
+        "hold": hold,
+        "message": (status.message if status else "") or observed.message,
+        "error": desired.error if desired is not None else None,
+    }
+
+
+async def _known(hive: Hive, name: str) -> None:
+    if (
+        hive.git.applied_agent(name) is None
+        and (await hive.runtime.observe(name)).state.value == "missing"
+    ):
+        raise NotFoundError(f"no agent {name!r}; `hive agents` lists them")
+
+
+@host_commands.command("status", NoArgs)
+async def status(s: HostSession, _: NoArgs) -> dict[str, Any]:
+    """Version, applied sha and counts."""
+    hive = s.hive
+    return {
+        "version": VERSION,
+        "harness_version": hive.settings.harness_version,
+        "runtime": hive.runtime.name,
+        "applied_sha": hive.git.applied_head(),
+        "agents": len(hive.git.agent_revs(hive.git.applied, hive.git.applied_head())),
+        "pending_approvals": await hive.approvals.count_pending(),
+    }
+
+
+@host_commands.command("repos", NoArgs)
+async def repos(s: HostSession, _: NoArgs) -> dict[str, str]:
+    """Paths of the proposed and applied repositories."""
+    return {"proposed": str(s.hive.git.proposed_path), "applied": str(s.hive.git.applied_path)}
+
+
+@host_commands.command("agents", NoArgs)
+async def agents(s: HostSession, _: NoArgs) -> list[dict[str, Any]]:
+    """Every agent with its desired and observed state."""
+    return await agent_rows(s.hive)
+
+
+@host_commands.command("approvals", ApprovalsArgs)
+async def approvals(s: HostSession, a: ApprovalsArgs) -> list[dict[str, Any]]:
+    """Approvals, newest first, optionally of one status."""
+    return await s.hive.approvals.query(a.status, a.limit)
+
+
+@host_commands.command("approve", IdArgs)
+async def approve(s: HostSession, a: IdArgs) -> dict[str, Any]:
+    """Merge the approval's sha into applied main."""
+    return await s.hive.approvals.approve(a.id)
+
+
+@host_commands.command("deny", DenyArgs)
+async def deny(s: HostSession, a: DenyArgs) -> dict[str, Any]:
+    """Deny an approval, with a reason."""
+    return await s.hive.approvals.deny(a.id, a.reason)
+
+
+@host_commands.command("reconcile", OptionalNameArgs)
+async def reconcile(s: HostSession, a: OptionalNameArgs) -> dict[str, Any]:
+    """Queue a reconcile of one agent or all."""
+    if a.name is not None:
+        await _known(s.hive, _name(a.name))
+    return {"queued": await s.hive.reconcile(a.name)}
+
+
+async def lifecycle(hive: Hive, name: str, verb: str) -> dict[str, Any]:
+    """start / stop / restart / kill, shared by host.sock and the manager's tools."""
+    name = _name(name)
+    await _known(hive, name)
+    desired = hive.git.applied_agent(name)
+    try:
+        if verb in ("stop", "kill"):
+            await hive.records.set_hold(name, f"{verb} by operator" if verb == "stop" else "killed")
+            await hive.runtime.stop(name)
+        else:
+            if desired is not None and desired.spec is not None and not desired.spec.enabled:
+                raise ConflictError(
+                    f"{name} is disabled in its agent.toml; enable it by a "
+                    "commit to the proposed repo"
+                )
+            await hive.records.set_hold(name, None)
+            hive.agents.forgive(name)
+            if verb == "restart":
+                await hive.runtime.stop(name)
+            if (await hive.runtime.observe(name)).state.value != "missing":
+                await hive.runtime.start(name)
+    except ContainerError as exc:
+        raise ConflictError(f"{verb} {name} failed: {exc}") from exc
+    hive.agent_queue.add(name)
+    hive.bus.publish(f"agent.{verb}", agent=name)
+    return await agent_row(hive, name, fresh=True)
+
+
+for _verb in ("start", "stop", "restart", "kill"):
+
+    async def _handler(s: HostSession, a: NameArgs, _verb: str = _verb) -> dict[str, Any]:
+        return await lifecycle(s.hive, a.name, _verb)
+
+    _handler.__doc__ = f"{_verb.capitalize()} an agent."
+    host_commands.command(_verb, NameArgs)(_handler)
+
+
+@host_commands.command("watch", NoArgs, streaming=True)
+async def watch(s: HostSession, _: NoArgs) -> AsyncIterator[dict[str, Any]]:
+    """Stream every event until the client closes."""
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        with s.hive.bus.subscribe() as sub:
+            yield {"type": "hello", "applied_sha": s.hive.git.applied_head()}
+            async for event in sub:
+                yield event.as_json()
+
+    return events()

@@ -1,0 +1,208 @@
+"""Approvals: the queue of proposed changes and approve-by-merge / deny.
+
+An approval is bound to one sha. Approving re-plans against applied `main` as it is now
+(another approval may have landed since the card was drawn): errors or a conflict fail
+the approval with the reason and leave applied `main` untouched. The merge itself is a
+compare-and-swap (`gitstore.plan.approve_merge`), serialised here by a lock so two
+operators clicking at once get two clean merges, never a lost one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from controller.bus import Bus
+from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.store import Store, now_iso
+from gitstore.plan import Plan, approve_merge, compute_plan
+from gitstore.repos import GitStore, GitStoreError
+from reconcilers.proposals import PendingApproval
+
+__all__ = ["STATUSES", "ApprovalBook"]
+
+STATUSES = ("pending", "approved", "denied", "superseded", "failed")
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["plan"] = json.loads(out["plan"])
+    out["errors"] = json.loads(out["errors"])
+    return out
+
+
+def _plan_json(plan: Plan) -> str:
+    return json.dumps([{"agent": s.agent, "action": s.action.value} for s in plan.steps])
+
+
+class ApprovalBook:
+    def __init__(
+        self, store: Store, bus: Bus, git: GitStore, on_applied: Callable[[str, str], None]
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.git = git
+        self.on_applied = on_applied
+        self._merge_lock = anyio.Lock()
+
+    # --- reading -------------------------------------------------------------------
+
+    async def query(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if status is not None and status not in STATUSES:
+            raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            if status is None:
+                rows = db.execute("SELECT * FROM approvals ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = db.execute(
+                    "SELECT * FROM approvals WHERE status=? ORDER BY id DESC LIMIT ?",
+                    (status, limit),
+                )
+            return [_row(r) for r in rows]
+
+        return await self.store.call(q)
+
+    async def get(self, approval_id: int) -> dict[str, Any]:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT * FROM approvals WHERE id=?", (approval_id,)).fetchone()
+            return None if row is None else _row(row)
+
+        found = await self.store.call(q)
+        if found is None:
+            raise NotFoundError(f"no approval #{approval_id}; `hive approvals` lists them")
+        return found
+
+    async def count_pending(self) -> int:
+        def q(db: sqlite3.Connection) -> int:
+            return int(
+                db.execute("SELECT count(*) FROM approvals WHERE status='pending'").fetchone()[0]
+            )
+
+        return await self.store.call(q)
+
+    # --- the proposals reconciler's side (reconcilers.proposals.Approvals) ---------
+
+    async def pending(self) -> list[PendingApproval]:
+        return [
+            PendingApproval(a["id"], a["ref"], a["sha"], a["kind"])
+            for a in await self.query("pending")
+        ]
+
+    async def known(self, ref: str, sha: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            return (
+                db.execute("SELECT 1 FROM approvals WHERE ref=? AND sha=?", (ref, sha)).fetchone()
+                is not None
+            )
+
+        return await self.store.call(q)
+
+    async def open(
+        self,
+        *,
+        kind: str,
+        ref: str,
+        sha: str,
+        plan: Plan,
+        summary: str,
+        author: str,
+        note: str = "",
+    ) -> int:
+        def q(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO approvals(kind, ref, sha, base, summary, author, note, status,"
+                " plan, errors, created_at) VALUES (?,?,?,?,?,?,?,'pending',?,?,?)",
+                (
+                    kind,
+                    ref,
+                    sha,
+                    plan.base,
+                    summary,
+                    author,
+                    note,
+                    _plan_json(plan),
+                    json.dumps(list(plan.errors)),
+                    now_iso(),
+                ),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        approval_id = await self.store.call(q)
+        self.bus.publish("approval.created", approval=await self.get(approval_id))
+        return approval_id
+
+    async def _decide(self, approval_id: int, status: str, **fields: str) -> dict[str, Any]:
+        def q(db: sqlite3.Connection) -> None:
+            sets = ", ".join(f"{k}=?" for k in fields)
+            db.execute(
+                f"UPDATE approvals SET status=?, decided_at=?{', ' + sets if sets else ''} "
+                "WHERE id=?",
+                (status, now_iso(), *fields.values(), approval_id),
+            )
+
+        await self.store.call(q)
+        approval = await self.get(approval_id)
+        self.bus.publish(f"approval.{status}", approval=approval)
+        return approval
+
+    async def supersede(self, approval_id: int, reason: str) -> None:
+        await self._decide(approval_id, "superseded", reason=reason)
+
+    async def recover(self, approval_id: int, applied_sha: str) -> None:
+        await self._decide(
+            approval_id,
+            "approved",
+            applied_sha=applied_sha,
+            approver="recovered",
+            reason="found applied at start",
+        )
+
+    # --- the operator's side -------------------------------------------------------
+
+    async def _pending_one(self, approval_id: int) -> dict[str, Any]:
+        approval = await self.get(approval_id)
+        if approval["status"] != "pending":
+            raise ConflictError(f"approval #{approval_id} is {approval['status']}, not pending")
+        return approval
+
+    async def approve(self, approval_id: int, approver: str = "operator") -> dict[str, Any]:
+        async with self._merge_lock:
+            approval = await self._pending_one(approval_id)
+            sha = approval["sha"]
+            plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha)
+            if plan.errors:
+                failed = await self._decide(
+                    approval_id, "failed", reason="; ".join(plan.errors), approver=approver
+                )
+                raise InvalidError(f"approval #{approval_id} failed: {failed['reason']}")
+            old = await anyio.to_thread.run_sync(self.git.applied_head)
+            try:
+                new = await anyio.to_thread.run_sync(
+                    lambda: approve_merge(
+                        self.git,
+                        sha,
+                        expected_base=plan.base,
+                        approval_id=approval_id,
+                        approver=approver,
+                    )
+                )
+            except GitStoreError as exc:
+                await self._decide(approval_id, "failed", reason=str(exc), approver=approver)
+                raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc
+            approval = await self._decide(
+                approval_id, "approved", applied_sha=new, approver=approver, plan=_plan_json(plan)
+            )
+        self.on_applied(old, new)
+        return approval
+
+    async def deny(
+        self, approval_id: int, reason: str = "", approver: str = "operator"
+    ) -> dict[str, Any]:
+        await self._pending_one(approval_id)
+        return await self._decide(approval_id, "denied", reason=reason, approver=approver)

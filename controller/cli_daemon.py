@@ -1,0 +1,79 @@
+"""`hive-c0re`: the daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import anyio
+
+from controller.daemon import run_daemon
+from controller.settings import Settings
+from controller.version import VERSION
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hive-c0re",
+        description="hyperhive's daemon: a GitOps controller for a swarm of Claude Code agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"hive-c0re {VERSION}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon until SIGTERM/SIGINT",
+        description="Run the daemon. Flags override HIVE_* environment "
+        "variables, which override the defaults.",
+    )
+    serve.add_argument(
+        "--state-dir",
+        help="state (repos, sqlite, agents) [$HIVE_STATE_DIR, default ~/.local/state/hyperhive]",
+    )
+    serve.add_argument(
+        "--runtime-dir",
+        help="sockets [$HIVE_RUNTIME_DIR, default $XDG_RUNTIME_DIR/hyperhive or <state>/run]",
+    )
+    serve.add_argument(
+        "--runtime",
+        choices=("process", "nixos"),
+        help="where agents run [$HIVE_RUNTIME, default process]",
+    )
+    serve.add_argument(
+        "--dashboard",
+        metavar="HOST:PORT",
+        help="dashboard address [$HIVE_DASHBOARD, default 127.0.0.1:7000]",
+    )
+    serve.add_argument(
+        "--resync", type=float, metavar="SECONDS", help="periodic resync interval (default 30)"
+    )
+    serve.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env(
+            state_dir=args.state_dir,
+            runtime_dir=args.runtime_dir,
+            runtime=args.runtime,
+            dashboard=args.dashboard,
+            resync_interval=args.resync,
+            dashboard_enabled=False if args.no_dashboard else None,
+        )
+    except ValueError as exc:
+        print(f"hive-c0re: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    anyio.run(run_daemon, settings)
+
+
+if __name__ == "__main__":
+    main()

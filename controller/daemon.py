@@ -1,0 +1,60 @@
+"""`hive-c0re serve`: the hive and its sockets under one task group, until a signal."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import anyio
+from anyio.abc import TaskStatus
+
+from controller.admin import HostSession, host_commands
+from controller.hive import Hive
+from controller.settings import Settings
+from controller.sockets import serve_socket
+
+__all__ = ["build_hive", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+
+def build_hive(settings: Settings) -> Hive:
+    """The hive with every component the daemon serves."""
+    hive = Hive(settings)
+
+    async def host_socket(tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(
+            lambda task_status: serve_socket(
+                hive.layout.host_socket,
+                host_commands,
+                lambda: HostSession(hive),
+                task_status=task_status,
+            )
+        )
+
+    hive.add_component(host_socket)
+    return hive
+
+
+async def run_daemon(
+    settings: Settings, *, task_status: TaskStatus[Hive] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    hive = build_hive(settings)
+    async with anyio.create_task_group() as tg:
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("%s: shutting down (agents keep running)", signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(on_signals)
+        await tg.start(hive.serve)
+        log.info(
+            "hive-c0re ready: state %s, sockets %s, runtime %s",
+            settings.state_dir,
+            settings.runtime_dir,
+            hive.runtime.name,
+        )
+        task_status.started(hive)

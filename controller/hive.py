@@ -1,0 +1,197 @@
+"""The composition: every controller-managed component, built once and served together.
+
+`Hive.serve()` runs, under one task group: the runtime's exit watcher, the ref watcher on
+`proposed.git`, the proposals and agents work queues, the periodic resync and the admin
+socket (plus what later components add). Triggers only *queue keys*:
+- the applied ref moved (approve): the agents whose subtree oid changed;
+- a container exited: that agent;
+- resync: every agent whose recorded status, desired rev, observed rev, harness version
+  or running state disagree (drift), found in one cheap pass instead of N reconciles;
+- admin `reconcile`: the named agent or all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from controller.approvals import ApprovalBook
+from controller.bus import Bus
+from controller.records import StoreRecords
+from controller.settings import Settings
+from controller.store import Store
+from gitstore.repos import GitStore
+from gitstore.watch import serve_ref_watcher
+from reconcilers.agents import AgentsReconciler, CrashPolicy
+from reconcilers.layout import Layout
+from reconcilers.process import ProcessRuntime, default_harness_command
+from reconcilers.proposals import ProposalsReconciler
+from reconcilers.queue import Backoff, Result, WorkQueue
+from reconcilers.runtime import ContainerState, Runtime
+
+__all__ = ["PROPOSALS", "Hive"]
+
+log = logging.getLogger(__name__)
+PROPOSALS = "proposals"
+
+
+class Hive:
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.layout = Layout(settings.state_dir, settings.runtime_dir)
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.bus = Bus()
+        self.store = Store(settings.state_dir / "hive.sqlite")
+        self.git = GitStore(settings.state_dir)
+        self.records = StoreRecords(self.store, self.bus)
+        self.runtime: Runtime = runtime or self._make_runtime()
+        self.approvals = ApprovalBook(self.store, self.bus, self.git, self.applied_moved)
+        backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self.agents = AgentsReconciler(
+            self.git,
+            self.runtime,
+            self.records,
+            harness_version=settings.harness_version,
+            crash=CrashPolicy(
+                settings.crash_limit,
+                settings.crash_window,
+                Backoff(settings.crash_backoff, settings.backoff_cap),
+            ),
+        )
+        self.agent_queue = WorkQueue(
+            self.agents.reconcile, workers=settings.workers, backoff=backoff
+        )
+        self.proposals = ProposalsReconciler(self.git, self.approvals)
+        self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
+        self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
+        self.ready = anyio.Event()
+
+    def _make_runtime(self) -> Runtime:
+        if self.settings.runtime == "nixos":
+            from reconcilers.nixos import NixosRuntime
+
+            return NixosRuntime(  # type: ignore[no-any-return]
+                self.settings.state_dir,
+                self.settings.runtime_dir,
+                hyperhive_flake=self.settings.environ.get("HIVE_HYPERHIVE_FLAKE", ""),
+                env=self.settings.environ,
+            )
+        command = self.settings.harness_command
+        return ProcessRuntime(
+            self.layout,
+            proposed_repo=self.git.proposed_path,
+            harness_command=(lambda role: list(command)) if command else default_harness_command,
+            environ=self.settings.environ,
+            stop_grace=self.settings.stop_grace,
+        )
+
+    # --- triggers ------------------------------------------------------------------
+
+    async def _reconcile_proposals(self, _key: str) -> Result:
+        await self.proposals.reconcile()
+        return Result()
+
+    def proposals_changed(self, reason: str) -> None:
+        self.proposal_queue.add(PROPOSALS)
+
+    def applied_moved(self, old: str, new: str) -> None:
+        before = self.git.agent_revs(self.git.applied, old)
+        after = self.git.agent_revs(self.git.applied, new)
+        changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+        self.bus.publish("applied.moved", old=old, new=new, agents=changed)
+        for name in changed:
+            self.agent_queue.add(name)
+
+    async def resync(self) -> list[str]:
+        """Queue every agent that drifted from its desired state; returns their names."""
+        desired = await anyio.to_thread.run_sync(
+            lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
+        )
+        statuses = await self.records.statuses()
+        holds = await self.records.holds()
+        names = set(desired) | set(statuses) | set(await self.runtime.names())
+        drifted = []
+        for name in sorted(names):
+            status = statuses.get(name)
+            observed = await self.runtime.observe(name)
+            want_running = name not in holds
+            if (
+                status is None
+                or not status.ready
+                or name not in desired
+                or desired[name] != observed.rev
+                or observed.harness_version != self.settings.harness_version
+                or (observed.state is ContainerState.RUNNING) != (status.state == "running")
+                or (
+                    want_running
+                    and observed.state is not ContainerState.RUNNING
+                    and status.reason == "Running"
+                )
+            ):
+                drifted.append(name)
+                self.agent_queue.add(name)
+        return drifted
+
+    async def reconcile(self, name: str | None = None) -> list[str]:
+        """Admin `reconcile`: queue one agent (forgiving its crash loop) or all."""
+        if name is not None:
+            self.agents.forgive(name)
+            self.agent_queue.add(name)
+            return [name]
+        desired = await anyio.to_thread.run_sync(
+            lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
+        )
+        names = sorted(set(desired) | set(await self.runtime.names()))
+        for n in names:
+            self.agents.forgive(n)
+            self.agent_queue.add(n)
+        self.proposal_queue.add(PROPOSALS)
+        return names
+
+    # --- serving -------------------------------------------------------------------
+
+    def add_component(self, serve: Callable[[anyio.abc.TaskGroup], Awaitable[None]]) -> None:
+        """Add a component started (with `await serve(tg)`) once the core is up."""
+        self._extra.append(serve)
+
+    async def serve(self, *, task_status: TaskStatus[Hive] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                serve_runtime = getattr(self.runtime, "serve", None)
+                if serve_runtime is not None:
+                    await tg.start(serve_runtime)
+                await tg.start(self.agent_queue.serve)
+                await tg.start(self.proposal_queue.serve)
+                tg.start_soon(self._watch_exits)
+                await tg.start(
+                    lambda task_status: serve_ref_watcher(
+                        self.git.proposed_path,
+                        self.proposals_changed,
+                        resync=self.settings.resync_interval,
+                        task_status=task_status,
+                    )
+                )
+                tg.start_soon(self._resync_loop)
+                for serve in self._extra:
+                    await serve(tg)
+                self.ready.set()
+                task_status.started(self)
+        finally:
+            self.store.close()
+
+    async def _watch_exits(self) -> None:
+        async for name in self.runtime.exits():
+            self.bus.publish("agent.exited", agent=name)
+            self.agent_queue.add(name)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            try:
+                await self.resync()
+            except Exception:
+                log.exception("resync failed")
+            await anyio.sleep(self.settings.resync_interval)

@@ -1,0 +1,76 @@
+"""Settings: flags, then environment, then defaults (see DESIGN.md, "Commands").
+
+Intervals, backoff and deadlines live here so tests pass tiny values and never sleep.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.version import HARNESS_VERSION
+
+__all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    if env.get("HIVE_STATE_DIR"):
+        return Path(env["HIVE_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")) / ".local" / "state")
+    return Path(base).expanduser() / "hyperhive"
+
+
+def default_runtime_dir(env: Mapping[str, str], state_dir: Path) -> Path:
+    if env.get("HIVE_RUNTIME_DIR"):
+        return Path(env["HIVE_RUNTIME_DIR"])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "hyperhive"
+    return state_dir / "run"
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"dashboard address {value!r} must be HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    runtime_dir: Path
+    runtime: str = "process"
+    dashboard: str = "127.0.0.1:7000"
+    resync_interval: float = 30.0
+    workers: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    crash_limit: int = 5
+    crash_window: float = 120.0
+    crash_backoff: float = 1.0
+    stop_grace: float = 5.0
+    harness_version: str = HARNESS_VERSION
+    harness_command: tuple[str, ...] = ()
+    dashboard_enabled: bool = True
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if env is None else env)
+        state = overrides.pop("state_dir", None) or default_state_dir(env)
+        state = Path(str(state)).expanduser().absolute()
+        runtime_dir = overrides.pop("runtime_dir", None) or default_runtime_dir(env, state)
+        runtime_dir = Path(str(runtime_dir)).expanduser().absolute()
+        values: dict[str, object] = {
+            "runtime": env.get("HIVE_RUNTIME", "process"),
+            "dashboard": env.get("HIVE_DASHBOARD", "127.0.0.1:7000"),
+            "environ": env,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(state_dir=state, runtime_dir=runtime_dir, **values)  # type: ignore[arg-type]
+        if settings.runtime not in ("process", "nixos"):
+            raise ValueError(f"unknown runtime {settings.runtime!r}: use process or nixos")
+        parse_address(settings.dashboard)
+        return settings

@@ -1,0 +1,140 @@
+"""Serving a command table on a unix socket with the JSON-lines protocol.
+
+Each connection gets a *session* from a factory: the session knows who is speaking (the
+host operator, or the one agent whose socket this is) and is closed when the peer goes,
+which is how the broker returns leased messages of a dead harness. Bad input of any kind
+gets an error answer and the connection stays usable; only a line over `MAX_LINE` closes
+it, because its framing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+from anyio.abc import ByteStream, TaskStatus
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from controller.commands import CommandTable
+from controller.errors import HiveError
+from controller.protocol import (
+    MAX_LINE,
+    ProtocolError,
+    decode_request,
+    encode_error,
+    encode_event,
+    encode_result,
+)
+
+__all__ = ["Session", "serve_socket"]
+
+log = logging.getLogger(__name__)
+C = TypeVar("C", bound="Session")
+
+
+class Session(Protocol):
+    async def close(self) -> None: ...
+
+
+class _Connection(Generic[C]):
+    def __init__(self, stream: ByteStream, table: CommandTable[C], session: C) -> None:
+        self.stream = stream
+        self.reader = BufferedByteReceiveStream(stream)
+        self.table = table
+        self.session = session
+
+    async def run(self) -> None:
+        while True:
+            try:
+                line = await self.reader.receive_until(b"\n", MAX_LINE)
+            except anyio.DelimiterNotFound:
+                await self.stream.send(
+                    encode_error(
+                        None, "too_large", f"request longer than {MAX_LINE} bytes; closing"
+                    )
+                )
+                return
+            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            if not line.strip():
+                continue
+            if not await self.answer(line):
+                return
+
+    async def answer(self, line: bytes) -> bool:
+        """Answer one request line; False once the connection is done."""
+        rid: Any = None
+        try:
+            request = decode_request(line)
+            rid = request.id
+            command, args = self.table.lookup(request)
+            if command.streaming:
+                await self.stream_events(rid, self.table.stream(self.session, command, args))
+                return False
+            result = await command.handler(self.session, args)
+            await self.stream.send(encode_result(rid, result))
+        except ProtocolError as exc:
+            await self.stream.send(encode_error(exc.request_id, exc.code, exc.message))
+        except HiveError as exc:
+            await self.stream.send(encode_error(rid, exc.code, exc.message))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        except Exception as exc:
+            log.exception("command failed: %r", line[:200])
+            await self.stream.send(encode_error(rid, "internal", f"{type(exc).__name__}: {exc}"))
+        return True
+
+    async def stream_events(self, rid: Any, events: Any) -> None:
+        """Send events until the client closes (or the stream ends)."""
+        async with anyio.create_task_group() as tg:
+
+            async def until_closed() -> None:
+                try:
+                    while await self.stream.receive():
+                        pass
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_closed)
+            try:
+                async for event in events:
+                    await self.stream.send(encode_event(rid, event))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+            tg.cancel_scope.cancel()
+
+
+async def serve_socket(
+    path: Path,
+    table: CommandTable[C],
+    new_session: Callable[[], C],
+    *,
+    mode: int = 0o600,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on `path` (replacing a stale socket) until cancelled."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.is_socket():
+        path.unlink()
+    async with await anyio.create_unix_listener(path) as listener:
+        os.chmod(path, mode)
+
+        async def handle(stream: ByteStream) -> None:
+            session = new_session()
+            async with stream:
+                try:
+                    await _Connection(stream, table, session).run()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await session.close()
+
+        task_status.started()
+        try:
+            await listener.serve(handle)
+        finally:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,55 @@
+"""`hive-ag3nt` / `hive-m1nd`: the agent side's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import anyio
+
+__all__ = ["main_agent", "main_manager"]
+
+log = logging.getLogger("harness")
+
+
+async def _serve() -> None:
+    """Run the agent until SIGTERM/SIGINT."""
+    name = os.environ.get("HIVE_AGENT", "?")
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        log.info("%s ready on %s", name, os.environ.get("HIVE_SOCKET"))
+        async for _ in signals:
+            return
+
+
+def _main(prog: str, argv: list[str] | None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description="hyperhive agent harness")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the agent's turn loop and web page")
+    sub.add_parser("mcp", help="the stdio MCP server claude launches")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        anyio.run(_serve)
+    else:
+        from harness.mcp_server import main as mcp_main
+
+        mcp_main()
+
+
+def main_agent(argv: list[str] | None = None) -> None:
+    _main("hive-ag3nt", argv)
+
+
+def main_manager(argv: list[str] | None = None) -> None:
+    _main("hive-m1nd", argv)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1] if len(sys.argv) > 1 else "hive-ag3nt", sys.argv[2:])

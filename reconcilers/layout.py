@@ -1,0 +1,49 @@
+"""Where an agent's things live on the host; shared by every runtime and the controller.
+
+```
+<state>/agents/<name>/claude/   credentials (CLAUDE_CONFIG_DIR; /root/.claude in a container)
+<state>/agents/<name>/state/    durable notes and history (HIVE_STATE; /state)
+<state>/agents/hm1nd/agents/    the manager's clone of proposed.git (HIVE_AGENTS_DIR; /agents)
+<runtime>/agents/<name>/mcp.sock, <runtime>/manager/mcp.sock   (the dir is /run/hive)
+```
+Names are checked before they become paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitstore.spec import MANAGER, check_name
+
+__all__ = ["Layout"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    state_dir: Path
+    runtime_dir: Path
+
+    def agent_dir(self, name: str) -> Path:
+        return self.state_dir / "agents" / check_name(name)
+
+    def claude_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "claude"
+
+    def notes_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "state"
+
+    def agents_clone(self) -> Path:
+        return self.agent_dir(MANAGER) / "agents"
+
+    def socket_dir(self, name: str) -> Path:
+        if check_name(name) == MANAGER:
+            return self.runtime_dir / "manager"
+        return self.runtime_dir / "agents" / name
+
+    def socket(self, name: str) -> Path:
+        return self.socket_dir(name) / "mcp.sock"
+
+    @property
+    def host_socket(self) -> Path:
+        return self.runtime_dir / "host.sock"
