@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -139,7 +139,7 @@ class Client:
             err = answer.get("error") or {}
             raise ProtocolError(str(err.get("code", "error")), str(err.get("message", "")))
 
-    async def stream(self, cmd: str, **args: JSON) -> AsyncIterator[JSON]:
+    async def stream(self, cmd: str, **args: JSON) -> AsyncGenerator[JSON, None]:
         """Send a streaming command and yield each event until the server closes."""
         async with self._lock:
             self._next += 1

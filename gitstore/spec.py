@@ -49,7 +49,7 @@ class InvalidSpecError(ValueError):
 class AgentSpec(BaseModel):
     """The keys of `agent.toml`; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     description: str = ""
     model: str | None = None

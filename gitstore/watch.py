@@ -45,6 +45,9 @@ async def serve_ref_watcher(
             step=1,
             debounce=5,
             recursive=True,
+            # The watcher thread checks for cancellation this often (ms); the default
+            # (5 s) would make every shutdown wait that long.
+            rust_timeout=100,
         ):
             notify("change")
 

@@ -123,7 +123,11 @@ class ProcessRuntime:
                 if obs.state is ContainerState.RUNNING and obs.pid is not None:
                     self._watch(name, obs.pid)
             task_status.started()
-            await anyio.sleep_forever()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._exits_send.close()
+                self._exits_receive.close()
 
     # --- reading -------------------------------------------------------------------
 

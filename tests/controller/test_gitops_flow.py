@@ -1,0 +1,297 @@
+"""The GitOps core end to end: real pushes, the real daemon in-process, real processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from controller.hive import Hive
+from controller.protocol import ProtocolError, connect_client
+from tests.helpers import Clone, admin, git, hive_settings, running_hive, stop_agents, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def pending(hive: Hive) -> list[dict[str, Any]]:
+    return await hive.approvals.query("pending")
+
+
+async def agent(hive: Hive, name: str) -> dict[str, Any] | None:
+    async with admin(hive) as client:
+        rows = await client.call("agents")
+    return next((r for r in rows if r["name"] == name), None)
+
+
+async def running_at(hive: Hive, name: str, rev: str | None = None) -> bool:
+    row = await agent(hive, name)
+    return bool(
+        row
+        and row["state"] == "running"
+        and row["ready"]
+        and (rev is None or row["observed_rev"] == rev)
+    )
+
+
+async def test_a_push_becomes_a_pending_approval_with_a_plan_on_watch(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        client = await connect_client(hive.layout.host_socket)
+        async with client:
+            events = client.stream("watch")
+            hello = await events.__anext__()
+            assert hello["type"] == "hello"
+            clone.add_agent("alice")
+            sha = clone.commit("add alice")
+            clone.push("feature/alice")
+            with anyio.fail_after(5):
+                while True:
+                    event = await events.__anext__()
+                    if event["type"] == "approval.created":
+                        break
+            await events.aclose()
+        approval = event["approval"]
+        assert approval["sha"] == sha
+        assert approval["ref"] == "refs/heads/feature/alice"
+        assert approval["kind"] == "apply_commit"
+        assert approval["status"] == "pending"
+        assert approval["summary"] == "add alice"
+        assert approval["author"] == "Op Erator <op@example.test>"
+        assert {"agent": "alice", "action": "create"} in approval["plan"]
+        assert approval["errors"] == []
+        await stop_agents(hive)
+
+
+async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("alice")
+        first = clone.commit("alice v1")
+        clone.push("feature")
+        await wait_for(lambda: pending(hive))
+        clone.add_agent("alice", "v2")
+        second = clone.commit("alice v2")
+        clone.push("feature")
+        rows = await wait_for(lambda: _where(hive, lambda a: a["sha"] == second))
+        assert rows[0]["status"] == "pending"
+        old = await _where(hive, lambda a: a["sha"] == first)
+        assert old[0]["status"] == "superseded"
+        assert "moved to" in old[0]["reason"]
+        assert [a["sha"] for a in await pending(hive)] == [second]
+        # An already-applied head makes no approval.
+        git(clone.path, "push", "-q", "origin", f"{hive.git.applied_head()}:refs/heads/noop")
+        await anyio.sleep(0.3)
+        assert len(await pending(hive)) == 1
+        await stop_agents(hive)
+
+
+async def _where(hive: Hive, pred: Any) -> list[dict[str, Any]]:
+    return [a for a in await hive.approvals.query() if pred(a)]
+
+
+async def test_approve_merges_and_the_agent_runs_with_the_new_rev(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("alice")
+        sha = clone.commit("add alice")
+        clone.push()
+        (approval,) = await wait_for(lambda: pending(hive))
+        async with admin(hive) as client:
+            result = await client.call("approve", id=approval["id"])
+            assert result["status"] == "approved"
+            assert result["applied_sha"] == sha
+            with pytest.raises(ProtocolError, match="not pending"):
+                await client.call("approve", id=approval["id"])
+        rev = hive.git.applied_agent("alice")
+        assert rev is not None
+        await wait_for(lambda: running_at(hive, "alice", rev.rev))
+        await wait_for(lambda: (hive.layout.notes_dir("alice") / "env").exists())
+        await wait_for(lambda: (hive.layout.notes_dir("hm1nd") / "env").exists())
+        env = (hive.layout.notes_dir("alice") / "env").read_text().splitlines()
+        env_map = dict(line.split("=", 1) for line in env if "=" in line)
+        assert env_map["HIVE_AGENT"] == "alice"
+        assert env_map["HIVE_SOCKET"] == str(hive.layout.socket("alice"))
+        assert env_map["HIVE_STATE"] == str(hive.layout.notes_dir("alice"))
+        assert env_map["CLAUDE_CONFIG_DIR"] == str(hive.layout.claude_dir("alice"))
+        assert 8100 <= int(env_map["HIVE_WEB_PORT"]) <= 8999
+        assert "HIVE_AGENTS_DIR" not in env_map
+        manager_env = (hive.layout.notes_dir("hm1nd") / "env").read_text()
+        assert f"HIVE_AGENTS_DIR={hive.layout.agents_clone()}" in manager_env
+        assert "HIVE_WEB_PORT=8000" in manager_env
+        assert (hive.layout.agents_clone() / "agents" / "hm1nd" / "agent.toml").exists()
+        await stop_agents(hive)
+
+
+async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("alice")
+        clone.add_agent("bob")
+        clone.commit("two agents")
+        clone.push()
+        (a1,) = await wait_for(lambda: pending(hive))
+        await hive.approvals.approve(a1["id"])
+        await wait_for(lambda: running_at(hive, "alice"))
+        await wait_for(lambda: running_at(hive, "bob"))
+        for n in ("alice", "bob", "hm1nd"):
+            pid_file = hive.layout.notes_dir(n) / "pid"
+            await wait_for(pid_file.exists)
+        pids = {
+            n: (hive.layout.notes_dir(n) / "pid").read_text() for n in ("alice", "bob", "hm1nd")
+        }
+        runs_before = len(await hive.records.runs(limit=1000))
+        clone.write("agents/bob/prompt.md", "be brief\n")
+        clone.commit("bob gets a prompt")
+        clone.push()
+        (a2,) = await wait_for(lambda: pending(hive))
+        assert {"agent": "bob", "action": "update"} in a2["plan"]
+        assert {"agent": "alice", "action": "none"} in a2["plan"]
+        await hive.approvals.approve(a2["id"])
+        bob_rev = hive.git.applied_agent("bob")
+        assert bob_rev is not None
+        await wait_for(lambda: running_at(hive, "bob", bob_rev.rev))
+        await hive.agent_queue.wait_idle()
+        runs = (await hive.records.runs(limit=1000))[
+            : len(await hive.records.runs(limit=1000)) - runs_before
+        ]
+        assert [(r["name"], r["action"]) for r in runs] == [("bob", "update")]
+        assert (hive.layout.notes_dir("alice") / "pid").read_text() == pids["alice"]
+        assert (hive.layout.notes_dir("hm1nd") / "pid").read_text() == pids["hm1nd"]
+        await wait_for(lambda: (hive.layout.notes_dir("bob") / "pid").read_text() != pids["bob"])
+        await stop_agents(hive)
+
+
+async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("alice")
+        clone.commit("alice")
+        clone.push()
+        (a1,) = await wait_for(lambda: pending(hive))
+        await hive.approvals.approve(a1["id"])
+        await wait_for(lambda: running_at(hive, "alice"))
+        await wait_for(lambda: (hive.layout.notes_dir("alice") / "pid").exists())
+        pid = int((hive.layout.notes_dir("alice") / "pid").read_text())
+        clone.remove("agents/alice")
+        clone.commit("bye alice")
+        clone.push()
+        (a2,) = await wait_for(lambda: pending(hive))
+        assert {"agent": "alice", "action": "destroy"} in a2["plan"]
+        await hive.approvals.approve(a2["id"])
+        await wait_for(lambda: _gone(hive, "alice"))
+        await wait_for(lambda: not _alive(pid))
+        assert (hive.layout.notes_dir("alice") / "pid").exists()
+        runs = await hive.records.runs("alice")
+        assert runs[0]["action"] == "destroy"
+        await stop_agents(hive)
+
+
+async def _gone(hive: Hive, name: str) -> bool:
+    return await agent(hive, name) is None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    )
+
+
+async def test_deny_records_the_reason_and_applies_nothing(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("mallory")
+        clone.commit("let me in")
+        clone.push("sneaky")
+        (approval,) = await wait_for(lambda: pending(hive))
+        head = hive.git.applied_head()
+        async with admin(hive) as client:
+            denied = await client.call("deny", id=approval["id"], reason="no thanks")
+        assert denied["status"] == "denied"
+        assert denied["reason"] == "no thanks"
+        assert denied["decided_at"]
+        assert hive.git.applied_head() == head
+        await anyio.sleep(0.2)
+        # The same head does not come back as a new approval.
+        assert await pending(hive) == []
+        await stop_agents(hive)
+
+
+async def test_an_invalid_spec_cannot_be_approved(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.write("agents/alice/agent.toml", 'description = "x"\nenabled = "yes"\n')
+        clone.commit("bad")
+        clone.push("bad")
+        (approval,) = await wait_for(lambda: pending(hive))
+        assert any("enabled" in e for e in approval["errors"])
+        head = hive.git.applied_head()
+        async with admin(hive) as client:
+            with pytest.raises(ProtocolError) as info:
+                await client.call("approve", id=approval["id"])
+        assert info.value.code == "invalid"
+        assert "enabled" in info.value.message
+        assert hive.git.applied_head() == head
+        assert (await hive.approvals.get(approval["id"]))["status"] == "failed"
+        await stop_agents(hive)
+
+
+async def test_a_conflicting_approval_fails_with_a_clear_error(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        base = git(clone.path, "rev-parse", "HEAD")
+        clone.checkout("one", base)
+        clone.add_agent("alice", "one")
+        clone.commit("one")
+        clone.push("one")
+        clone.checkout("two", base)
+        clone.add_agent("alice", "two")
+        clone.commit("two")
+        clone.push("two")
+        approvals = await wait_for(lambda: _len2(hive))
+        by_ref = {a["ref"]: a for a in approvals}
+        await hive.approvals.approve(by_ref["refs/heads/one"]["id"])
+        head = hive.git.applied_head()
+        async with admin(hive) as client:
+            with pytest.raises(ProtocolError, match=r"conflicts in: agents/alice/agent\.toml"):
+                await client.call("approve", id=by_ref["refs/heads/two"]["id"])
+        assert hive.git.applied_head() == head
+        await stop_agents(hive)
+
+
+async def _len2(hive: Hive) -> list[dict[str, Any]] | None:
+    rows = await pending(hive)
+    return rows if len(rows) == 2 else None
+
+
+async def test_two_concurrent_approvals_both_land(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        base = git(clone.path, "rev-parse", "HEAD")
+        for name in ("alice", "bob"):
+            clone.checkout(name, base)
+            clone.add_agent(name)
+            clone.commit(name)
+            clone.push(name)
+        approvals = await wait_for(lambda: _len2(hive))
+        results: list[dict[str, Any]] = []
+
+        async def approve(approval_id: int) -> None:
+            async with admin(hive) as client:
+                results.append(await client.call("approve", id=approval_id))
+
+        async with anyio.create_task_group() as tg:
+            for a in approvals:
+                tg.start_soon(approve, a["id"])
+        assert {r["status"] for r in results} == {"approved"}
+        assert set(hive.git.applied_agents()) == {"alice", "bob", "hm1nd"}
+        await wait_for(lambda: running_at(hive, "alice"))
+        await wait_for(lambda: running_at(hive, "bob"))
+        await stop_agents(hive)

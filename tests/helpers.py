@@ -1,0 +1,141 @@
+"""Test helpers: git clones and pushes with the real CLI, a hive running in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from controller.daemon import build_hive
+from controller.hive import Hive
+from controller.protocol import Client, connect_client
+from controller.settings import Settings
+
+FAKE_HARNESS = Path(__file__).parent / "fakes" / "sleeper.py"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Op Erator",
+    "GIT_AUTHOR_EMAIL": "op@example.test",
+    "GIT_COMMITTER_NAME": "Op Erator",
+    "GIT_COMMITTER_EMAIL": "op@example.test",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+class Clone:
+    """A working clone of the proposed repo, as an operator's laptop would have."""
+
+    def __init__(self, path: Path, remote: Path) -> None:
+        self.path = path
+        subprocess.run(
+            ["git", "clone", "-q", str(remote), str(path)],
+            check=True,
+            env={**os.environ, **GIT_ENV},
+        )
+        git(path, "config", "user.name", "Op Erator")
+        git(path, "config", "user.email", "op@example.test")
+
+    def write(self, rel: str, text: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def remove(self, rel: str) -> None:
+        git(self.path, "rm", "-rq", rel)
+
+    def commit(self, message: str) -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-qm", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def commit_push(self, message: str, branch: str = "main") -> str:
+        sha = self.commit(message)
+        self.push(branch)
+        return sha
+
+    def push(self, branch: str = "main", *, force: bool = False) -> None:
+        git(self.path, "push", "-q", *(["-f"] if force else []), "origin", f"HEAD:{branch}")
+
+    def checkout(self, branch: str, start: str = "origin/main") -> None:
+        git(self.path, "fetch", "-q", "origin")
+        git(self.path, "checkout", "-qB", branch, start)
+
+    def add_agent(self, name: str, description: str = "an agent", **extra: str) -> None:
+        lines = [f'description = "{description}"'] + [f"{k} = {v}" for k, v in extra.items()]
+        self.write(f"agents/{name}/agent.toml", "\n".join(lines) + "\n")
+
+
+def hive_settings(root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "state_dir": root / "state",
+        "runtime_dir": root / "run",
+        "resync_interval": 30.0,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.5,
+        "crash_backoff": 0.05,
+        "crash_window": 30.0,
+        "stop_grace": 2.0,
+        "harness_command": (sys.executable, str(FAKE_HARNESS)),
+        "dashboard_enabled": False,
+    }
+    values.update(overrides)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    return Settings.from_env(env, **values)
+
+
+@asynccontextmanager
+async def running_hive(
+    settings: Settings, build: Callable[[Settings], Hive] = build_hive
+) -> AsyncIterator[Hive]:
+    hive = build(settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hive.serve)
+        try:
+            yield hive
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def admin(hive: Hive) -> AsyncIterator[Client]:
+    client = await connect_client(hive.layout.host_socket)
+    async with client:
+        yield client
+
+
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """Poll an async or sync predicate until it returns something truthy."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = predicate()
+            if hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return value
+            await anyio.sleep(interval)
+
+
+async def stop_agents(hive: Hive) -> None:
+    for name in await hive.runtime.names():
+        await hive.runtime.stop(name)
