@@ -112,6 +112,9 @@ async def running_hive(
         try:
             yield hive
         finally:
+            # anyio trap: cancelling a unix-socket receive() just after its peer closed
+            # raises InvalidStateError in a reader callback; let those settle first.
+            await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()
 
 
