@@ -44,7 +44,7 @@ from pathlib import Path
 
 import anyio
 
-from gitstore.spec import MANAGER, check_name
+from gitstore.spec import MANAGER, NAME_RE, check_name
 from reconcilers.nixflake import render_flake
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
@@ -182,7 +182,7 @@ class NixosRuntime:
             name = _agent_name(line.strip())
             # A container is ours only if we generated its flake: an operator's own
             # container that happens to be called h-something must never be destroyed.
-            if name is not None and self.flake_dir(name).is_dir():
+            if name is not None and NAME_RE.fullmatch(name) and self.flake_dir(name).is_dir():
                 found.append(name)
         return sorted(found)
 
@@ -204,6 +204,7 @@ class NixosRuntime:
 
     async def start(self, name: str) -> None:
         cname = container_name(name)
+        self._ensure_dirs(name)
         self._write_conf(name)
         await self._run("nixos-container", "start", cname)
         self._mark_stopped(name, False)
@@ -266,9 +267,7 @@ class NixosRuntime:
 
     def _prepare(self, build: AgentBuild) -> None:
         """Write the agent's flake and create the host dirs its container binds."""
-        for host, _ in self.binds(build.name):
-            if host.name != "proposed.git":
-                host.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._ensure_dirs(build.name)
         flake = self.flake_dir(build.name)
         flake.mkdir(parents=True, exist_ok=True, mode=0o700)
         for extra in ("agent.nix", "prompt.md"):
@@ -291,6 +290,17 @@ class NixosRuntime:
         # URL points at a new store path, so a kept lock would build the old harness.
         # Both inputs are local paths, so locking afresh costs nothing and is offline.
         (flake / "flake.lock").unlink(missing_ok=True)
+
+    def _ensure_dirs(self, name: str) -> None:
+        """Create the host side of the agent's binds; nspawn refuses to bind a missing path.
+
+        Runs before every start too: the socket dirs live on /run, which a reboot empties.
+        The proposed repo is the controller's to create, never ours.
+        """
+        proposed = self.state_dir / "proposed.git"
+        for host, _ in self.binds(name):
+            if host != proposed:
+                host.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _write_conf(self, name: str) -> None:
         """Rewrite the tool's container conf with our binds and the host network."""

@@ -326,3 +326,17 @@ async def test_logs_read_the_harness_unit_from_the_container_journal(
         "-o",
         "cat",
     ]
+
+
+@pytest.mark.anyio
+async def test_start_recreates_the_socket_dir_a_reboot_emptied(
+    runtime: NixosRuntime, tmp_path: Path
+) -> None:
+    await runtime.create(build("alpha"))
+    socket_dir = runtime.socket_dir("alpha")
+    socket_dir.rmdir()
+
+    await runtime.start("alpha")
+
+    assert socket_dir == tmp_path / "run" / "agents" / "alpha"
+    assert socket_dir.is_dir()
