@@ -18,6 +18,9 @@ Facts about the tool this module is built on (nixpkgs `nixos-container.pl`):
   we rewrite that file: our `--bind=` flags, and `PRIVATE_NETWORK=0` so the container
   shares the host's network and its web port is on the host's loopback, exactly as
   with the process runtime (which is why ports are distinct per agent).
+- `create --flake` / `update --flake` build with `nix build -o .tmp` in the current
+  directory (the script's `$systemPath` is unset there), so two builds from one
+  directory race on that link: each agent's build runs in its own directory.
 - `status` prints `up` / `down`, or `gone` and exits non-zero for an unknown container;
   `destroy` of an unknown container succeeds; `update` of a running container reloads
   it (`switch-to-configuration test` inside), which restarts changed units.
@@ -191,7 +194,14 @@ class NixosRuntime:
         self._prepare(build)
         # Marked stopped before it exists, so no poll can mistake it for a crash.
         self._mark_stopped(build.name, True)
-        await self._run("nixos-container", "create", cname, "--flake", self._flake_ref(build))
+        await self._run(
+            "nixos-container",
+            "create",
+            cname,
+            "--flake",
+            self._flake_ref(build),
+            cwd=self.agent_dir(build.name),
+        )
         self._write_conf(build.name)
         self._write_rev(build)
 
@@ -199,7 +209,14 @@ class NixosRuntime:
         cname = container_name(build.name)
         self._prepare(build)
         self._write_conf(build.name)
-        await self._run("nixos-container", "update", cname, "--flake", self._flake_ref(build))
+        await self._run(
+            "nixos-container",
+            "update",
+            cname,
+            "--flake",
+            self._flake_ref(build),
+            cwd=self.agent_dir(build.name),
+        )
         self._write_rev(build)
 
     async def start(self, name: str) -> None:
@@ -346,13 +363,17 @@ class NixosRuntime:
         else:
             marker.unlink(missing_ok=True)
 
-    async def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    async def _run(
+        self, *argv: str, check: bool = True, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         exe = shutil.which(argv[0], path=self._env.get("PATH"))
         if exe is None:
             raise ContainerError(f"{argv[0]} not found on PATH; the nixos runtime needs NixOS")
         try:
             with anyio.fail_after(self.command_timeout):
-                result = await anyio.run_process([exe, *argv[1:]], check=False, env=self._env)
+                result = await anyio.run_process(
+                    [exe, *argv[1:]], check=False, env=self._env, cwd=cwd
+                )
         except TimeoutError as exc:
             raise ContainerError(
                 f"{shlex.join(argv)} did not finish within {self.command_timeout:g}s"

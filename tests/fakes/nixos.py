@@ -39,6 +39,11 @@ class FakeNixos:
             return []
         return [json.loads(line)["argv"] for line in path.read_text().splitlines()]
 
+    def cwds(self) -> list[str]:
+        path = self.root / "calls.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line).get("cwd", "") for line in lines]
+
     def actions(self) -> list[tuple[str, ...]]:
         """Each call as (action, container) -- the shape most tests compare."""
         return [tuple(argv[:2]) for argv in self.calls()]

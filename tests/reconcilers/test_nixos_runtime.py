@@ -340,3 +340,17 @@ async def test_start_recreates_the_socket_dir_a_reboot_emptied(
 
     assert socket_dir == tmp_path / "run" / "agents" / "alpha"
     assert socket_dir.is_dir()
+
+
+@pytest.mark.anyio
+async def test_concurrent_builds_of_different_agents_run_in_their_own_directories(
+    runtime: NixosRuntime, fake: FakeNixos
+) -> None:
+    async with anyio.create_task_group() as tg:
+        for name in ("alpha", "beta", "gamma"):
+            tg.start_soon(runtime.create, build(name))
+
+    assert sorted(fake.cwds()) == sorted(
+        str(runtime.agent_dir(name)) for name in ("alpha", "beta", "gamma")
+    )
+    assert await runtime.names() == ["alpha", "beta", "gamma"]
