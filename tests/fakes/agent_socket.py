@@ -117,6 +117,9 @@ async def open_agent_socket(
         ):
             tg.start_soon(listener.serve, sock.handle)
             yield sock
+            # anyio 4.16 trap: cancelling a receive() right after the peer closed logs
+            # InvalidStateError; let the handlers see their EOF first.
+            await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()
     finally:
         with contextlib.suppress(OSError):

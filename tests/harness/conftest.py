@@ -44,9 +44,7 @@ async def fake_api() -> AsyncIterator[FakeAnthropic]:
         yield fake
 
 
-def settings_for(
-    claude: str, fake: FakeAnthropic, tmp: Path, **overrides: Any
-) -> ClaudeSettings:
+def settings_for(claude: str, fake: FakeAnthropic, tmp: Path, **overrides: Any) -> ClaudeSettings:
     config_dir = tmp / "claude-config"
     config_dir.mkdir(exist_ok=True)
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
