@@ -233,7 +233,7 @@ def _connect(path: Path, ts: str) -> sqlite3.Connection:
                 "UPDATE turns SET status = 'interrupted', ended_at = ? WHERE status = 'running'",
                 (ts,),
             )
-    except BaseException:
+    except Exception:
         conn.close()
         raise
     return conn
