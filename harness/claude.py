@@ -8,9 +8,9 @@ may never print one.
 
 Stopping a turn escalates on the whole group: SIGINT, then SIGTERM, then SIGKILL, each
 after a grace from `ClaudeSettings` (on SIGINT a hung turn ends in ~0.2 s here, exit
-code 0). The same escalation runs, shielded, when the caller's own cancel scope cancels `run_turn`, so no claude
-outlives the harness's interest in it. After claude exits, stragglers in its group (a
-background shell, the MCP server) are sent SIGTERM.
+code 0). The same escalation runs, shielded, when the caller's own cancel scope cancels
+`run_turn`, so no claude outlives the harness's interest in it. After claude exits,
+stragglers in its group (a background shell, the MCP server) are sent SIGTERM.
 
 Measured with claude 2.1.330: `--output-format stream-json` needs `--verbose`; a
 `--continue` run keeps the first `--append-system-prompt` unless
