@@ -84,7 +84,7 @@ class ClaudeSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     interrupt_grace: float = 2.0
     term_grace: float = 3.0
-    drain_grace: float = 0.5
+    drain_grace: float = 2.0
     turn_timeout: float | None = None
 
 
@@ -229,8 +229,7 @@ class ClaudeRunner:
     ) -> TurnResult:
         if self._stop is not None:
             raise RuntimeError(f"{self.agent}: a turn is already running")
-        binary = find_claude(self.settings.binary)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        binary = await anyio.to_thread.run_sync(find_claude, self.settings.binary)
         config_path = await anyio.to_thread.run_sync(self.write_mcp_config)
         cmd = build_command(
             binary,
