@@ -74,10 +74,11 @@ class Hive:
         if self.settings.runtime == "nixos":
             from reconcilers.nixos import NixosRuntime
 
-            return NixosRuntime(  # type: ignore[no-any-return]
+            return NixosRuntime(
                 self.settings.state_dir,
                 self.settings.runtime_dir,
                 hyperhive_flake=self.settings.environ.get("HIVE_HYPERHIVE_FLAKE", ""),
+                nixpkgs_flake=self.settings.environ.get("HIVE_NIXPKGS_FLAKE", "nixpkgs"),
                 env=self.settings.environ,
             )
         command = self.settings.harness_command
