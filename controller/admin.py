@@ -211,6 +211,63 @@ for _verb in ("start", "stop", "restart", "kill"):
     host_commands.command(_verb, NameArgs)(_handler)
 
 
+class SendArgs(Args):
+    to: str
+    body: str
+
+
+class MessagesArgs(Args):
+    agent: str | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class QuestionsArgs(Args):
+    status: str | None = "pending"
+
+
+class AnswerArgs(Args):
+    id: int
+    answer: str | list[str]
+
+
+@host_commands.command("send", SendArgs)
+async def send(s: HostSession, a: SendArgs) -> dict[str, Any]:
+    """Send a message to an agent as the operator."""
+    from controller.agent_api import check_recipient
+
+    to = check_recipient(s.hive, a.to)
+    message = await s.hive.broker.send("operator", to, a.body)
+    return {"id": message["id"]}
+
+
+@host_commands.command("messages", MessagesArgs)
+async def messages(s: HostSession, a: MessagesArgs) -> list[dict[str, Any]]:
+    """Recent messages, newest first, optionally to or from one agent."""
+    if a.agent is not None and a.agent != "operator":
+        _name(a.agent)
+    return await s.hive.broker.messages(a.agent, a.limit)
+
+
+@host_commands.command("questions", QuestionsArgs)
+async def questions(s: HostSession, a: QuestionsArgs) -> list[dict[str, Any]]:
+    """The manager's questions (pending by default)."""
+    if a.status not in (None, "pending", "answered", "cancelled", "expired"):
+        raise InvalidError("status must be pending, answered, cancelled or expired")
+    return await s.hive.questions.query(a.status)
+
+
+@host_commands.command("answer", AnswerArgs)
+async def answer(s: HostSession, a: AnswerArgs) -> dict[str, Any]:
+    """Answer a question; the manager gets it as operator_answered."""
+    return await s.hive.questions.answer(a.id, a.answer)
+
+
+@host_commands.command("cancel-question", IdArgs)
+async def cancel_question(s: HostSession, a: IdArgs) -> dict[str, Any]:
+    """Cancel a question; the manager gets it as operator_answered."""
+    return await s.hive.questions.cancel(a.id)
+
+
 @host_commands.command("watch", NoArgs, streaming=True)
 async def watch(s: HostSession, _: NoArgs) -> AsyncIterator[dict[str, Any]]:
     """Stream every event until the client closes."""

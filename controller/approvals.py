@@ -151,6 +151,14 @@ class ApprovalBook:
         self.bus.publish(f"approval.{status}", approval=approval)
         return approval
 
+    async def set_note(self, approval_id: int, note: str) -> dict[str, Any]:
+        await self.store.call(
+            lambda db: db.execute("UPDATE approvals SET note=? WHERE id=?", (note, approval_id))
+        )
+        approval = await self.get(approval_id)
+        self.bus.publish("approval.noted", approval=approval)
+        return approval
+
     async def supersede(self, approval_id: int, reason: str) -> None:
         await self._decide(approval_id, "superseded", reason=reason)
 

@@ -9,6 +9,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from controller.admin import HostSession, host_commands
+from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
 from controller.settings import Settings
 from controller.sockets import serve_socket
@@ -32,7 +33,11 @@ def build_hive(settings: Settings) -> Hive:
             )
         )
 
+    async def agent_sockets(tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(lambda task_status: serve_agent_sockets(hive, task_status=task_status))
+
     hive.add_component(host_socket)
+    hive.add_component(agent_sockets)
     return hive
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from controller.approvals import ApprovalBook
+from controller.broker import Broker
 from controller.bus import Bus
+from controller.questions import Questions
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
@@ -65,6 +68,9 @@ class Hive:
         self.agent_queue = WorkQueue(
             self.agents.reconcile, workers=settings.workers, backoff=backoff
         )
+        self.broker = Broker(self.store, self.bus)
+        self.questions = Questions(self.store, self.bus, self.broker)
+        self.turns: dict[str, dict[str, Any]] = {}
         self.proposals = ProposalsReconciler(self.git, self.approvals)
         self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
@@ -153,6 +159,10 @@ class Hive:
         self.proposal_queue.add(PROPOSALS)
         return names
 
+    def set_turn(self, name: str, turn: dict[str, Any]) -> None:
+        """An agent reported its turn state (idle / thinking / offline)."""
+        self.turns[name] = {**turn, "since": self.bus.publish("agent.turn", agent=name, **turn).ts}
+
     # --- serving -------------------------------------------------------------------
 
     def add_component(self, serve: Callable[[anyio.abc.TaskGroup], Awaitable[None]]) -> None:
@@ -165,6 +175,8 @@ class Hive:
                 serve_runtime = getattr(self.runtime, "serve", None)
                 if serve_runtime is not None:
                     await tg.start(serve_runtime)
+                await tg.start(self.broker.serve)
+                await tg.start(self.questions.serve)
                 await tg.start(self.agent_queue.serve)
                 await tg.start(self.proposal_queue.serve)
                 tg.start_soon(self._watch_exits)

@@ -82,6 +82,35 @@ MIGRATIONS: tuple[str, ...] = (
         data TEXT NOT NULL
     );
     """,
+    # 2: the broker and the operator's questions
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'message',
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT,
+        acked_at TEXT,
+        lease INTEGER
+    );
+    CREATE INDEX messages_inbox ON messages(recipient, delivered_at, id);
+    CREATE INDEX messages_sender ON messages(sender, id);
+    CREATE TABLE questions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        asker TEXT NOT NULL,
+        question TEXT NOT NULL,
+        options TEXT NOT NULL,
+        multi INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        answer TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        decided_at TEXT
+    );
+    CREATE INDEX questions_status ON questions(status);
+    """,
 )
 
 

@@ -1,0 +1,278 @@
+"""The commands served on each agent's socket. **The socket is the identity**: a session
+is bound to the agent whose socket it was reached on, so `send` always sends as that
+agent and manager commands are refused (and logged) on any other agent's socket.
+
+Everything that changes what runs still goes through git: `request_spawn` commits
+`agents/<name>/agent.toml` on `spawn/<name>` of the proposed repo and
+`request_apply_commit` points a branch at the manager's commit; both become approvals the
+operator decides on.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from typing import Any
+
+import anyio
+from pydantic import Field
+
+from controller.admin import agent_rows, lifecycle
+from controller.broker import MAX_WAIT, OPERATOR
+from controller.commands import Args, CommandTable, NoArgs
+from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from controller.hive import PROPOSALS, Hive
+from gitstore.commits import commit_files, point_branch
+from gitstore.repos import GitStoreError
+from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, role_for
+
+__all__ = ["AgentSession", "agent_commands", "check_recipient"]
+
+log = logging.getLogger(__name__)
+agent_commands: CommandTable[AgentSession] = CommandTable()
+
+
+class AgentSession:
+    """One connection on an agent's socket."""
+
+    def __init__(self, hive: Hive, agent: str) -> None:
+        self.hive = hive
+        self.agent = agent
+        self.owner = hive.broker.new_owner()
+
+    async def close(self) -> None:
+        released = await self.hive.broker.release_owner(self.owner)
+        if released:
+            log.info("%s disconnected; %d leased message(s) returned", self.agent, released)
+
+    def require_manager(self, cmd: str) -> None:
+        if self.agent != MANAGER:
+            log.warning("refused: %s called manager command %s", self.agent, cmd)
+            raise ForbiddenError(f"{cmd} is a manager command; {self.agent} may not call it")
+
+
+def check_recipient(hive: Hive, to: str) -> str:
+    if to == OPERATOR:
+        return to
+    try:
+        check_name(to)
+    except InvalidNameError as exc:
+        raise InvalidError(str(exc)) from exc
+    if hive.git.applied_agent(to) is None:
+        raise NotFoundError(f"no agent {to!r} to send to; list_agents shows who exists")
+    return to
+
+
+class SendArgs(Args):
+    to: str
+    body: str
+
+
+class RecvArgs(Args):
+    wait_seconds: float = Field(default=0.0, ge=0, le=MAX_WAIT)
+    lease: bool = False
+
+
+class IdArgs(Args):
+    id: int
+
+
+class TurnArgs(Args):
+    state: str
+    reason: str = ""
+    model: str | None = None
+    last_turn: dict[str, Any] | None = None
+
+
+class OperatorSendArgs(Args):
+    body: str
+
+
+@agent_commands.command("send", SendArgs)
+async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
+    """Send a message as this agent."""
+    if a.to == s.agent:
+        raise InvalidError("an agent cannot send to itself")
+    message = await s.hive.broker.send(s.agent, check_recipient(s.hive, a.to), a.body)
+    return {"id": message["id"]}
+
+
+@agent_commands.command("recv", RecvArgs)
+async def recv(s: AgentSession, a: RecvArgs) -> dict[str, Any] | None:
+    """The next message for this agent, waiting up to wait_seconds."""
+    return await s.hive.broker.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
+
+
+@agent_commands.command("ack", IdArgs)
+async def ack(s: AgentSession, a: IdArgs) -> dict[str, Any]:
+    """Acknowledge a leased message: its turn is done."""
+    await s.hive.broker.ack(s.agent, a.id, s.owner)
+    return {}
+
+
+@agent_commands.command("release", IdArgs)
+async def release(s: AgentSession, a: IdArgs) -> dict[str, Any]:
+    """Give a leased message back: it will be delivered again."""
+    await s.hive.broker.release(s.agent, a.id, s.owner)
+    return {}
+
+
+@agent_commands.command("inbox", NoArgs)
+async def inbox(s: AgentSession, _: NoArgs) -> list[dict[str, Any]]:
+    """Messages to this agent not yet acknowledged."""
+    return await s.hive.broker.inbox(s.agent)
+
+
+@agent_commands.command("operator_send", OperatorSendArgs)
+async def operator_send(s: AgentSession, a: OperatorSendArgs) -> dict[str, Any]:
+    """From the agent's own page: the operator writes into this agent's inbox (only)."""
+    message = await s.hive.broker.send(OPERATOR, s.agent, a.body)
+    return {"id": message["id"]}
+
+
+@agent_commands.command("turn_state", TurnArgs)
+async def turn_state(s: AgentSession, a: TurnArgs) -> dict[str, Any]:
+    """Report idle / thinking / offline (the dashboard shows it)."""
+    if a.state not in ("idle", "thinking", "offline"):
+        raise InvalidError("state must be idle, thinking or offline")
+    s.hive.set_turn(s.agent, a.model_dump())
+    return {}
+
+
+@agent_commands.command("whoami", NoArgs)
+async def whoami(s: AgentSession, _: NoArgs) -> dict[str, Any]:
+    """This agent's name, role, model, prompt and allowed tools."""
+    desired = s.hive.git.applied_agent(s.agent)
+    spec = desired.spec if desired is not None else None
+    prompt = desired.files.get("prompt.md", b"").decode("utf-8", "replace") if desired else ""
+    return {
+        "name": s.agent,
+        "role": role_for(s.agent),
+        "model": (spec.model if spec else None) or s.hive.settings.environ.get("HIVE_MODEL"),
+        "prompt": prompt,
+        "allowed_tools": list(spec.allowed_tools) if spec else [],
+        "description": spec.description if spec else "",
+    }
+
+
+# --- the manager's tools -----------------------------------------------------------
+
+
+class SpawnArgs(Args):
+    name: str
+    description: str = ""
+    model: str | None = None
+
+
+class ApplyArgs(Args):
+    sha: str = Field(pattern=r"^[0-9a-f]{7,40}$")
+    note: str = ""
+
+
+class AskArgs(Args):
+    question: str = Field(max_length=8000)
+    options: list[str] | None = None
+    multi: bool = False
+    ttl_seconds: int | None = None
+
+
+class NameArgs(Args):
+    name: str
+
+
+async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
+    """Wait for the proposals reconciler to record the approval of `ref` at `sha`."""
+    with hive.bus.subscribe() as sub:
+        hive.proposal_queue.add(PROPOSALS)
+        with anyio.fail_after(30):
+            while True:
+                found = [
+                    a
+                    for a in await hive.approvals.query("pending")
+                    if a["ref"] == ref and a["sha"] == sha
+                ]
+                if found:
+                    return found[0]
+                await sub.next()
+
+
+@agent_commands.command("request_spawn", SpawnArgs)
+async def request_spawn(s: AgentSession, a: SpawnArgs) -> dict[str, Any]:
+    """Propose a new agent: a commit on spawn/<name>, approved by the operator."""
+    s.require_manager("request_spawn")
+    try:
+        name = check_name(a.name)
+    except InvalidNameError as exc:
+        raise InvalidError(str(exc)) from exc
+    if s.hive.git.applied_agent(name) is not None:
+        raise ConflictError(f"agent {name} exists already")
+    spec = AgentSpec(description=a.description, model=a.model)
+    toml = f"description = {_toml_str(spec.description)}\n"
+    if spec.model:
+        toml += f"model = {_toml_str(spec.model)}\n"
+    tomllib.loads(toml)
+    sha = await anyio.to_thread.run_sync(
+        lambda: commit_files(
+            s.hive.git,
+            f"spawn/{name}",
+            {f"agents/{name}/agent.toml": toml.encode()},
+            f"spawn {name}\n\n{a.description}".strip(),
+            (s.agent, f"{s.agent}@hive"),
+        )
+    )
+    return await _approval_for(s.hive, f"refs/heads/spawn/{name}", sha)
+
+
+def _toml_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+@agent_commands.command("request_apply_commit", ApplyArgs)
+async def request_apply_commit(s: AgentSession, a: ApplyArgs) -> dict[str, Any]:
+    """Ask the operator to apply a commit the manager pushed to the proposed repo."""
+    s.require_manager("request_apply_commit")
+    hive = s.hive
+    try:
+        commit = hive.git.commit(hive.git.proposed, a.sha)
+    except GitStoreError as exc:
+        raise NotFoundError(f"{a.sha} is not in the proposed repo; push it first") from exc
+    sha = str(commit.id)
+    if hive.git.is_applied(sha):
+        raise ConflictError(f"{sha[:12]} is already applied")
+    heads = {v: k for k, v in hive.git.proposed_heads().items()}
+    ref = heads.get(sha)
+    if ref is None:
+        ref = f"refs/heads/request/{sha[:12]}"
+        await anyio.to_thread.run_sync(point_branch, hive.git, ref.removeprefix("refs/heads/"), sha)
+    approval = await _approval_for(hive, ref, sha)
+    if a.note:
+        approval = await hive.approvals.set_note(approval["id"], a.note)
+    return approval
+
+
+@agent_commands.command("ask_operator", AskArgs)
+async def ask_operator(s: AgentSession, a: AskArgs) -> dict[str, Any]:
+    """Queue a question on the dashboard; the answer arrives as operator_answered."""
+    s.require_manager("ask_operator")
+    asked = await s.hive.questions.ask(s.agent, a.question, a.options, a.multi, a.ttl_seconds)
+    return {"id": asked["id"]}
+
+
+@agent_commands.command("list_agents", NoArgs)
+async def list_agents(s: AgentSession, _: NoArgs) -> list[dict[str, Any]]:
+    """Every agent with its state."""
+    s.require_manager("list_agents")
+    return await agent_rows(s.hive)
+
+
+for _verb in ("kill", "start", "restart"):
+
+    async def _handler(s: AgentSession, a: NameArgs, _verb: str = _verb) -> dict[str, Any]:
+        s.require_manager(_verb)
+        if a.name == MANAGER:
+            raise InvalidError(f"the manager cannot {_verb} itself")
+        return await lifecycle(s.hive, a.name, _verb)
+
+    _handler.__doc__ = f"{_verb.capitalize()} an agent (manager only)."
+    agent_commands.command(_verb, NameArgs)(_handler)

@@ -1,0 +1,52 @@
+"""One socket per agent, following the applied tree.
+
+The set of sockets is reconciled like everything else: on start and whenever applied
+`main` moves, every applied agent gets its socket and a removed agent loses it. Only the
+socket file is replaced, never its directory: a running container bind-mounts the dir.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from controller.agent_api import AgentSession, agent_commands
+from controller.hive import Hive
+from controller.sockets import serve_socket
+
+__all__ = ["serve_agent_sockets"]
+
+
+async def serve_agent_sockets(
+    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    async with anyio.create_task_group() as tg:
+
+        async def serve_one(name: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with anyio.CancelScope() as scope:
+                scopes[name] = scope
+                await serve_socket(
+                    hive.layout.socket(name),
+                    agent_commands,
+                    lambda: AgentSession(hive, name),
+                    task_status=task_status,
+                )
+
+        async def sync() -> None:
+            wanted = set(
+                await anyio.to_thread.run_sync(
+                    lambda: hive.git.agent_revs(hive.git.applied, hive.git.applied_head())
+                )
+            )
+            for name in sorted(wanted - set(scopes)):
+                await tg.start(serve_one, name)
+            for name in sorted(set(scopes) - wanted):
+                scopes.pop(name).cancel()
+
+        with hive.bus.subscribe() as sub:
+            await sync()
+            task_status.started()
+            async for event in sub:
+                if event.type == "applied.moved":
+                    await sync()

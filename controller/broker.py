@@ -1,0 +1,312 @@
+"""The durable message broker between agents (and the operator).
+
+Messages live in sqlite. Delivery has two modes:
+- *leased* (`recv(lease=True)`, the harness's wake): the message is delivered but stays
+  unacknowledged until `ack`; `release`, or the connection closing, makes it deliverable
+  again, so a turn that dies loses nothing;
+- *acknowledged at once* (`lease=False`, the `recv` tool inside a turn).
+
+Sends are group-committed: concurrent sends queue up and one writer commits them in a
+single transaction, each sender answered after its commit. A `recv` that finds nothing
+registers a waiter *inside the same store lock* the writer takes, so a message is either
+seen by the check or handed to the waiter in the very transaction that inserts it (one
+commit on the hot path, no polling, no lost wake-up). A waiter that gives up after it was
+handed a message waits for that hand-off and then returns the message to the queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from controller.bus import Bus
+from controller.errors import InvalidError, NotFoundError
+from controller.store import Store, now_iso
+
+__all__ = ["MAX_BODY", "MAX_WAIT", "OPERATOR", "Broker"]
+
+MAX_BODY = 256 * 1024
+MAX_WAIT = 180.0
+OPERATOR = "operator"
+
+_COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_at"
+
+
+def message_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("id", "sender", "recipient", "kind", "body", "created_at", "delivered_at", "acked_at")
+    return dict(zip(keys, tuple(row), strict=True))
+
+
+@dataclass(eq=False)
+class _Waiter:
+    recipient: str
+    owner: int | None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    message: dict[str, Any] | None = None
+    claimed: bool = False
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    sender: str
+    recipient: str
+    kind: str
+    body: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    message: dict[str, Any] | None = None
+    waiter: _Waiter | None = None
+
+
+class Broker:
+    def __init__(self, store: Store, bus: Bus) -> None:
+        self.store = store
+        self.bus = bus
+        self._waiters: dict[str, deque[_Waiter]] = {}
+        self._waiters_lock = threading.Lock()
+        self._owners = itertools.count(1)
+        self._send_in: MemoryObjectSendStream[_Outgoing]
+        self._send_out: MemoryObjectReceiveStream[_Outgoing]
+        self._send_in, self._send_out = anyio.create_memory_object_stream[_Outgoing](10_000)
+
+    def new_owner(self) -> int:
+        """A lease owner token: one per connection."""
+        return next(self._owners)
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Leases belong to connections, and no connection outlives the daemon.
+        await self.store.call(
+            lambda db: db.execute("UPDATE messages SET delivered_at=NULL WHERE acked_at IS NULL")
+        )
+        task_status.started()
+        async with self._send_in, self._send_out:
+            async for first in self._send_out:
+                batch = [first]
+                while len(batch) < 500:
+                    try:
+                        batch.append(self._send_out.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                await self.store.call(self._insert_batch, batch)
+                for out in batch:
+                    assert out.message is not None
+                    if out.waiter is not None:
+                        out.waiter.message = out.message
+                        out.waiter.done.set()
+                    out.done.set()
+                    self.bus.publish("message.sent", message=_public(out.message))
+
+    # --- sending -------------------------------------------------------------------
+
+    async def send(
+        self, sender: str, recipient: str, body: str, kind: str = "message"
+    ) -> dict[str, Any]:
+        size = len(body.encode("utf-8"))
+        if size > MAX_BODY:
+            raise InvalidError(f"message body is {size} bytes; the limit is {MAX_BODY}")
+        out = _Outgoing(sender, recipient, kind, body)
+        await self._send_in.send(out)
+        await out.done.wait()
+        assert out.message is not None
+        return out.message
+
+    def _insert_batch(self, db: sqlite3.Connection, batch: list[_Outgoing]) -> None:
+        now = now_iso()
+        for out in batch:
+            waiter = self._pop_waiter(out.recipient)
+            delivered = now if waiter is not None else None
+            acked = now if waiter is not None and waiter.owner is None else None
+            cur = db.execute(
+                "INSERT INTO messages(sender, recipient, kind, body, created_at, delivered_at,"
+                " acked_at, lease) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    out.sender,
+                    out.recipient,
+                    out.kind,
+                    out.body,
+                    now,
+                    delivered,
+                    acked,
+                    waiter.owner if waiter is not None else None,
+                ),
+            )
+            out.message = message_dict(
+                (
+                    cur.lastrowid,
+                    out.sender,
+                    out.recipient,
+                    out.kind,
+                    out.body,
+                    now,
+                    delivered,
+                    acked,
+                )
+            )
+            out.waiter = waiter
+
+    def _pop_waiter(self, recipient: str) -> _Waiter | None:
+        with self._waiters_lock:
+            queue = self._waiters.get(recipient)
+            if not queue:
+                return None
+            waiter = queue.popleft()
+            waiter.claimed = True
+            return waiter
+
+    # --- receiving -----------------------------------------------------------------
+
+    async def recv(self, recipient: str, wait: float, owner: int | None) -> dict[str, Any] | None:
+        """The oldest deliverable message, waiting up to `wait` seconds for one.
+
+        With an `owner` the message is leased to it; without, it is acknowledged."""
+        waiter = _Waiter(recipient, owner)
+        found = await self.store.call(self._claim_or_wait, waiter, wait > 0)
+        if found is not None:
+            return found
+        if wait <= 0:
+            return None
+        try:
+            with anyio.move_on_after(min(wait, MAX_WAIT)):
+                await waiter.done.wait()
+        except BaseException:
+            # Cancelled (the connection went): a message handed to us goes back.
+            with anyio.CancelScope(shield=True):
+                if not self._forget(waiter):
+                    await waiter.done.wait()
+                    assert waiter.message is not None
+                    await self._give_back(waiter.message["id"])
+            raise
+        if not waiter.done.is_set() and not self._forget(waiter):
+            # Timed out in the same instant a sender handed us a message: take it.
+            await waiter.done.wait()
+        return waiter.message
+
+    def _claim_or_wait(
+        self, db: sqlite3.Connection, waiter: _Waiter, register: bool
+    ) -> dict[str, Any] | None:
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND delivered_at IS NULL "
+            "ORDER BY id LIMIT 1",
+            (waiter.recipient,),
+        ).fetchone()
+        if row is None:
+            if register:
+                with self._waiters_lock:
+                    self._waiters.setdefault(waiter.recipient, deque()).append(waiter)
+            return None
+        now = now_iso()
+        acked = now if waiter.owner is None else None
+        db.execute(
+            "UPDATE messages SET delivered_at=?, acked_at=?, lease=? WHERE id=?",
+            (now, acked, waiter.owner, row["id"]),
+        )
+        message = message_dict(row)
+        message["delivered_at"], message["acked_at"] = now, acked
+        return message
+
+    def _forget(self, waiter: _Waiter) -> bool:
+        """Remove a waiter that gave up; False if a sender already claimed it."""
+        with self._waiters_lock:
+            if waiter.claimed:
+                return False
+            queue = self._waiters.get(waiter.recipient)
+            if queue is not None and waiter in queue:
+                queue.remove(waiter)
+            return True
+
+    async def ack(self, recipient: str, message_id: int, owner: int) -> None:
+        await self._settle(recipient, message_id, owner, "acked_at=?", now_iso())
+        self.bus.publish("message.acked", id=message_id, recipient=recipient)
+
+    async def release(self, recipient: str, message_id: int, owner: int) -> None:
+        await self._settle(recipient, message_id, owner, "delivered_at=NULL, lease=NULL", None)
+
+    async def _settle(
+        self, recipient: str, message_id: int, owner: int, sets: str, value: str | None
+    ) -> None:
+        def q(db: sqlite3.Connection) -> int:
+            args: tuple[Any, ...] = (value,) if value is not None else ()
+            return db.execute(
+                f"UPDATE messages SET {sets} WHERE id=? AND recipient=? AND lease=? "
+                "AND acked_at IS NULL",
+                (*args, message_id, recipient, owner),
+            ).rowcount
+
+        if await self.store.call(q) == 0:
+            raise NotFoundError(f"message {message_id} is not leased to this connection")
+
+    async def _give_back(self, message_id: int) -> None:
+        await self.store.call(
+            lambda db: db.execute(
+                "UPDATE messages SET delivered_at=NULL, acked_at=NULL, lease=NULL WHERE id=?",
+                (message_id,),
+            )
+        )
+
+    async def release_owner(self, owner: int) -> int:
+        """Return every message leased to `owner` (its connection closed)."""
+
+        def q(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "UPDATE messages SET delivered_at=NULL, lease=NULL "
+                "WHERE lease=? AND acked_at IS NULL",
+                (owner,),
+            ).rowcount
+
+        return await self.store.call(q)
+
+    # --- reading -------------------------------------------------------------------
+
+    async def messages(self, agent: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            if agent is None:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (limit,)
+                )
+            else:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE sender=? OR "
+                    "recipient=? ORDER BY id DESC LIMIT ?",
+                    (agent, agent, limit),
+                )
+            return [message_dict(r) for r in rows]
+
+        return await self.store.call(q)
+
+    async def inbox(self, recipient: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Messages not yet acknowledged by `recipient`, oldest first."""
+
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND "
+                "acked_at IS NULL ORDER BY id LIMIT ?",
+                (recipient, limit),
+            )
+            return [message_dict(r) for r in rows]
+
+        return await self.store.call(q)
+
+    async def counts(self) -> list[dict[str, Any]]:
+        """Who talks to whom: message counts per (sender, recipient)."""
+
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT sender, recipient, count(*) FROM messages GROUP BY sender, recipient"
+            )
+            return [{"sender": s, "recipient": r, "count": n} for s, r, n in rows]
+
+        return await self.store.call(q)
+
+
+def _public(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as events carry it: bodies are cut so one huge message cannot flood SSE."""
+    body = message["body"]
+    return {**message, "body": body if len(body) <= 4000 else body[:4000] + "…"}

@@ -1,0 +1,176 @@
+"""The manager's questions to the operator (`ask_operator`).
+
+A question is free text (no options), a radio choice (options) or checkboxes (options and
+`multi`). It ends answered, cancelled or expired, and each ending reaches the asker's
+inbox as an `operator_answered` message (JSON body), so the manager learns the outcome
+through the same durable path as any other message. Expiry is driven by one task that
+sleeps until the nearest deadline; it is woken when a question is asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+
+from controller.broker import OPERATOR, Broker
+from controller.bus import Bus
+from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.store import Store, now_iso
+
+__all__ = ["MAX_TTL", "Questions"]
+
+MAX_TTL = 7 * 24 * 3600
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["options"] = json.loads(out["options"])
+    out["multi"] = bool(out["multi"])
+    if out["answer"] is not None:
+        out["answer"] = json.loads(out["answer"])
+    return out
+
+
+class Questions:
+    def __init__(self, store: Store, bus: Bus, broker: Broker) -> None:
+        self.store = store
+        self.bus = bus
+        self.broker = broker
+        self._wake = anyio.Event()
+
+    async def ask(
+        self,
+        asker: str,
+        question: str,
+        options: list[str] | None = None,
+        multi: bool = False,
+        ttl_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        if not question.strip():
+            raise InvalidError("the question is empty")
+        options = [o for o in (options or []) if o.strip()]
+        if len(set(options)) != len(options):
+            raise InvalidError("options must be distinct")
+        if multi and not options:
+            raise InvalidError("multi needs options to choose from")
+        if ttl_seconds is not None and not 0 < ttl_seconds <= MAX_TTL:
+            raise InvalidError(f"ttl_seconds must be between 1 and {MAX_TTL}")
+        expires = None
+        if ttl_seconds is not None:
+            expires = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat(
+                timespec="milliseconds"
+            )
+
+        def q(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO questions(asker, question, options, multi, status, created_at,"
+                " expires_at) VALUES (?,?,?,?,'pending',?,?)",
+                (asker, question, json.dumps(options), int(multi), now_iso(), expires),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        question_id = await self.store.call(q)
+        asked = await self.get(question_id)
+        self.bus.publish("question.asked", question=asked)
+        self._wake.set()
+        return asked
+
+    async def get(self, question_id: int) -> dict[str, Any]:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT * FROM questions WHERE id=?", (question_id,)).fetchone()
+            return None if row is None else _row(row)
+
+        found = await self.store.call(q)
+        if found is None:
+            raise NotFoundError(f"no question #{question_id}")
+        return found
+
+    async def query(self, status: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            if status is None:
+                rows = db.execute("SELECT * FROM questions ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = db.execute(
+                    "SELECT * FROM questions WHERE status=? ORDER BY id LIMIT ?", (status, limit)
+                )
+            return [_row(r) for r in rows]
+
+        return await self.store.call(q)
+
+    def _check_answer(self, question: dict[str, Any], answer: object) -> object:
+        options: list[str] = question["options"]
+        if question["multi"]:
+            chosen = answer if isinstance(answer, list) else [answer]
+            if not all(isinstance(c, str) and c in options for c in chosen):
+                raise InvalidError(f"choose any of: {', '.join(options)}")
+            return [o for o in options if o in chosen]
+        if not isinstance(answer, str) or not answer.strip():
+            raise InvalidError("the answer is empty")
+        if options and answer not in options:
+            raise InvalidError(f"choose one of: {', '.join(options)}")
+        return answer
+
+    async def answer(self, question_id: int, answer: object) -> dict[str, Any]:
+        question = await self._pending(question_id)
+        return await self._resolve(question, "answered", self._check_answer(question, answer))
+
+    async def cancel(self, question_id: int) -> dict[str, Any]:
+        return await self._resolve(await self._pending(question_id), "cancelled", None)
+
+    async def _pending(self, question_id: int) -> dict[str, Any]:
+        question = await self.get(question_id)
+        if question["status"] != "pending":
+            raise ConflictError(f"question #{question_id} is already {question['status']}")
+        return question
+
+    async def _resolve(
+        self, question: dict[str, Any], status: str, answer: object
+    ) -> dict[str, Any]:
+        def q(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "UPDATE questions SET status=?, answer=?, decided_at=? WHERE id=? AND "
+                "status='pending'",
+                (status, json.dumps(answer), now_iso(), question["id"]),
+            ).rowcount
+
+        if await self.store.call(q) == 0:
+            raise ConflictError(f"question #{question['id']} was resolved meanwhile")
+        resolved = await self.get(question["id"])
+        body = json.dumps(
+            {
+                "question_id": question["id"],
+                "question": question["question"],
+                "status": status,
+                "answer": answer,
+            }
+        )
+        await self.broker.send(OPERATOR, question["asker"], body, kind="operator_answered")
+        self.bus.publish(f"question.{status}", question=resolved)
+        return resolved
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Expire questions at their deadline."""
+        task_status.started()
+        while True:
+            self._wake = anyio.Event()
+            now = datetime.now(UTC)
+            nearest: float | None = None
+            for question in await self.query("pending", limit=10_000):
+                if question["expires_at"] is None:
+                    continue
+                left = (datetime.fromisoformat(question["expires_at"]) - now).total_seconds()
+                if left <= 0:
+                    with contextlib.suppress(ConflictError):
+                        await self._resolve(question, "expired", None)
+                else:
+                    nearest = left if nearest is None else min(nearest, left)
+            with anyio.move_on_after(nearest if nearest is not None else 3600):
+                await self._wake.wait()
