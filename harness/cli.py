@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
 import anyio
+
+from harness.agent import Agent, AgentConfig
 
 __all__ = ["main_agent", "main_manager"]
 
@@ -16,12 +17,20 @@ log = logging.getLogger("harness")
 
 
 async def _serve() -> None:
-    """Run the agent until SIGTERM/SIGINT."""
-    name = os.environ.get("HIVE_AGENT", "?")
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        log.info("%s ready on %s", name, os.environ.get("HIVE_SOCKET"))
-        async for _ in signals:
-            return
+    """Run the agent's turn loop (and its page) until SIGTERM/SIGINT."""
+    try:
+        config = AgentConfig.from_env()
+    except KeyError as exc:
+        raise SystemExit(f"missing environment variable {exc}; hive-c0re sets it") from exc
+    agent = Agent(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.serve)
+        log.info("%s ready on %s", config.name, config.socket)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                agent.cancel()
+                tg.cancel_scope.cancel()
+                return
 
 
 def _main(prog: str, argv: list[str] | None) -> None:

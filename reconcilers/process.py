@@ -51,6 +51,11 @@ PASSTHROUGH = (
     "https_proxy",
     "no_proxy",
     "PYTHONPATH",
+    "DISABLE_TELEMETRY",
+    "DISABLE_AUTOUPDATER",
+    "DISABLE_ERROR_REPORTING",
+    "HIVE_TURN_TIMEOUT",
+    "HIVE_RETRY_BASE",
 )
 
 

@@ -1,0 +1,282 @@
+"""The harness's turn loop: inbox -> wake prompt -> one claude turn -> ack.
+
+The loop long-polls `recv(lease=True)` on the agent's socket, so a message is leased to
+this harness until the turn ends: it is acknowledged when the turn finishes (or when the
+operator cancelled it), and released when claude failed, so a dead turn is delivered
+again. Every stream-json event is kept in the history and published on `live` for the
+agent's page. Turn state (idle / thinking / offline, with the last turn's duration, cost
+and tokens) is reported to hive-c0re so the dashboard shows it too.
+
+Operator controls: `cancel()` the running turn; `clear()` (the next turn starts a new
+conversation); `compact()` (a `/compact` turn); `set_model()` (kept in
+`HIVE_STATE/hyperhive-model`, read at every turn).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from controller.bus import Bus
+from controller.protocol import Client, ProtocolError, connect_client
+from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
+from harness.history import History, TurnStatus, open_history
+
+__all__ = ["Agent", "AgentConfig", "wake_prompt"]
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "hyperhive-model"
+FRESH_FILE = "hyperhive-fresh"
+
+
+def _mcp_command() -> tuple[str, ...]:
+    beside = Path(sys.executable).parent / "hive-ag3nt"
+    if beside.exists():
+        return (str(beside), "mcp")
+    return (sys.executable, "-m", "harness.mcp_server")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    socket: str
+    state_dir: Path
+    web_port: int | None = None
+    recv_wait: float = 180.0
+    retry_base: float = 1.0
+    retry_cap: float = 60.0
+    claude: ClaudeSettings = field(default_factory=ClaudeSettings)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:
+        env = dict(os.environ if env is None else env)
+        port = env.get("HIVE_WEB_PORT", "")
+        timeout = env.get("HIVE_TURN_TIMEOUT", "1800")
+        return cls(
+            name=env["HIVE_AGENT"],
+            socket=env["HIVE_SOCKET"],
+            state_dir=Path(env.get("HIVE_STATE", ".")),
+            web_port=int(port) if port.isdigit() else None,
+            retry_base=float(env.get("HIVE_RETRY_BASE", "1.0")),
+            claude=ClaudeSettings(
+                mcp_command=_mcp_command(), turn_timeout=float(timeout) if timeout else None
+            ),
+        )
+
+
+def wake_prompt(me: str, message: dict[str, Any]) -> str:
+    sender = message["sender"]
+    if message.get("kind") == "operator_answered":
+        return (
+            f"The operator resolved one of your questions (message #{message['id']}, "
+            f"{message['created_at']}):\n\n{message['body']}\n\n"
+            "Act on it; use the hive tools (send, recv, ...) as needed."
+        )
+    how = (
+        "Answer the operator in your reply text (they read this page)."
+        if sender == "operator"
+        else f'Reply with the `send` tool (to: "{sender}") if an answer is needed.'
+    )
+    return (
+        f"You are {me}, an agent of the hive. New message #{message['id']} from {sender} "
+        f"at {message['created_at']}:\n\n{message['body']}\n\n{how} "
+        "Use `recv` to check for more messages."
+    )
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.live = Bus()
+        self.runner = ClaudeRunner(config.name, config.socket, config.state_dir, config.claude)
+        self.history: History | None = None
+        self.state = "offline"
+        self.reason = "starting"
+        self.since = time.time()
+        self.last_turn: dict[str, Any] | None = None
+        self.whoami: dict[str, Any] = {}
+        self._client: Client | None = None
+        self._control: Client | None = None
+        self._compact = False
+
+    # --- operator controls ---------------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        path = self.config.state_dir / MODEL_FILE
+        try:
+            override = path.read_text().strip()
+        except OSError:
+            override = ""
+        return override or self.whoami.get("model")
+
+    def set_model(self, model: str | None) -> None:
+        path = self.config.state_dir / MODEL_FILE
+        if model:
+            path.write_text(model + "\n")
+        else:
+            path.unlink(missing_ok=True)
+        self.live.publish("control", action="model", model=self.model)
+
+    def clear(self) -> None:
+        (self.config.state_dir / FRESH_FILE).touch()
+        self.live.publish("control", action="clear")
+
+    def compact(self) -> None:
+        self._compact = True
+        self.live.publish("control", action="compact")
+
+    def cancel(self) -> bool:
+        cancelled = self.runner.cancel()
+        if cancelled:
+            self.live.publish("control", action="cancel")
+        return cancelled
+
+    async def call(self, cmd: str, **args: Any) -> Any:
+        """A control-plane call (page actions) on a connection of its own."""
+        if self._control is None:
+            self._control = await connect_client(self.config.socket)
+        try:
+            return await self._control.call(cmd, **args)
+        except ProtocolError as exc:
+            if exc.code in ("closed", "unreachable"):
+                self._control = None
+            raise
+
+    # --- the loop ------------------------------------------------------------------
+
+    async def _report(self, state: str, reason: str = "") -> None:
+        self.state, self.reason = state, reason
+        self.since = time.time()
+        self.live.publish(
+            "state", state=state, reason=reason, model=self.model, last_turn=self.last_turn
+        )
+        if self._client is not None:
+            try:
+                await self._client.call(
+                    "turn_state",
+                    state=state,
+                    reason=reason,
+                    model=self.model,
+                    last_turn=self.last_turn,
+                )
+            except ProtocolError as exc:
+                log.warning("turn_state not reported: %s", exc)
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        async with await open_history(self.config.state_dir) as history:
+            self.history = history
+            task_status.started()
+            failures = 0
+            while True:
+                try:
+                    await self._connected_loop()
+                    failures = 0
+                except (ProtocolError, OSError, anyio.BrokenResourceError) as exc:
+                    failures += 1
+                    await self._report("offline", f"hive socket: {exc}")
+                    self._client = None
+                    await anyio.sleep(
+                        min(self.config.retry_cap, self.config.retry_base * 2 ** min(failures, 6))
+                    )
+
+    async def _connected_loop(self) -> None:
+        self._client = await connect_client(self.config.socket)
+        async with self._client:
+            self.whoami = await self._client.call("whoami")
+            await self._report("idle")
+            failures = 0
+            while True:
+                message = await self._client.call(
+                    "recv", wait_seconds=self.config.recv_wait, lease=True
+                )
+                if message is None:
+                    continue
+                self.live.publish("wake", message=message)
+                result = await self._turn(message)
+                if result is not None and (result.ok or result.cancelled):
+                    await self._client.call("ack", id=message["id"])
+                    failures = 0
+                    await self._report("idle")
+                    continue
+                await self._client.call("release", id=message["id"])
+                failures += 1
+                delay = min(self.config.retry_cap, self.config.retry_base * 2 ** (failures - 1))
+                reason = self.reason if result is None else _failure(result)
+                await self._report("offline", f"{reason}; retrying in {delay:.0f}s")
+                await anyio.sleep(delay)
+
+    async def _turn(self, message: dict[str, Any]) -> TurnResult | None:
+        assert self.history is not None and self._client is not None
+        self.whoami = await self._client.call("whoami")
+        fresh = self.config.state_dir / FRESH_FILE
+        resume = not fresh.exists() and bool(await self.history.turns(limit=1))
+        fresh.unlink(missing_ok=True)
+        prompt = wake_prompt(self.config.name, message)
+        if self._compact:
+            self._compact = False
+            prompt = "/compact\n\n" + prompt
+        turn_id = await self.history.start_turn(message["id"])
+        history = self.history
+        await self._report("thinking")
+
+        async def on_event(event: dict[str, Any]) -> None:
+            stored = await history.append(turn_id, event)
+            self.live.publish("event", id=stored.id, turn=turn_id, event=event)
+
+        try:
+            result = await self.runner.run_turn(
+                prompt,
+                on_event=on_event,
+                model=self.model,
+                resume=resume,
+                append_system_prompt=self.whoami.get("prompt") or None,
+            )
+        except ClaudeMissingError as exc:
+            await history.end_turn(turn_id, status="error")
+            self.reason = str(exc)
+            return None
+        status: TurnStatus = (
+            "ok"
+            if result.ok
+            else "cancelled"
+            if result.cancelled
+            else "timeout"
+            if result.timed_out
+            else "error"
+        )
+        await history.end_turn(
+            turn_id,
+            status=status,
+            duration_ms=result.duration_ms,
+            cost_usd=result.cost_usd,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+        )
+        self.last_turn = {
+            "duration_ms": result.duration_ms,
+            "cost_usd": result.cost_usd,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "status": status,
+        }
+        self.live.publish("turn", turn=turn_id, **self.last_turn)
+        return result
+
+
+def _failure(result: TurnResult) -> str:
+    if result.timed_out:
+        return "the turn hit its deadline"
+    tail = result.stderr_tail.strip().splitlines()[-1:] or [f"exit code {result.exit_code}"]
+    return f"claude failed: {tail[0][:300]}"
