@@ -97,7 +97,7 @@ async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
     return {"id": message["id"]}
 
 
-@agent_commands.command("recv", RecvArgs)
+@agent_commands.command("recv", RecvArgs, watch_peer=True)
 async def recv(s: AgentSession, a: RecvArgs) -> dict[str, Any] | None:
     """The next message for this agent, waiting up to wait_seconds."""
     return await s.hive.broker.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)

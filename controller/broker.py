@@ -182,7 +182,7 @@ class Broker:
                 if not self._forget(waiter):
                     await waiter.done.wait()
                     assert waiter.message is not None
-                    await self._give_back(waiter.message["id"])
+                    await self._give_back(waiter.message)
             raise
         if not waiter.done.is_set() and not self._forget(waiter):
             # Timed out in the same instant a sender handed us a message: take it.
@@ -192,15 +192,19 @@ class Broker:
     def _claim_or_wait(
         self, db: sqlite3.Connection, waiter: _Waiter, register: bool
     ) -> dict[str, Any] | None:
+        message = self._claim(db, waiter)
+        if message is None and register:
+            with self._waiters_lock:
+                self._waiters.setdefault(waiter.recipient, deque()).append(waiter)
+        return message
+
+    def _claim(self, db: sqlite3.Connection, waiter: _Waiter) -> dict[str, Any] | None:
         row = db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND delivered_at IS NULL "
             "ORDER BY id LIMIT 1",
             (waiter.recipient,),
         ).fetchone()
         if row is None:
-            if register:
-                with self._waiters_lock:
-                    self._waiters.setdefault(waiter.recipient, deque()).append(waiter)
             return None
         now = now_iso()
         acked = now if waiter.owner is None else None
@@ -228,6 +232,26 @@ class Broker:
 
     async def release(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "delivered_at=NULL, lease=NULL", None)
+        await self._rehand(recipient)
+
+    async def _rehand(self, recipient: str) -> None:
+        """A message became deliverable again: hand it to a waiting receiver, if any."""
+
+        def q(db: sqlite3.Connection) -> _Waiter | None:
+            waiter = self._pop_waiter(recipient)
+            if waiter is None:
+                return None
+            waiter.message = self._claim(db, waiter)
+            if waiter.message is None:
+                with self._waiters_lock:
+                    waiter.claimed = False
+                    self._waiters.setdefault(recipient, deque()).appendleft(waiter)
+                return None
+            return waiter
+
+        waiter = await self.store.call(q)
+        if waiter is not None:
+            waiter.done.set()
 
     async def _settle(
         self, recipient: str, message_id: int, owner: int, sets: str, value: str | None
@@ -243,25 +267,30 @@ class Broker:
         if await self.store.call(q) == 0:
             raise NotFoundError(f"message {message_id} is not leased to this connection")
 
-    async def _give_back(self, message_id: int) -> None:
+    async def _give_back(self, message: dict[str, Any]) -> None:
         await self.store.call(
             lambda db: db.execute(
                 "UPDATE messages SET delivered_at=NULL, acked_at=NULL, lease=NULL WHERE id=?",
-                (message_id,),
+                (message["id"],),
             )
         )
+        await self._rehand(message["recipient"])
 
     async def release_owner(self, owner: int) -> int:
         """Return every message leased to `owner` (its connection closed)."""
 
-        def q(db: sqlite3.Connection) -> int:
-            return db.execute(
+        def q(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
                 "UPDATE messages SET delivered_at=NULL, lease=NULL "
-                "WHERE lease=? AND acked_at IS NULL",
+                "WHERE lease=? AND acked_at IS NULL RETURNING recipient",
                 (owner,),
-            ).rowcount
+            ).fetchall()
+            return [r[0] for r in rows]
 
-        return await self.store.call(q)
+        recipients = await self.store.call(q)
+        for recipient in set(recipients):
+            await self._rehand(recipient)
+        return len(recipients)
 
     # --- reading -------------------------------------------------------------------
 

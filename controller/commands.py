@@ -38,6 +38,7 @@ class Command(Generic[C]):
     handler: Callable[[C, Any], Awaitable[Any]]
     streaming: bool
     help: str
+    watch_peer: bool = False
 
 
 def _explain(exc: ValidationError) -> str:
@@ -56,10 +57,14 @@ class CommandTable(Generic[C]):
         self.commands: dict[str, Command[C]] = {}
 
     def command(
-        self, name: str, args: type[A], *, streaming: bool = False
+        self, name: str, args: type[A], *, streaming: bool = False, watch_peer: bool = False
     ) -> Callable[[Callable[[C, A], Awaitable[Any]]], Callable[[C, A], Awaitable[Any]]]:
+        """Register a handler; `watch_peer` cancels it if the client goes away meanwhile
+        (for long waits, so a dead client does not hold on to what it waits for)."""
+
         def register(fn: Callable[[C, A], Awaitable[Any]]) -> Callable[[C, A], Awaitable[Any]]:
-            self.commands[name] = Command(name, args, fn, streaming, (fn.__doc__ or "").strip())
+            doc = (fn.__doc__ or "").strip()
+            self.commands[name] = Command(name, args, fn, streaming, doc, watch_peer)
             return fn
 
         return register

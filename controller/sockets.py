@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -75,7 +75,12 @@ class _Connection(Generic[C]):
             if command.streaming:
                 await self.stream_events(rid, self.table.stream(self.session, command, args))
                 return False
-            result = await command.handler(self.session, args)
+            if command.watch_peer:
+                gone, result = await self.call_watching_peer(command.handler(self.session, args))
+                if gone:
+                    return False
+            else:
+                result = await command.handler(self.session, args)
             await self.stream.send(encode_result(rid, result))
         except ProtocolError as exc:
             await self.stream.send(encode_error(exc.request_id, exc.code, exc.message))
@@ -87,6 +92,33 @@ class _Connection(Generic[C]):
             log.exception("command failed: %r", line[:200])
             await self.stream.send(encode_error(rid, "internal", f"{type(exc).__name__}: {exc}"))
         return True
+
+    async def call_watching_peer(self, call: Awaitable[Any]) -> tuple[bool, Any]:
+        """Await `call` while reading ahead; if the peer closes, cancel it."""
+        gone = False
+        result: Any = None
+        async with anyio.create_task_group() as tg:
+
+            async def read_ahead() -> None:
+                nonlocal gone
+                while len(self.reader.buffer) < MAX_LINE:
+                    try:
+                        data = await self.stream.receive()
+                    except (
+                        anyio.EndOfStream,
+                        anyio.BrokenResourceError,
+                        anyio.ClosedResourceError,
+                    ):
+                        gone = True
+                        tg.cancel_scope.cancel()
+                        return
+                    self.reader.feed_data(data)
+                await anyio.sleep_forever()
+
+            tg.start_soon(read_ahead)
+            result = await call
+            tg.cancel_scope.cancel()
+        return gone, result
 
     async def stream_events(self, rid: Any, events: Any) -> None:
         """Send events until the client closes (or the stream ends)."""

@@ -33,7 +33,10 @@ class Swarm:
         approval = (await wait_for(lambda: self.hive.approvals.query("pending")))[0]
         await self.hive.approvals.approve(approval["id"])
         for name in agents:
-            await wait_for(lambda name=name: self.turn_state(name) == "idle", timeout=30)
+            await self.wait_idle(name)
+
+    async def wait_idle(self, name: str) -> None:
+        await wait_for(lambda: self.turn_state(name) == "idle", timeout=30)
 
     def turn_state(self, name: str) -> str | None:
         turn: dict[str, Any] | None = self.hive.turns.get(name)

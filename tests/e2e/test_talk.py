@@ -252,4 +252,5 @@ async def test_ask_operator_answer_and_expiry_reach_the_managers_inbox(swarm: Sw
 
 
 async def _status(swarm: Swarm, question_id: int, status: str) -> bool:
-    return (await swarm.hive.questions.get(question_id))["status"] == status
+    question = await swarm.hive.questions.get(question_id)
+    return bool(question["status"] == status)
