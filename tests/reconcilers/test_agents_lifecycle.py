@@ -45,9 +45,12 @@ async def test_a_crashed_agent_is_restarted(short_dir: Path) -> None:
 
         os.kill(pid, signal.SIGKILL)
         await wait_for(lambda: pid_file.exists() and int(pid_file.read_text()) != pid)
+
+        async def restarted() -> bool:
+            return any(r["action"] == "restart" for r in await hive.records.runs("alice"))
+
+        await wait_for(restarted)
         await wait_for(lambda: _is(hive, "alice", state="running", ready=True))
-        runs = await hive.records.runs("alice")
-        assert runs[0]["action"] == "restart"
         await stop_agents(hive)
 
 
