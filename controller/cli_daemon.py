@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # watchfiles logs every ref change at INFO; the bus already reports what matters.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env(
             state_dir=args.state_dir,

@@ -129,8 +129,11 @@ class Client:
         async with self._lock:
             self._next += 1
             rid = self._next
-            await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
-            line = await read_line(self._reader)
+            try:
+                await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
+                line = await read_line(self._reader)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise ProtocolError("closed", f"the connection is gone: {exc!r}") from exc
             if line is None:
                 raise ProtocolError("closed", "the server closed the connection")
             answer = json.loads(line)

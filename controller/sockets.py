@@ -161,6 +161,11 @@ async def serve_socket(
             async with stream:
                 try:
                     await _Connection(stream, table, session).run()
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass  # the peer went away mid-answer: nothing to tell it
+                except Exception:
+                    # One connection's failure must never take the listener down.
+                    log.exception("connection handler failed")
                 finally:
                     with anyio.CancelScope(shield=True):
                         await session.close()

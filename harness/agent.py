@@ -185,8 +185,8 @@ class Agent:
                     failures = 0
                 except (ProtocolError, OSError, anyio.BrokenResourceError) as exc:
                     failures += 1
-                    await self._report("offline", f"hive socket: {exc}")
                     self._client = None
+                    await self._report("offline", f"hive socket: {exc}")
                     await anyio.sleep(
                         min(self.config.retry_cap, self.config.retry_base * 2 ** min(failures, 6))
                     )

@@ -1,0 +1,198 @@
+"""The real `hive-c0re serve` process: SIGKILLed and restarted, nothing is lost or redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitstore.plan import approve_merge
+from gitstore.repos import GitStore
+from tests.helpers import Clone
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+        self.env.update(
+            {"HIVE_STATE_DIR": str(root / "state"), "HIVE_RUNTIME_DIR": str(root / "run")}
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.root / "daemon.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controller.cli_daemon",
+                "serve",
+                "--no-dashboard",
+                "--resync",
+                "1",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.wait(lambda: self.hive("status", check=False).returncode == 0)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def hive(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller.cli_admin", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=30,
+        )
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.hive("--json", *args).stdout)
+
+    def agent(self, name: str) -> dict[str, Any]:
+        return next(a for a in self.json("agents") if a["name"] == name)
+
+    def wait(self, predicate: Any, timeout: float = 30) -> Any:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                log = (self.root / "daemon.log").read_text()[-3000:]
+                raise AssertionError(f"timed out; daemon log:\n{log}")
+            time.sleep(0.05)
+
+    def pid_of(self, name: str) -> int:
+        proc = json.loads((self.root / "state" / "agents" / name / "proc.json").read_text())
+        return int(proc["pid"])
+
+    def stop_agents(self) -> None:
+        for proc_json in (self.root / "state" / "agents").glob("*/proc.json"):
+            pid = json.loads(proc_json.read_text())["pid"]
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def daemon(short_dir: Path) -> Iterator[Daemon]:
+    d = Daemon(short_dir)
+    d.start()
+    try:
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.terminate()
+            d.proc.wait(10)
+        d.stop_agents()
+
+
+def running(d: Daemon, name: str) -> bool:
+    row = d.agent(name)
+    return bool(row["state"] == "running" and row["ready"])
+
+
+def test_a_sigkilled_daemon_restarts_keeps_approvals_adopts_agents_and_redoes_nothing(
+    daemon: Daemon, short_dir: Path
+) -> None:
+    repos = daemon.json("repos")
+    clone = Clone(short_dir / "clone", Path(repos["proposed"]))
+    clone.add_agent("alice")
+    clone.commit_push("alice")
+    (first,) = daemon.wait(lambda: daemon.json("approvals"))
+    approved = daemon.json("approve", str(first["id"]))
+    daemon.wait(lambda: running(daemon, "alice"))
+    alice_pid = daemon.pid_of("alice")
+    manager_pid = daemon.pid_of("hm1nd")
+    clone.add_agent("bob")
+    clone.commit_push("bob", "feature/bob")
+    (pending,) = daemon.wait(lambda: daemon.json("approvals"))
+    runs_before = len((short_dir / "daemon.log").read_text())
+
+    daemon.kill()
+    daemon.start()
+
+    assert daemon.json("status")["applied_sha"] == approved["applied_sha"]
+    (still,) = daemon.json("approvals")
+    assert (still["id"], still["sha"], still["status"]) == (
+        pending["id"],
+        pending["sha"],
+        "pending",
+    )
+    assert len(daemon.json("approvals", "--all")) == 2
+    daemon.wait(lambda: running(daemon, "alice"))
+    log = (short_dir / "state" / "agents" / "alice" / "harness.log").read_text()
+    assert daemon.pid_of("alice") == alice_pid, log + (short_dir / "daemon.log").read_text()
+    assert daemon.pid_of("hm1nd") == manager_pid
+    assert runs_before > 0
+    daemon.json("approve", str(pending["id"]))
+    daemon.wait(lambda: running(daemon, "bob"))
+    assert daemon.pid_of("alice") == alice_pid
+    assert len(daemon.json("approvals", "--all")) == 2
+
+
+def test_an_approval_merged_before_a_crash_is_recovered_as_approved(
+    daemon: Daemon, short_dir: Path
+) -> None:
+    repos = daemon.json("repos")
+    clone = Clone(short_dir / "clone", Path(repos["proposed"]))
+    clone.add_agent("alice")
+    sha = clone.commit_push("alice", "feature/alice")
+    (pending,) = daemon.wait(lambda: daemon.json("approvals"))
+    daemon.kill()
+    # What a crash between the merge and the sqlite write leaves behind.
+    store = GitStore(short_dir / "state")
+    approve_merge(store, sha, expected_base=None, approval_id=pending["id"], approver="op")
+    daemon.start()
+    recovered = daemon.wait(
+        lambda: [a for a in daemon.json("approvals", "--all") if a["status"] == "approved"]
+    )
+    assert recovered[0]["id"] == pending["id"]
+    assert recovered[0]["approver"] == "recovered"
+    assert daemon.json("approvals") == []
+    daemon.wait(lambda: running(daemon, "alice"))
+
+
+def test_the_admin_cli_has_help_tables_json_and_exit_codes(daemon: Daemon) -> None:
+    assert "approve" in daemon.hive("--help").stdout
+    table = daemon.hive("agents").stdout
+    assert table.splitlines()[0].split()[:3] == ["NAME", "ROLE", "STATE"]
+    assert "hm1nd" in table
+    missing = daemon.hive("approve", "999", check=False)
+    assert missing.returncode == 1
+    assert "no approval #999" in missing.stderr
+    bad = daemon.hive("start", "Not_A_Name", check=False)
+    assert bad.returncode == 1 and "invalid agent name" in bad.stderr
+    usage = daemon.hive("approve", check=False)
+    assert usage.returncode == 2
+    env = {**daemon.env, "HIVE_RUNTIME_DIR": "/nonexistent"}
+    gone = subprocess.run(
+        [sys.executable, "-m", "controller.cli_admin", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert gone.returncode == 3 and "is hive-c0re running?" in gone.stderr
+    status = daemon.json("status")
+    assert set(status) >= {"version", "applied_sha", "agents", "pending_approvals"}

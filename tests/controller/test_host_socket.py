@@ -1,0 +1,94 @@
+"""host.sock with bad input of every kind: an error answer each, the connection lives on."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from controller.protocol import MAX_LINE
+from tests.helpers import hive_settings, running_hive, stop_agents
+
+pytestmark = pytest.mark.anyio
+
+
+async def exchange(path: Path, lines: list[bytes]) -> list[dict[str, Any]]:
+    stream = await anyio.connect_unix(path)
+    async with stream:
+        reader = BufferedByteReceiveStream(stream)
+        answers = []
+        for line in lines:
+            await stream.send(line + b"\n")
+            answers.append(json.loads(await reader.receive_until(b"\n", MAX_LINE)))
+        return answers
+
+
+async def test_every_kind_of_bad_request_gets_an_error_and_the_connection_survives(
+    short_dir: Path,
+) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        sock = hive.layout.host_socket
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        answers = await exchange(
+            sock,
+            [
+                b"this is not json",
+                b"[1, 2, 3]",
+                b'{"id": 1}',
+                b'{"id": 2, "cmd": "launch-missiles"}',
+                b'{"id": 3, "cmd": "approve"}',
+                b'{"id": 4, "cmd": "approve", "args": {"id": "seven"}}',
+                b'{"id": 5, "cmd": "approve", "args": {"id": 12345}}',
+                b'{"id": 6, "cmd": "deny", "args": {"id": 1, "extra": true}}',
+                b'{"id": 7, "cmd": "start", "args": {"name": "../../etc/passwd"}}',
+                b'{"id": 8, "cmd": "start", "args": {"name": "ghost"}}',
+                b'{"id": 9, "cmd": "status", "args": []}',
+                b'{"id": 10, "cmd": "approvals", "args": {"status": "weird"}}',
+                b'{"id": 11, "cmd": "status"}',
+            ],
+        )
+        codes = [(a["id"], a["ok"], a.get("error", {}).get("code")) for a in answers]
+        assert codes == [
+            (None, False, "bad_json"),
+            (None, False, "bad_request"),
+            (1, False, "bad_request"),
+            (2, False, "not_found"),
+            (3, False, "invalid"),
+            (4, False, "invalid"),
+            (5, False, "not_found"),
+            (6, False, "invalid"),
+            (7, False, "invalid"),
+            (8, False, "not_found"),
+            (9, False, "bad_request"),
+            (10, False, "invalid"),
+            (11, True, None),
+        ]
+        messages = [a["error"]["message"] for a in answers if not a["ok"]]
+        assert "known: " in messages[3]
+        assert "id: Field required" in messages[4]
+        assert "extra: unknown argument" in messages[7]
+        assert "invalid agent name" in messages[8]
+        await stop_agents(hive)
+
+
+async def test_an_oversized_request_is_refused(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        stream = await anyio.connect_unix(hive.layout.host_socket)
+        async with stream:
+            reader = BufferedByteReceiveStream(stream)
+            big = b'{"id": 1, "cmd": "send", "args": {"body": "' + b"x" * (2 * MAX_LINE)
+            try:
+                await stream.send(big + b'"}}\n')
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the server may close before reading it all
+            answer = json.loads(await reader.receive_until(b"\n", MAX_LINE))
+        # The daemon carries on serving others.
+        (ok,) = await exchange(hive.layout.host_socket, [b'{"id": 2, "cmd": "status"}'])
+        assert ok["ok"]
+        assert answer["error"]["code"] == "too_large"
+        await stop_agents(hive)
