@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -89,10 +90,8 @@ class Daemon:
     def stop_agents(self) -> None:
         for proc_json in (self.root / "state" / "agents").glob("*/proc.json"):
             pid = json.loads(proc_json.read_text())["pid"]
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
