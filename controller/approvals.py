@@ -19,7 +19,7 @@ import anyio
 from controller.bus import Bus
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
-from gitstore.plan import Plan, approve_merge, compute_plan
+from gitstore.plan import NameCheck, Plan, approve_merge, compute_plan
 from gitstore.repos import GitStore, GitStoreError
 from reconcilers.proposals import PendingApproval
 
@@ -41,12 +41,18 @@ def _plan_json(plan: Plan) -> str:
 
 class ApprovalBook:
     def __init__(
-        self, store: Store, bus: Bus, git: GitStore, on_applied: Callable[[str, str], None]
+        self,
+        store: Store,
+        bus: Bus,
+        git: GitStore,
+        on_applied: Callable[[str, str], None],
+        name_problem: NameCheck | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.git = git
         self.on_applied = on_applied
+        self.name_problem = name_problem
         self._merge_lock = anyio.Lock()
 
     # --- reading -------------------------------------------------------------------
@@ -183,7 +189,7 @@ class ApprovalBook:
         async with self._merge_lock:
             approval = await self._pending_one(approval_id)
             sha = approval["sha"]
-            plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha)
+            plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
             if plan.errors:
                 failed = await self._decide(
                     approval_id, "failed", reason="; ".join(plan.errors), approver=approver

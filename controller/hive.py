@@ -52,7 +52,9 @@ class Hive:
         self.git = GitStore(settings.state_dir)
         self.records = StoreRecords(self.store, self.bus)
         self.runtime: Runtime = runtime or self._make_runtime()
-        self.approvals = ApprovalBook(self.store, self.bus, self.git, self.applied_moved)
+        self.approvals = ApprovalBook(
+            self.store, self.bus, self.git, self.applied_moved, self.runtime.name_problem
+        )
         backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.agents = AgentsReconciler(
             self.git,
@@ -71,7 +73,7 @@ class Hive:
         self.broker = Broker(self.store, self.bus)
         self.questions = Questions(self.store, self.bus, self.broker)
         self.turns: dict[str, dict[str, Any]] = {}
-        self.proposals = ProposalsReconciler(self.git, self.approvals)
+        self.proposals = ProposalsReconciler(self.git, self.approvals, self.runtime.name_problem)
         self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
         self.ready = anyio.Event()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pygit2
@@ -37,6 +38,9 @@ __all__ = [
     "approve_merge",
     "compute_plan",
 ]
+
+
+NameCheck = Callable[[str], str | None]
 
 
 class MergeConflictError(GitStoreError):
@@ -99,10 +103,17 @@ def _merged_tree(
     return tree, False
 
 
-def _validate(target: dict[str, AgentTree], changed: set[str]) -> list[str]:
+def _validate(
+    target: dict[str, AgentTree], changed: set[str], name_problem: NameCheck | None
+) -> list[str]:
     errors = [
         f"agents/{a.name}: {a.error}" for a in target.values() if a.error and a.name in changed
     ]
+    if name_problem is not None:
+        for name in sorted(changed & set(target)):
+            problem = name_problem(name)
+            if problem and target[name].error is None:
+                errors.append(f"agents/{name}: {problem}")
     if MANAGER not in target:
         errors.append(f"agents/{MANAGER}: the manager cannot be removed")
     owners: dict[int, list[str]] = {}
@@ -117,7 +128,7 @@ def _validate(target: dict[str, AgentTree], changed: set[str]) -> list[str]:
     return errors
 
 
-def compute_plan(store: GitStore, sha: str) -> Plan:
+def compute_plan(store: GitStore, sha: str, name_problem: NameCheck | None = None) -> Plan:
     """The plan and validation errors for merging `sha` (a proposed commit)."""
     with store.lock:
         store.mirror_applied()
@@ -146,7 +157,7 @@ def compute_plan(store: GitStore, sha: str) -> Plan:
         sha=sha,
         base=str(base),
         steps=tuple(steps),
-        errors=tuple(_validate(target, changed)),
+        errors=tuple(_validate(target, changed, name_problem)),
         fast_forward=ff,
     )
 

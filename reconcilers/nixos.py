@@ -157,6 +157,13 @@ class NixosRuntime:
 
     # -- Runtime protocol -------------------------------------------------------------
 
+    def name_problem(self, name: str) -> str | None:
+        try:
+            container_name(name)
+        except ContainerError as exc:
+            return str(exc)
+        return None
+
     async def observe(self, name: str) -> Observed:
         cname = container_name(name)
         result = await self._run("nixos-container", "status", cname, check=False)

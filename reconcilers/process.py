@@ -134,6 +134,9 @@ class ProcessRuntime:
                 self._exits_send.close()
                 self._exits_receive.close()
 
+    def name_problem(self, name: str) -> str | None:
+        return None
+
     # --- reading -------------------------------------------------------------------
 
     def _paths(self, name: str) -> tuple[Path, Path, Path]:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import anyio
 
-from gitstore.plan import Plan, compute_plan
+from gitstore.plan import NameCheck, Plan, compute_plan
 from gitstore.repos import GitStore
 
 __all__ = ["Approvals", "PendingApproval", "ProposalsReconciler", "kind_of"]
@@ -50,9 +50,12 @@ def kind_of(ref: str) -> str:
 
 
 class ProposalsReconciler:
-    def __init__(self, git: GitStore, approvals: Approvals) -> None:
+    def __init__(
+        self, git: GitStore, approvals: Approvals, name_problem: NameCheck | None = None
+    ) -> None:
         self.git = git
         self.approvals = approvals
+        self.name_problem = name_problem
 
     async def reconcile(self) -> None:
         heads = await anyio.to_thread.run_sync(self.git.proposed_heads)
@@ -74,7 +77,7 @@ class ProposalsReconciler:
             return
         if await self.approvals.known(ref, sha):
             return
-        plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha)
+        plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
         summary, author = await anyio.to_thread.run_sync(self._describe, sha)
         if pending is not None:
             await self.approvals.supersede(pending.id, f"{ref} moved to {sha[:12]}")

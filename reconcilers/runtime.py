@@ -61,6 +61,10 @@ class Runtime(Protocol):
 
     name: str
 
+    def name_problem(self, name: str) -> str | None:
+        """Why this runtime cannot hold an agent of this name (a plan error), or None."""
+        ...
+
     async def observe(self, name: str) -> Observed: ...
 
     async def names(self) -> list[str]:

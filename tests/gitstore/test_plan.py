@@ -235,3 +235,17 @@ def test_approving_an_applied_sha_again_is_refused(store: GitStore, clone: Clone
 def test_an_unknown_sha_is_a_clear_error(store: GitStore) -> None:
     with pytest.raises(GitStoreError, match="not a commit"):
         compute_plan(store, "not-a-sha")
+
+
+def test_a_runtime_can_refuse_names_it_cannot_hold(store: GitStore, clone: Clone) -> None:
+    clone.add_agent("averyverylongname")
+    clone.add_agent("short")
+    sha = clone.commit_push("two agents", "names")
+
+    def nine_chars(name: str) -> str | None:
+        return f"{name} is longer than 9 characters; rename it" if len(name) > 9 else None
+
+    errors = compute_plan(store, sha, nine_chars).errors
+    assert errors == (
+        "agents/averyverylongname: averyverylongname is longer than 9 characters; rename it",
+    )
