@@ -195,3 +195,16 @@ def test_the_admin_cli_has_help_tables_json_and_exit_codes(daemon: Daemon) -> No
     assert gone.returncode == 3 and "is hive-c0re running?" in gone.stderr
     status = daemon.json("status")
     assert set(status) >= {"version", "applied_sha", "agents", "pending_approvals"}
+
+
+def test_sigterm_shuts_down_cleanly_and_leaves_agents_running(
+    daemon: Daemon, short_dir: Path
+) -> None:
+    daemon.wait(lambda: running(daemon, "hm1nd"))
+    manager = daemon.pid_of("hm1nd")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(10) == 0
+    assert not (short_dir / "run" / "host.sock").exists()
+    os.kill(manager, 0)  # agents outlive the daemon, as containers do
+    assert "shutting down" in (short_dir / "daemon.log").read_text()
