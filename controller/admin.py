@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from pydantic import Field
 
+from controller.broker import OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.hive import Hive
@@ -18,7 +20,14 @@ from controller.version import VERSION
 from gitstore.spec import InvalidNameError, check_name, port_for, role_for
 from reconcilers.runtime import ContainerError
 
-__all__ = ["HostSession", "host_commands"]
+__all__ = [
+    "HostSession",
+    "agent_row",
+    "agent_rows",
+    "check_recipient",
+    "host_commands",
+    "lifecycle",
+]
 
 host_commands: CommandTable[HostSession] = CommandTable()
 
@@ -62,9 +71,17 @@ def _name(name: str) -> str:
         raise InvalidError(str(exc)) from exc
 
 
-async def agent_rows(hive: Hive) -> list[dict[str, Any]]:
-    import anyio
+def check_recipient(hive: Hive, to: str) -> str:
+    """A name messages can go to: the operator or an applied agent."""
+    if to == OPERATOR:
+        return to
+    _name(to)
+    if hive.git.applied_agent(to) is None:
+        raise NotFoundError(f"no agent {to!r} to send to; list_agents shows who exists")
+    return to
 
+
+async def agent_rows(hive: Hive) -> list[dict[str, Any]]:
     desired = await anyio.to_thread.run_sync(hive.git.applied_agents)
     statuses = await hive.records.statuses()
     holds = await hive.records.holds()
@@ -92,8 +109,11 @@ async def agent_row(
     observed = await hive.runtime.observe(name)
     spec = desired.spec if desired is not None else None
     state = observed.state.value
-    if status is not None and status.reconciling and status.reason == "Progressing":
-        state = "creating" if observed.state.value == "missing" else state
+    if status is not None and status.reconciling and desired is not None:
+        if observed.state.value == "missing":
+            state = "creating"
+        elif observed.rev != desired.rev:
+            state = "updating"
     return {
         "name": name,
         "role": role_for(name),
@@ -233,8 +253,6 @@ class AnswerArgs(Args):
 @host_commands.command("send", SendArgs)
 async def send(s: HostSession, a: SendArgs) -> dict[str, Any]:
     """Send a message to an agent as the operator."""
-    from controller.agent_api import check_recipient
-
     to = check_recipient(s.hive, a.to)
     message = await s.hive.broker.send("operator", to, a.body)
     return {"id": message["id"]}

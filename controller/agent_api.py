@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from pydantic import Field
 
-from controller.admin import agent_rows, lifecycle
+from controller.admin import agent_rows, check_recipient, lifecycle
 from controller.broker import MAX_WAIT, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
@@ -26,7 +26,7 @@ from gitstore.commits import commit_files, point_branch
 from gitstore.repos import GitStoreError
 from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, role_for
 
-__all__ = ["AgentSession", "agent_commands", "check_recipient"]
+__all__ = ["AgentSession", "agent_commands"]
 
 log = logging.getLogger(__name__)
 agent_commands: CommandTable[AgentSession] = CommandTable()
@@ -49,18 +49,6 @@ class AgentSession:
         if self.agent != MANAGER:
             log.warning("refused: %s called manager command %s", self.agent, cmd)
             raise ForbiddenError(f"{cmd} is a manager command; {self.agent} may not call it")
-
-
-def check_recipient(hive: Hive, to: str) -> str:
-    if to == OPERATOR:
-        return to
-    try:
-        check_name(to)
-    except InvalidNameError as exc:
-        raise InvalidError(str(exc)) from exc
-    if hive.git.applied_agent(to) is None:
-        raise NotFoundError(f"no agent {to!r} to send to; list_agents shows who exists")
-    return to
 
 
 class SendArgs(Args):
