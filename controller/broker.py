@@ -124,32 +124,13 @@ class Broker:
             waiter = self._pop_waiter(out.recipient)
             delivered = now if waiter is not None else None
             acked = now if waiter is not None and waiter.owner is None else None
+            row = (out.sender, out.recipient, out.kind, out.body, now, delivered, acked)
             cur = db.execute(
                 "INSERT INTO messages(sender, recipient, kind, body, created_at, delivered_at,"
                 " acked_at, lease) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    out.sender,
-                    out.recipient,
-                    out.kind,
-                    out.body,
-                    now,
-                    delivered,
-                    acked,
-                    waiter.owner if waiter is not None else None,
-                ),
+                (*row, waiter.owner if waiter is not None else None),
             )
-            out.message = message_dict(
-                (
-                    cur.lastrowid,
-                    out.sender,
-                    out.recipient,
-                    out.kind,
-                    out.body,
-                    now,
-                    delivered,
-                    acked,
-                )
-            )
+            out.message = message_dict((cur.lastrowid, *row))
             out.waiter = waiter
 
     def _pop_waiter(self, recipient: str) -> _Waiter | None:

@@ -28,18 +28,11 @@ from controller.protocol import (
     encode_result,
     read_line,
 )
+from harness.claude import MANAGER_TOOLS
 
 __all__ = ["AgentSocket", "Call", "open_agent_socket"]
 
-_MANAGER_CMDS = {
-    "request_spawn",
-    "kill",
-    "start",
-    "restart",
-    "request_apply_commit",
-    "ask_operator",
-    "list_agents",
-}
+_MANAGER_CMDS = set(MANAGER_TOOLS)
 
 
 @dataclass(frozen=True)
