@@ -182,7 +182,8 @@ def agent_pids(state_dir: Path) -> dict[str, int]:
 
 
 def kill_leftovers(state_dir: Path, grace: float = 5.0) -> int:
-    """Stop every agent process still alive (by its recorded pid); returns how many."""
+    """Stop every agent process still alive (by its recorded pid); returns how many.
+    Blocking: it runs last, when nothing else is left to serve."""
     pids = agent_pids(state_dir)
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):

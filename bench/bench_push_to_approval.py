@@ -9,7 +9,8 @@ negative when the event beat the push's own exit). Targets: p50 <= 20 ms, p99 <=
 A breakdown splits each latency at the moment the ref file was written (its mtime: the
 kernel's coarse clock, so that moment reads up to one tick, ~4 ms, early): git's share
 (push start -> ref written) and the hive's (ref written -> event: inotify, the proposals
-reconcile with its plan, the sqlite insert, the event over host.sock).
+reconcile with its plan, the sqlite insert, the event over host.sock). For reference,
+the same commits are then pushed to a plain bare repo nobody watches.
 
     python bench/bench_push_to_approval.py [--pushes 50] [--gap 0.1] [--daemon]
 """
@@ -68,6 +69,7 @@ async def main(args: argparse.Namespace) -> None:
     push_took: list[float] = []
     return_to_event: list[float] = []
     to_ref: list[float] = []
+    plain_push: list[float] = []
     ref_to_event: list[float] = []
     try:
         async with (
@@ -101,6 +103,13 @@ async def main(args: argparse.Namespace) -> None:
                     return_to_event.append(arrived - returned)
                     to_ref.append(ref_at)
                     ref_to_event.append(arrived - started - ref_at)
+            plain = root / "plain.git"
+            git(root, "init", "-q", "--bare", str(plain))
+            for i, sha in enumerate(commits[args.warmup :]):
+                await anyio.sleep(args.gap)
+                started = time.perf_counter()
+                await git_async(work, "push", "-q", str(plain), f"{sha}:refs/heads/bench/push-{i}")
+                plain_push.append(time.perf_counter() - started)
             await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()
     finally:
@@ -111,6 +120,7 @@ async def main(args: argparse.Namespace) -> None:
     s = stats(to_event)
     print(s.line("push start -> approval.created"))
     print(stats(push_took).line("git push (its own duration)"))
+    print(stats(plain_push).line("  git push to a bare repo nobody watches"))
     signed = sorted(x * 1000 for x in return_to_event)
     early = sum(1 for x in signed if x <= 0)
     print(
