@@ -106,16 +106,22 @@ def hive_settings(root: Path, **overrides: Any) -> Settings:
 async def running_hive(
     settings: Settings, build: Callable[[Settings], Hive] = build_hive
 ) -> AsyncIterator[Hive]:
+    """A hive serving in this process; its agents are stopped once it has shut down (a
+    reconcile still in flight could otherwise start one again)."""
     hive = build(settings)
-    async with anyio.create_task_group() as tg:
-        await tg.start(hive.serve)
-        try:
-            yield hive
-        finally:
-            # anyio trap: cancelling a unix-socket receive() just after its peer closed
-            # raises InvalidStateError in a reader callback; let those settle first.
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hive.serve)
+            try:
+                yield hive
+            finally:
+                # anyio trap: cancelling a unix-socket receive() just after its peer closed
+                # raises InvalidStateError in a reader callback; let those settle first.
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stop_agents(hive)
 
 
 @asynccontextmanager

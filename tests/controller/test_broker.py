@@ -9,7 +9,7 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
-from tests.helpers import Clone, admin, hive_settings, running_hive, stop_agents, wait_for
+from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,6 @@ async def test_send_wakes_a_waiting_recv_at_once(short_dir: Path) -> None:
         assert isinstance(message, dict)
         assert (message["sender"], message["body"]) == ("alice", "ping")
         assert message["acked_at"] is not None
-        await stop_agents(hive)
 
 
 async def test_a_leased_message_comes_back_when_its_connection_dies(short_dir: Path) -> None:
@@ -77,7 +76,6 @@ async def test_a_leased_message_comes_back_when_its_connection_dies(short_dir: P
                 await second.call("ack", id=message["id"])
         rows = await hive.broker.messages("alice")
         assert rows[0]["acked_at"] is not None
-        await stop_agents(hive)
 
 
 async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) -> None:
@@ -99,7 +97,6 @@ async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) 
                 await anyio.sleep(0.1)
                 await a.call("release", id=message["id"])
             assert isinstance(got[0], dict) and got[0]["id"] == message["id"]
-        await stop_agents(hive)
 
 
 async def test_a_client_that_went_away_does_not_swallow_messages(short_dir: Path) -> None:
@@ -121,7 +118,6 @@ async def test_a_client_that_went_away_does_not_swallow_messages(short_dir: Path
         async with live:
             message = await live.call("recv", wait_seconds=5, lease=True)
         assert message is not None and message["body"] == "for the living"
-        await stop_agents(hive)
 
 
 async def test_limits_and_bad_recipients_are_clear_errors(short_dir: Path) -> None:
@@ -141,4 +137,3 @@ async def test_limits_and_bad_recipients_are_clear_errors(short_dir: Path) -> No
             with pytest.raises(ProtocolError, match="cannot send to itself"):
                 await alice.call("send", to="alice", body="x")
         assert await hive.broker.messages() == []
-        await stop_agents(hive)

@@ -11,7 +11,7 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
-from tests.helpers import Clone, admin, git, hive_settings, running_hive, stop_agents, wait_for
+from tests.helpers import Clone, admin, git, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -62,7 +62,6 @@ async def test_a_push_becomes_a_pending_approval_with_a_plan_on_watch(short_dir:
         assert approval["author"] == "Op Erator <op@example.test>"
         assert {"agent": "alice", "action": "create"} in approval["plan"]
         assert approval["errors"] == []
-        await stop_agents(hive)
 
 
 async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> None:
@@ -85,7 +84,6 @@ async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> 
         git(clone.path, "push", "-q", "origin", f"{hive.git.applied_head()}:refs/heads/noop")
         await anyio.sleep(0.3)
         assert len(await pending(hive)) == 1
-        await stop_agents(hive)
 
 
 async def _where(hive: Hive, pred: Any) -> list[dict[str, Any]]:
@@ -122,7 +120,6 @@ async def test_approve_merges_and_the_agent_runs_with_the_new_rev(short_dir: Pat
         assert f"HIVE_AGENTS_DIR={hive.layout.agents_clone()}" in manager_env
         assert "HIVE_WEB_PORT=8000" in manager_env
         assert (hive.layout.agents_clone() / "agents" / "hm1nd" / "agent.toml").exists()
-        await stop_agents(hive)
 
 
 async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
@@ -161,7 +158,6 @@ async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
         assert (hive.layout.notes_dir("alice") / "pid").read_text() == pids["alice"]
         assert (hive.layout.notes_dir("hm1nd") / "pid").read_text() == pids["hm1nd"]
         await wait_for(lambda: (hive.layout.notes_dir("bob") / "pid").read_text() != pids["bob"])
-        await stop_agents(hive)
 
 
 async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path) -> None:
@@ -186,7 +182,6 @@ async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path
         assert (hive.layout.notes_dir("alice") / "pid").exists()
         runs = await hive.records.runs("alice")
         assert runs[0]["action"] == "destroy"
-        await stop_agents(hive)
 
 
 async def _gone(hive: Hive, name: str) -> bool:
@@ -221,7 +216,6 @@ async def test_deny_records_the_reason_and_applies_nothing(short_dir: Path) -> N
         await anyio.sleep(0.2)
         # The same head does not come back as a new approval.
         assert await pending(hive) == []
-        await stop_agents(hive)
 
 
 async def test_an_invalid_spec_cannot_be_approved(short_dir: Path) -> None:
@@ -240,7 +234,6 @@ async def test_an_invalid_spec_cannot_be_approved(short_dir: Path) -> None:
         assert "enabled" in info.value.message
         assert hive.git.applied_head() == head
         assert (await hive.approvals.get(approval["id"]))["status"] == "failed"
-        await stop_agents(hive)
 
 
 async def test_a_conflicting_approval_fails_with_a_clear_error(short_dir: Path) -> None:
@@ -263,7 +256,6 @@ async def test_a_conflicting_approval_fails_with_a_clear_error(short_dir: Path) 
             with pytest.raises(ProtocolError, match=r"conflicts in: agents/alice/agent\.toml"):
                 await client.call("approve", id=by_ref["refs/heads/two"]["id"])
         assert hive.git.applied_head() == head
-        await stop_agents(hive)
 
 
 async def _len2(hive: Hive) -> list[dict[str, Any]] | None:
@@ -294,4 +286,3 @@ async def test_two_concurrent_approvals_both_land(short_dir: Path) -> None:
         assert set(hive.git.applied_agents()) == {"alice", "bob", "hm1nd"}
         await wait_for(lambda: running_at(hive, "alice"))
         await wait_for(lambda: running_at(hive, "bob"))
-        await stop_agents(hive)

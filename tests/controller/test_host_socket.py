@@ -13,7 +13,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from controller.protocol import MAX_LINE
-from tests.helpers import hive_settings, running_hive, stop_agents
+from tests.helpers import hive_settings, running_hive
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +74,6 @@ async def test_every_kind_of_bad_request_gets_an_error_and_the_connection_surviv
         assert "id: Field required" in messages[4]
         assert "extra: unknown argument" in messages[7]
         assert "invalid agent name" in messages[8]
-        await stop_agents(hive)
 
 
 async def test_an_oversized_request_is_refused(short_dir: Path) -> None:
@@ -91,4 +90,3 @@ async def test_an_oversized_request_is_refused(short_dir: Path) -> None:
         (ok,) = await exchange(hive.layout.host_socket, [b'{"id": 2, "cmd": "status"}'])
         assert ok["ok"]
         assert answer["error"]["code"] == "too_large"
-        await stop_agents(hive)

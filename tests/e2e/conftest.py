@@ -13,7 +13,7 @@ import pytest
 from controller.hive import Hive
 from harness.claude import ClaudeMissingError, find_claude
 from tests.fakes.anthropic import FakeAnthropic, claude_env, open_fake_anthropic
-from tests.helpers import Clone, hive_settings, running_hive, stop_agents, wait_for
+from tests.helpers import Clone, hive_settings, running_hive, wait_for
 
 
 @dataclass
@@ -57,7 +57,4 @@ async def swarm(short_dir: Path) -> AsyncIterator[Swarm]:
         async with running_hive(settings) as hive:
             swarm = Swarm(hive, api, short_dir)
             await wait_for(lambda: swarm.turn_state("hm1nd") == "idle", timeout=30)
-            try:
-                yield swarm
-            finally:
-                await stop_agents(hive)
+            yield swarm

@@ -9,7 +9,7 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError
-from tests.helpers import Clone, admin, hive_settings, running_hive, stop_agents, wait_for
+from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +51,6 @@ async def test_a_crashed_agent_is_restarted(short_dir: Path) -> None:
 
         await wait_for(restarted)
         await wait_for(lambda: _is(hive, "alice", state="running", ready=True))
-        await stop_agents(hive)
 
 
 async def test_a_crash_loop_becomes_stalled_until_the_operator_acts(short_dir: Path) -> None:
@@ -73,7 +72,6 @@ async def test_a_crash_loop_becomes_stalled_until_the_operator_acts(short_dir: P
         async with admin(hive) as client:
             assert (await client.call("reconcile", name="alice")) == {"queued": ["alice"]}
         await wait_for(lambda: _is(hive, "alice", state="running", ready=True, stalled=False))
-        await stop_agents(hive)
 
 
 async def test_kill_leaves_a_hold_that_the_reconciler_respects(short_dir: Path) -> None:
@@ -93,7 +91,6 @@ async def test_kill_leaves_a_hold_that_the_reconciler_respects(short_dir: Path) 
             started = await client.call("start", name="alice")
             assert started["hold"] is None
         await wait_for(lambda: _is(hive, "alice", state="running", ready=True))
-        await stop_agents(hive)
 
 
 async def test_a_disabled_agent_is_kept_but_stopped(short_dir: Path) -> None:
@@ -108,7 +105,6 @@ async def test_a_disabled_agent_is_kept_but_stopped(short_dir: Path) -> None:
         async with admin(hive) as client:
             with pytest.raises(ProtocolError, match="disabled"):
                 await client.call("start", name="alice")
-        await stop_agents(hive)
 
 
 async def test_a_harness_upgrade_rebuilds_every_agent(short_dir: Path) -> None:
@@ -123,4 +119,3 @@ async def test_a_harness_upgrade_rebuilds_every_agent(short_dir: Path) -> None:
         await wait_for(updated)
         await wait_for(lambda: _is(hive, "alice", harness_version="2.0", ready=True))
         await wait_for(lambda: _is(hive, "hm1nd", harness_version="2.0", ready=True))
-        await stop_agents(hive)
