@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -99,12 +99,13 @@ class ApprovalBook:
             for a in await self.query("pending")
         ]
 
-    async def known(self, ref: str, sha: str) -> bool:
-        def q(db: sqlite3.Connection) -> bool:
-            return (
-                db.execute("SELECT 1 FROM approvals WHERE ref=? AND sha=?", (ref, sha)).fetchone()
-                is not None
+    async def known(self, heads: Mapping[str, str]) -> set[tuple[str, str]]:
+        def q(db: sqlite3.Connection) -> set[tuple[str, str]]:
+            marks = ",".join("?" for _ in heads)
+            rows = db.execute(
+                f"SELECT ref, sha FROM approvals WHERE sha IN ({marks})", tuple(heads.values())
             )
+            return {(r, s) for r, s in rows if heads.get(r) == s}
 
         return await self.store.call(q)
 

@@ -24,8 +24,10 @@ from gitstore.repos import (
     GitStore,
     GitStoreError,
     _signature,
+    agent_in,
     copy_objects,
     ref_target,
+    tree_revs,
 )
 from gitstore.spec import MANAGER, port_for
 
@@ -104,24 +106,28 @@ def _merged_tree(
 
 
 def _validate(
-    target: dict[str, AgentTree], changed: set[str], name_problem: NameCheck | None
+    target_revs: dict[str, str],
+    changed: dict[str, AgentTree],
+    name_problem: NameCheck | None,
 ) -> list[str]:
-    errors = [
-        f"agents/{a.name}: {a.error}" for a in target.values() if a.error and a.name in changed
-    ]
+    """Errors of the changed agents, and of the tree as a whole (manager, ports).
+
+    Unchanged agents were validated when they were applied, so only changed ones are
+    parsed: a one-agent change in a 500-agent tree reads one spec, not a thousand."""
+    errors = [f"agents/{name}: {a.error}" for name, a in sorted(changed.items()) if a.error]
     if name_problem is not None:
-        for name in sorted(changed & set(target)):
+        for name, agent in sorted(changed.items()):
             problem = name_problem(name)
-            if problem and target[name].error is None:
+            if problem and agent.error is None:
                 errors.append(f"agents/{name}: {problem}")
-    if MANAGER not in target:
+    if MANAGER not in target_revs:
         errors.append(f"agents/{MANAGER}: the manager cannot be removed")
     owners: dict[int, list[str]] = {}
-    for name, agent in target.items():
-        if agent.error is None:
+    for name in target_revs:
+        if name not in changed or changed[name].error is None:
             owners.setdefault(port_for(name), []).append(name)
     for port, names in sorted(owners.items()):
-        if len(names) > 1 and changed.intersection(names):
+        if len(names) > 1 and set(changed).intersection(names):
             errors.append(
                 f"port {port} is shared by {', '.join(sorted(names))}: rename one of them"
             )
@@ -139,25 +145,30 @@ def compute_plan(store: GitStore, sha: str, name_problem: NameCheck | None = Non
             tree, ff = _merged_tree(store, repo, base, commit.id)
         except MergeConflictError as exc:
             return Plan(sha=sha, base=str(base), steps=(), errors=(str(exc),), fast_forward=False)
-        current = store.agents_at(repo, store.commit(repo, str(base)).tree)
-        target = store.agents_at(repo, tree)
+        current = tree_revs(store.commit(repo, str(base)).tree)
+        target = tree_revs(tree)
+        changed_specs: dict[str, AgentTree] = {}
+        for name, rev in target.items():
+            if current.get(name) != rev:
+                parsed = agent_in(tree, name)
+                assert parsed is not None
+                changed_specs[name] = parsed
     steps: list[PlanStep] = []
     for name in sorted(set(current) | set(target)):
         if name not in target:
             action = Action.DESTROY
         elif name not in current:
             action = Action.CREATE
-        elif current[name].rev != target[name].rev:
+        elif current[name] != target[name]:
             action = Action.UPDATE
         else:
             action = Action.NONE
         steps.append(PlanStep(name, action))
-    changed = {s.agent for s in steps if s.action is not Action.NONE}
     return Plan(
         sha=sha,
         base=str(base),
         steps=tuple(steps),
-        errors=tuple(_validate(target, changed, name_problem)),
+        errors=tuple(_validate(target, changed_specs, name_problem)),
         fast_forward=ff,
     )
 

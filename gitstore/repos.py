@@ -34,8 +34,10 @@ __all__ = [
     "GitStore",
     "GitStoreError",
     "UnknownRevError",
+    "agent_in",
     "copy_objects",
     "ref_target",
+    "tree_revs",
 ]
 
 MAIN = "refs/heads/main"
@@ -165,23 +167,36 @@ class GitStore:
 
     def applied_agent(self, name: str, sha: str | None = None) -> AgentTree | None:
         """One agent at applied `main` (or `sha`), without reading the others."""
-        commit = self.commit(self.applied, sha or self.applied_head())
-        try:
-            agents = commit.tree / "agents"
-            entry = agents / name if isinstance(agents, pygit2.Tree) else None
-        except KeyError:
-            return None
-        return _agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
+        return agent_in(self.commit(self.applied, sha or self.applied_head()).tree, name)
 
     def agent_revs(self, repo: pygit2.Repository, sha: str) -> dict[str, str]:
         """`{name: subtree oid}` at a commit: cheap, no blob is read."""
-        try:
-            agents = self.commit(repo, sha).tree / "agents"
-        except KeyError:
-            return {}
-        if not isinstance(agents, pygit2.Tree):
-            return {}
-        return {str(e.name): str(e.id) for e in agents if isinstance(e, pygit2.Tree)}
+        return tree_revs(self.commit(repo, sha).tree)
+
+
+def _agents_dir(tree: pygit2.Tree) -> pygit2.Tree | None:
+    try:
+        agents = tree / "agents"
+    except KeyError:
+        return None
+    return agents if isinstance(agents, pygit2.Tree) else None
+
+
+def tree_revs(tree: pygit2.Tree) -> dict[str, str]:
+    """`{name: subtree oid}` of a desired-state tree."""
+    agents = _agents_dir(tree)
+    if agents is None:
+        return {}
+    return {str(e.name): str(e.id) for e in agents if isinstance(e, pygit2.Tree)}
+
+
+def agent_in(tree: pygit2.Tree, name: str) -> AgentTree | None:
+    """One `agents/<name>/` of a tree, parsed."""
+    agents = _agents_dir(tree)
+    if agents is None or name not in agents:
+        return None
+    entry = agents / name
+    return _agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
 
 
 def _agent_tree(entry: pygit2.Tree) -> AgentTree:

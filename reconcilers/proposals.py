@@ -10,6 +10,7 @@ as approved. Plans are computed in a worker thread (pygit2 is blocking).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,8 +33,8 @@ class PendingApproval:
 class Approvals(Protocol):
     async def pending(self) -> list[PendingApproval]: ...
 
-    async def known(self, ref: str, sha: str) -> bool:
-        """Whether an approval (any status) exists for this exact branch head."""
+    async def known(self, heads: Mapping[str, str]) -> set[tuple[str, str]]:
+        """Which of these `{ref: sha}` branch heads already have an approval (any status)."""
         ...
 
     async def open(
@@ -58,25 +59,33 @@ class ProposalsReconciler:
         self.name_problem = name_problem
 
     async def reconcile(self) -> None:
-        heads = await anyio.to_thread.run_sync(self.git.proposed_heads)
         pending = {p.ref: p for p in await self.approvals.pending()}
+
+        def read() -> tuple[dict[str, str], set[str], str]:
+            # One worker-thread hop for every git read of the pass.
+            heads = self.git.proposed_heads()
+            shas = set(heads.values()) | {p.sha for p in pending.values()}
+            return heads, {sha for sha in shas if self.git.is_applied(sha)}, self.git.applied_head()
+
+        heads, applied, applied_head = await anyio.to_thread.run_sync(read)
         for approval in pending.values():
-            if await anyio.to_thread.run_sync(self.git.is_applied, approval.sha):
-                await self.approvals.recover(
-                    approval.id, await anyio.to_thread.run_sync(self.git.applied_head)
-                )
+            if approval.sha in applied:
+                await self.approvals.recover(approval.id, applied_head)
             elif approval.ref not in heads and approval.ref.startswith("refs/heads/"):
                 await self.approvals.supersede(approval.id, "the branch was deleted")
-        for ref, sha in sorted(heads.items()):
-            await self.reconcile_head(ref, sha, pending.get(ref))
+        fresh = {
+            ref: sha
+            for ref, sha in heads.items()
+            if sha not in applied and not (ref in pending and pending[ref].sha == sha)
+        }
+        if not fresh:
+            return
+        known = await self.approvals.known(fresh)
+        for ref, sha in sorted(fresh.items()):
+            if (ref, sha) not in known:
+                await self.open_approval(ref, sha, pending.get(ref))
 
-    async def reconcile_head(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
-        if pending is not None and pending.sha == sha:
-            return
-        if await anyio.to_thread.run_sync(self.git.is_applied, sha):
-            return
-        if await self.approvals.known(ref, sha):
-            return
+    async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
         plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
         summary, author = await anyio.to_thread.run_sync(self._describe, sha)
         if pending is not None:
