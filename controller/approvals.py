@@ -35,6 +35,10 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
+def _select(db: sqlite3.Connection, approval_id: int) -> dict[str, Any]:
+    return _row(db.execute("SELECT * FROM approvals WHERE id=?", (approval_id,)).fetchone())
+
+
 def _plan_json(plan: Plan) -> str:
     return json.dumps([{"agent": s.agent, "action": s.action.value} for s in plan.steps])
 
@@ -120,7 +124,7 @@ class ApprovalBook:
         author: str,
         note: str = "",
     ) -> int:
-        def q(db: sqlite3.Connection) -> int:
+        def q(db: sqlite3.Connection) -> dict[str, Any]:
             cur = db.execute(
                 "INSERT INTO approvals(kind, ref, sha, base, summary, author, note, status,"
                 " plan, errors, created_at) VALUES (?,?,?,?,?,?,?,'pending',?,?,?)",
@@ -138,23 +142,23 @@ class ApprovalBook:
                 ),
             )
             assert cur.lastrowid is not None
-            return cur.lastrowid
+            return _select(db, cur.lastrowid)
 
-        approval_id = await self.store.call(q)
-        self.bus.publish("approval.created", approval=await self.get(approval_id))
-        return approval_id
+        approval = await self.store.call(q)
+        self.bus.publish("approval.created", approval=approval)
+        return int(approval["id"])
 
     async def _decide(self, approval_id: int, status: str, **fields: str) -> dict[str, Any]:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: sqlite3.Connection) -> dict[str, Any]:
             sets = ", ".join(f"{k}=?" for k in fields)
             db.execute(
                 f"UPDATE approvals SET status=?, decided_at=?{', ' + sets if sets else ''} "
                 "WHERE id=?",
                 (status, now_iso(), *fields.values(), approval_id),
             )
+            return _select(db, approval_id)
 
-        await self.store.call(q)
-        approval = await self.get(approval_id)
+        approval = await self.store.call(q)
         self.bus.publish(f"approval.{status}", approval=approval)
         return approval
 

@@ -86,8 +86,10 @@ class ProposalsReconciler:
                 await self.open_approval(ref, sha, pending.get(ref))
 
     async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
-        plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
-        summary, author = await anyio.to_thread.run_sync(self._describe, sha)
+        def read() -> tuple[Plan, str, str]:
+            return compute_plan(self.git, sha, self.name_problem), *self._describe(sha)
+
+        plan, summary, author = await anyio.to_thread.run_sync(read)
         if pending is not None:
             await self.approvals.supersede(pending.id, f"{ref} moved to {sha[:12]}")
         await self.approvals.open(
