@@ -90,7 +90,7 @@ const hive = (() => {
     });
     document.querySelectorAll("[data-expires]").forEach((el) => {
       const left = (parseTs(el.dataset.expires) - now) / 1000;
-      el.textContent = left > 0 ? "⏳ " + fmt(left) : "expired";
+      el.textContent = left > 0 ? "ttl " + fmt(left) : "expired";
       el.classList.toggle("low", left < 30);
     });
   }
