@@ -70,8 +70,8 @@ class Templates:
         )
         self.env.filters.update(short=short, duration=duration, age=age, jsonattr=_tojson_attr)
 
-    def render(self, name: str, **context: Any) -> str:
-        return self.env.get_template(name).render(**context)
+    def render(self, template: str, **context: Any) -> str:
+        return self.env.get_template(template).render(**context)
 
     def response(
         self, request: Request, template: str, status: int = 200, **context: Any

@@ -8,6 +8,7 @@ The hive runs real harness processes with the real claude CLI on the scripted fa
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +29,15 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+# The harness from *this* checkout (an installed `hive-ag3nt` may point at another one).
+HARNESS = (
+    sys.executable,
+    "-c",
+    f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+    "from harness.cli import main_agent; main_agent(['serve'])",
+)
 
 
 @pytest.fixture
@@ -74,7 +83,7 @@ async def swarm(short_dir: Path) -> AsyncIterator[UiSwarm]:
         env.update({"HIVE_CLAUDE_BIN": claude, "HIVE_RETRY_BASE": "0.2"})
         settings = hive_settings(
             short_dir,
-            harness_command=(),
+            harness_command=HARNESS,
             environ=env,
             dashboard_enabled=True,
             dashboard="127.0.0.1:0",

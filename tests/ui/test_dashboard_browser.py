@@ -31,7 +31,8 @@ async def _propose(swarm: UiSwarm, name: str, branch: str) -> dict[str, Any]:
         return [a for a in await swarm.hive.approvals.query("pending") if a["ref"].endswith(branch)]
 
     (approval,) = await wait_for(pending, timeout=20)
-    return approval
+    found: dict[str, Any] = approval
+    return found
 
 
 async def test_approve_from_the_dashboard_runs_the_agent(swarm: UiSwarm, page: Page) -> None:
