@@ -49,8 +49,24 @@ def _int(value: str, what: str) -> int:
     return int(value)
 
 
-def _encode(event: Event) -> bytes:
-    return format_event(event.type, event.as_json(), event.id)
+class _Encoded:
+    """Each bus event encoded once for every stream: with 100 browsers open, the JSON of
+    an event is built once, not 100 times. Keyed by event id; the last few thousand kept
+    (a stream further behind than that is cut off by the bus anyway)."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._cache: dict[int, bytes] = {}
+
+    def __call__(self, event: Event) -> bytes:
+        found = self._cache.get(event.id)
+        if found is None:
+            found = self._cache[event.id] = format_event(event.type, event.as_json(), event.id)
+            if len(self._cache) > self.size:
+                # dicts keep insertion order: drop the oldest half in one go
+                for key in list(self._cache)[: self.size // 2]:
+                    del self._cache[key]
+        return found
 
 
 class Dashboard:
@@ -59,6 +75,7 @@ class Dashboard:
         self.views = Views(hive)
         self.templates = Templates()
         self.closing = closing
+        self.encode = _Encoded()
 
     # --- pages -----------------------------------------------------------------------
 
@@ -102,7 +119,7 @@ class Dashboard:
             async def chunks() -> Any:
                 with self.hive.bus.subscribe(buffer=5_000) as sub:
                     hello = format_event("hello", {"applied_sha": self.hive.git.applied_head()})
-                    async for chunk in bus_stream(sub, _encode, self.closing, first=hello):
+                    async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
                         yield chunk
 
             return chunks()

@@ -25,6 +25,7 @@ __all__ = ["bus_stream", "format_event", "sse_response"]
 
 PING_SECONDS = 15.0
 CLOSING_POLL = 1.0
+COALESCE = 0.005
 
 
 def format_event(kind: str, data: Any, event_id: int | None = None) -> bytes:
@@ -59,6 +60,9 @@ async def bus_stream(
                 yield b": ping\n\n"
             continue
         idle = 0.0
+        # Let a burst gather for a few ms: one write (and one wake-up of each side)
+        # carries many events; at 1,000 events/s x 100 clients that is what keeps p99 low.
+        await anyio.sleep(COALESCE)
         chunk = bytearray()
         while event is not None:
             encoded = encode(event)
