@@ -22,13 +22,13 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.hive import Hive  # noqa: E402
-from controller.settings import Settings  # noqa: E402
-from controller.store import now_iso  # noqa: E402
-from gitstore.plan import approve_merge, compute_plan  # noqa: E402
-from reconcilers.status import AgentStatus  # noqa: E402
-from tests.helpers import Clone  # noqa: E402
-from ui.dashboard import create_dashboard  # noqa: E402
+from controller.hive import Hive
+from controller.settings import Settings
+from controller.store import now_iso
+from gitstore.plan import approve_merge, compute_plan
+from reconcilers.status import AgentStatus
+from tests.helpers import Clone
+from ui.dashboard import create_dashboard
 
 AGENTS = 100
 APPROVALS = 1000
@@ -138,12 +138,14 @@ async def main() -> None:
         pending = await hive.approvals.count_pending()
         total = len(await hive.approvals.query(None, limit=10_000))
         print(
-            f"dashboard render: {len(revs)} agents, {total} approvals ({pending} pending cards with diffs)"
+            f"dashboard render: {len(revs)} agents, {total} approvals "
+            f"({pending} pending cards with diffs)"
         )
         print(f"  page size {size / 1024:.0f} KiB; cold first render {cold:.1f} ms")
         print(
             f"  median {statistics.median(times):.1f} ms, p90 "
-            f"{statistics.quantiles(times, n=10)[-1]:.1f} ms, max {max(times):.1f} ms over {RUNS} renders"
+            f"{statistics.quantiles(times, n=10)[-1]:.1f} ms, "
+            f"max {max(times):.1f} ms over {RUNS} renders"
         )
         hive.store.close()
     finally:

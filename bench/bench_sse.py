@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ async def serve(port_file: Path) -> None:
                 0,
                 what="bench",
                 task_status=task_status,
-                on_bound=lambda p: port_file.write_text(str(p)),
+                on_bound=lambda p: port_file.write_text(str(p)) and None,
             )
         )
         while hive.bus.subscriber_count < CLIENTS:
@@ -92,7 +91,9 @@ async def client(url: str, latencies: list[float], counts: list[int]) -> None:
 
 async def main() -> None:
     port_file = Path(tempfile.mktemp(prefix="bsport", dir="/tmp"))
-    server = subprocess.Popen([sys.executable, __file__, "serve", str(port_file)], cwd=REPO)
+    server = await anyio.open_process(
+        [sys.executable, __file__, "serve", str(port_file)], cwd=REPO, stdout=None, stderr=None
+    )
     try:
         with anyio.fail_after(20):
             while not port_file.exists() or not port_file.read_text():
@@ -106,13 +107,15 @@ async def main() -> None:
                 tg.start_soon(client, url, latencies, counts)
         wall = time.monotonic() - started
     finally:
-        server.wait(timeout=30)
+        with anyio.fail_after(30):
+            await server.wait()
         port_file.unlink(missing_ok=True)
     ms = sorted(x * 1000 for x in latencies)
     expected = int(RATE * SECONDS) * CLIENTS
     print(f"SSE fan-out: {CLIENTS} clients x {RATE} events/s for {SECONDS:.0f} s")
     print(
-        f"  delivered {len(ms)} of {expected} ({min(counts)}..{max(counts)} per client), wall {wall:.1f} s"
+        f"  delivered {len(ms)} of {expected} ({min(counts)}..{max(counts)} per client), "
+        f"wall {wall:.1f} s"
     )
     print(
         f"  publish->receipt: median {statistics.median(ms):.1f} ms, "
