@@ -37,6 +37,10 @@ async def serve(port_file: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
     hive = Hive(Settings.from_env({}, state_dir=root / "state", runtime_dir=root / "run"))
     app = create_dashboard(hive)
+
+    def bound(port: int) -> None:
+        port_file.write_text(str(port))
+
     async with anyio.create_task_group() as tg:
         await tg.start(
             lambda task_status: serve_app(
@@ -45,7 +49,7 @@ async def serve(port_file: Path) -> None:
                 0,
                 what="bench",
                 task_status=task_status,
-                on_bound=lambda p: port_file.write_text(str(p)) and None,
+                on_bound=bound,
             )
         )
         while hive.bus.subscriber_count < CLIENTS:
