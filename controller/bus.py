@@ -43,6 +43,13 @@ class Subscription:
     async def next(self) -> Event:
         return await self._receive.receive()
 
+    def next_nowait(self) -> Event:
+        """The next queued event without waiting; raises `anyio.WouldBlock` when none is.
+
+        Lets a consumer drain a burst in one go (the dashboard's SSE writes it as one
+        chunk)."""
+        return self._receive.receive_nowait()
+
 
 class Bus:
     def __init__(self) -> None:

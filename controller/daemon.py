@@ -36,8 +36,15 @@ def build_hive(settings: Settings) -> Hive:
     async def agent_sockets(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(lambda task_status: serve_agent_sockets(hive, task_status=task_status))
 
+    async def dashboard(tg: anyio.abc.TaskGroup) -> None:
+        from ui.dashboard import serve_dashboard
+
+        await tg.start(lambda task_status: serve_dashboard(hive, task_status=task_status))
+
     hive.add_component(host_socket)
     hive.add_component(agent_sockets)
+    if settings.dashboard_enabled:
+        hive.add_component(dashboard)
     return hive
 
 

@@ -77,6 +77,7 @@ class Hive:
         self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
         self.ready = anyio.Event()
+        self.dashboard_port: int | None = None  # set by the dashboard once it listens
 
     def _make_runtime(self) -> Runtime:
         if self.settings.runtime == "nixos":

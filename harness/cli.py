@@ -25,6 +25,10 @@ async def _serve() -> None:
     agent = Agent(config)
     async with anyio.create_task_group() as tg:
         await tg.start(agent.serve)
+        # The page never fails the harness: a taken port is retried in the background.
+        from ui.agent_page import serve_agent_page
+
+        await tg.start(serve_agent_page, agent)
         log.info("%s ready on %s", config.name, config.socket)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:

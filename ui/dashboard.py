@@ -1,0 +1,242 @@
+"""The dashboard hive-c0re serves: agents, approvals, questions, messages, reconcile, logs.
+
+Server-rendered. The page is made of regions; `/events` streams the hive's bus over SSE
+and the page's script refetches only the regions an event touches (`/region/<name>`),
+merging them node by node so focus and typed input survive. Every action is a JSON POST
+behind `ui.security.Guard` and goes through the hive's own operations (`approvals`,
+`admin.lifecycle`, the host `reconcile` command, `questions`, `broker`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from controller import admin
+from controller.agent_api import check_recipient
+from controller.broker import OPERATOR
+from controller.bus import Event
+from controller.hive import Hive
+from controller.settings import parse_address
+from ui.http import BadRequestError, action, read_json, text_field
+from ui.security import Guard, is_loopback
+from ui.server import serve_app
+from ui.sse import bus_stream, format_event, sse_response
+from ui.templating import Templates, static_files
+from ui.views import REGIONS, Views
+
+__all__ = ["create_dashboard", "serve_dashboard"]
+
+log = logging.getLogger(__name__)
+
+VERBS = ("start", "stop", "restart", "kill", "rebuild")
+LOG_LINES_MAX = 5000
+
+
+def _host(request: Request) -> str:
+    return request.url.hostname or "127.0.0.1"
+
+
+def _int(value: str, what: str) -> int:
+    if not value.isdigit():
+        raise BadRequestError(f"{what} must be a number")
+    return int(value)
+
+
+class _Encoded:
+    """Each bus event encoded once for every stream: with 100 browsers open, the JSON of
+    an event is built once, not 100 times. Keyed by event id; the last few thousand kept
+    (a stream further behind than that is cut off by the bus anyway)."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._cache: dict[int, bytes] = {}
+
+    def __call__(self, event: Event) -> bytes:
+        found = self._cache.get(event.id)
+        if found is None:
+            found = self._cache[event.id] = format_event(event.type, event.as_json(), event.id)
+            if len(self._cache) > self.size:
+                # dicts keep insertion order: drop the oldest half in one go
+                for key in list(self._cache)[: self.size // 2]:
+                    del self._cache[key]
+        return found
+
+
+class Dashboard:
+    def __init__(self, hive: Hive, closing: anyio.Event) -> None:
+        self.hive = hive
+        self.views = Views(hive)
+        self.templates = Templates()
+        self.closing = closing
+        self.encode = _Encoded()
+
+    # --- pages -----------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        context = await self.views.page(_host(request))
+        return self.templates.response(request, "dashboard.html", page="dashboard", **context)
+
+    async def reconcile_page(self, request: Request) -> Response:
+        context = await self.views.region("reconcile", _host(request))
+        notify = await self.views.notify()
+        return self.templates.response(
+            request, "reconcile.html", page="reconcile", reconcile=context, notify=notify
+        )
+
+    async def logs_page(self, request: Request) -> Response:
+        names = await self._names()
+        chosen = request.query_params.get("agent") or (names[0] if names else "")
+        if chosen and chosen not in names:
+            return HTMLResponse(f"no agent named {chosen!r}", 404)
+        lines = await self.hive.runtime.logs(chosen, 400) if chosen else []
+        notify = await self.views.notify()
+        return self.templates.response(
+            request, "logs.html", page="logs", names=names, agent=chosen, lines=lines, notify=notify
+        )
+
+    async def _names(self) -> list[str]:
+        applied = await anyio.to_thread.run_sync(self.hive.git.applied_agents)
+        return sorted(set(await self.hive.runtime.names()) | set(applied))
+
+    async def region(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in REGIONS:
+            return HTMLResponse(f"no region {name!r}", 404)
+        context = await self.views.region(name, _host(request))
+        html = self.templates.render(f"_{name}.html", csrf=request.state.csrf, **{name: context})
+        return HTMLResponse(html, headers={"cache-control": "no-store"})
+
+    async def events(self, request: Request) -> Response:
+        # Subscribe before answering so nothing published after the page's fetch is lost.
+        def stream() -> Any:
+            async def chunks() -> Any:
+                with self.hive.bus.subscribe(buffer=5_000) as sub:
+                    hello = format_event("hello", {"applied_sha": self.hive.git.applied_head()})
+                    async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
+                        yield chunk
+
+            return chunks()
+
+        return sse_response(stream())
+
+    async def logs_api(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        lines = _int(request.query_params.get("lines", "400"), "lines")
+        if name not in await self._names():
+            return JSONResponse({"error": f"no agent {name!r}"}, 404)
+        return JSONResponse(
+            {"lines": await self.hive.runtime.logs(name, min(lines, LOG_LINES_MAX))}
+        )
+
+    # --- actions ---------------------------------------------------------------------
+
+    @action
+    async def agent_action(self, request: Request) -> Response:
+        name, verb = request.path_params["name"], request.path_params["verb"]
+        if verb not in VERBS:
+            raise BadRequestError(f"unknown action {verb!r}; use one of {', '.join(VERBS)}")
+        if verb == "rebuild":
+            args = admin.OptionalNameArgs(name=name)
+            queued = await admin.reconcile(admin.HostSession(self.hive), args)
+            return JSONResponse({"ok": True, **queued})
+        row = await admin.lifecycle(self.hive, name, verb)
+        return JSONResponse({"ok": True, "agent": row})
+
+    @action
+    async def approve(self, request: Request) -> Response:
+        approval_id = _int(request.path_params["id"], "approval id")
+        approval = await self.hive.approvals.approve(approval_id, approver="operator")
+        return JSONResponse({"ok": True, "approval": approval})
+
+    @action
+    async def deny(self, request: Request) -> Response:
+        approval_id = _int(request.path_params["id"], "approval id")
+        reason = text_field(await read_json(request), "reason", required=False, limit=4000)
+        approval = await self.hive.approvals.deny(approval_id, reason.strip())
+        return JSONResponse({"ok": True, "approval": approval})
+
+    @action
+    async def answer(self, request: Request) -> Response:
+        question_id = _int(request.path_params["id"], "question id")
+        data = await read_json(request)
+        answer = data.get("answer")
+        if isinstance(answer, list):
+            if not all(isinstance(a, str) for a in answer):
+                raise BadRequestError("answer must be text or a list of options")
+        elif not isinstance(answer, str):
+            raise BadRequestError("answer must be text or a list of options")
+        question = await self.hive.questions.answer(question_id, answer)
+        return JSONResponse({"ok": True, "question": question})
+
+    @action
+    async def cancel_question(self, request: Request) -> Response:
+        question_id = _int(request.path_params["id"], "question id")
+        question = await self.hive.questions.cancel(question_id)
+        return JSONResponse({"ok": True, "question": question})
+
+    @action
+    async def send(self, request: Request) -> Response:
+        data = await read_json(request)
+        to = check_recipient(self.hive, text_field(data, "to", limit=64).strip())
+        message = await self.hive.broker.send(OPERATOR, to, text_field(data, "body"))
+        return JSONResponse({"ok": True, "id": message["id"]})
+
+
+def create_dashboard(
+    hive: Hive,
+    *,
+    token: str | None = None,
+    loopback: bool = True,
+    closing: anyio.Event | None = None,
+) -> Guard:
+    """The dashboard app behind its guard."""
+    d = Dashboard(hive, closing or anyio.Event())
+    app = Starlette(
+        routes=[
+            Route("/", d.index),
+            Route("/reconcile", d.reconcile_page),
+            Route("/logs", d.logs_page),
+            Route("/region/{name}", d.region),
+            Route("/events", d.events),
+            Route("/api/logs/{name}", d.logs_api),
+            Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
+            Route("/api/approvals/{id}/approve", d.approve, methods=["POST"]),
+            Route("/api/approvals/{id}/deny", d.deny, methods=["POST"]),
+            Route("/api/questions/{id}/answer", d.answer, methods=["POST"]),
+            Route("/api/questions/{id}/cancel", d.cancel_question, methods=["POST"]),
+            Route("/api/send", d.send, methods=["POST"]),
+            Mount("/static", static_files(), name="static"),
+        ]
+    )
+    return Guard(app, name="dashboard", token=token, loopback=loopback)
+
+
+async def serve_dashboard(
+    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the dashboard on `settings.dashboard`; the port lands in `hive.dashboard_port`."""
+    host, port = parse_address(hive.settings.dashboard)
+    token = hive.settings.environ.get("HIVE_DASHBOARD_TOKEN") or None
+    loopback = is_loopback(host)
+    if not loopback and token is None:
+        log.warning(
+            "dashboard bound to %s without HIVE_DASHBOARD_TOKEN: anyone who reaches it "
+            "can approve changes",
+            host,
+        )
+    closing = anyio.Event()
+    app = create_dashboard(hive, token=token, loopback=loopback, closing=closing)
+
+    def bound(port: int) -> None:
+        hive.dashboard_port = port
+
+    await serve_app(
+        app, host, port, what="dashboard", closing=closing, on_bound=bound, task_status=task_status
+    )

@@ -1,0 +1,89 @@
+"""Who talks to whom: a circular layout of agents with message counts on the edges.
+
+Pure geometry, rendered as inline SVG by the template: nodes sit on a circle (the
+operator first, at the top), each directed edge is a slightly bent quadratic curve so
+that A→B and B→A do not overlap, and its label is the message count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["Edge", "Graph", "Node", "talk_graph"]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    x: float
+    y: float
+    sent: int
+    received: int
+
+
+@dataclass(frozen=True)
+class Edge:
+    sender: str
+    recipient: str
+    count: int
+    path: str
+    label_x: float
+    label_y: float
+    width: float
+
+
+@dataclass(frozen=True)
+class Graph:
+    size: int
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+
+
+def talk_graph(
+    agents: Iterable[str], counts: Iterable[Mapping[str, object]], size: int = 360
+) -> Graph:
+    pairs = {(str(c["sender"]), str(c["recipient"])): int(str(c["count"])) for c in counts}
+    names = {n for pair in pairs for n in pair} | set(agents)
+    ordered = (["operator"] if "operator" in names else []) + sorted(names - {"operator"})
+    centre, radius = size / 2, size / 2 - 46
+    pos: dict[str, tuple[float, float]] = {}
+    for i, name in enumerate(ordered):
+        angle = -math.pi / 2 + 2 * math.pi * i / max(1, len(ordered))
+        pos[name] = (centre + radius * math.cos(angle), centre + radius * math.sin(angle))
+    top = max(pairs.values(), default=1)
+    edges = []
+    for (a, b), count in sorted(pairs.items()):
+        if a == b or a not in pos or b not in pos:
+            continue
+        (x1, y1), (x2, y2) = pos[a], pos[b]
+        dx, dy = x2 - x1, y2 - y1
+        length = math.hypot(dx, dy) or 1.0
+        # Shorten both ends so arrows stop at the node circles, bend to the right.
+        ux, uy = dx / length, dy / length
+        sx, sy, ex, ey = x1 + ux * 20, y1 + uy * 20, x2 - ux * 24, y2 - uy * 24
+        bend = 0.18 * length
+        cx, cy = (sx + ex) / 2 - uy * bend, (sy + ey) / 2 + ux * bend
+        edges.append(
+            Edge(
+                sender=a,
+                recipient=b,
+                count=count,
+                path=f"M{sx:.1f},{sy:.1f} Q{cx:.1f},{cy:.1f} {ex:.1f},{ey:.1f}",
+                label_x=round(0.25 * sx + 0.5 * cx + 0.25 * ex, 1),
+                label_y=round(0.25 * sy + 0.5 * cy + 0.25 * ey, 1),
+                width=round(1.0 + 3.0 * count / top, 2),
+            )
+        )
+    nodes = tuple(
+        Node(
+            name,
+            round(x, 1),
+            round(y, 1),
+            sum(c for (s, _), c in pairs.items() if s == name),
+            sum(c for (_, r), c in pairs.items() if r == name),
+        )
+        for name, (x, y) in pos.items()
+    )
+    return Graph(size, nodes, tuple(edges))

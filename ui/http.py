@@ -1,0 +1,90 @@
+"""Request helpers shared by both apps: bounded JSON bodies and errors as clear 4xx.
+
+Every action answers JSON. A bad body, a missing field or a refused operation comes back
+as `{"error": message}` with a 4xx status and changes nothing; the pages show the message
+next to the control that caused it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from controller.errors import ConflictError, ForbiddenError, HiveError, NotFoundError
+from controller.protocol import ProtocolError
+
+__all__ = ["BadRequestError", "action", "read_json", "text_field"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 512 * 1024
+
+_STATUS: dict[type[HiveError], int] = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}
+_PROTOCOL_STATUS = {
+    "not_found": 404,
+    "conflict": 409,
+    "forbidden": 403,
+    "unreachable": 503,
+    "closed": 503,
+}
+
+
+class BadRequestError(Exception):
+    """Raised when a request body or field is malformed."""
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        raise BadRequestError(f"body too large (limit {MAX_BODY} bytes)")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequestError(f"body too large (limit {MAX_BODY} bytes)")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequestError("body must be a JSON object")
+    return data
+
+
+def text_field(
+    data: dict[str, Any], key: str, *, required: bool = True, limit: int = 256 * 1024
+) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise BadRequestError(f"{key} must be a string")
+    if required and not value.strip():
+        raise BadRequestError(f"{key} is empty")
+    if len(value) > limit:
+        raise BadRequestError(f"{key} is longer than {limit} characters")
+    return value
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def action(handler: Handler) -> Handler:
+    """Map our errors to JSON 4xx answers (functions or methods taking the request last)."""
+
+    @functools.wraps(handler)
+    async def wrapped(*args: Any) -> Response:
+        try:
+            return await handler(*args)
+        except BadRequestError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        except HiveError as exc:
+            return JSONResponse({"error": exc.message}, _STATUS.get(type(exc), 400))
+        except ProtocolError as exc:
+            return JSONResponse({"error": exc.message}, _PROTOCOL_STATUS.get(exc.code, 400))
+
+    return wrapped

@@ -1,0 +1,94 @@
+/* The dashboard's live half: SSE from /events, refetching only the regions an event
+   touches; browser notifications; the message filter; the log follower. */
+"use strict";
+(() => {
+  const TOUCHES = [
+    [/^approval\./, ["approvals", "notify"]],
+    [/^question\./, ["questions", "notify"]],
+    [/^message\./, ["messages"]],
+    [/^(agent\.|applied\.moved)/, ["agents", "notify", "reconcile"]],
+    [/^reconcile\.run/, ["agents", "reconcile"]],
+  ];
+  const dirty = new Set();
+  let timer = null, inflight = false;
+  function want(regions) {
+    regions.forEach((r) => { if (document.getElementById("r-" + r)) dirty.add(r); });
+    if (!timer) timer = setTimeout(flush, 120);
+  }
+  async function flush() {
+    timer = null;
+    if (inflight) { timer = setTimeout(flush, 120); return; }
+    inflight = true;
+    const names = Array.from(dirty); dirty.clear();
+    try {
+      await Promise.all(names.map(async (name) => {
+        const resp = await fetch("/region/" + name, { credentials: "same-origin" });
+        if (resp.ok) hive.merge(document.getElementById("r-" + name), await resp.text());
+      }));
+    } finally { inflight = false; }
+  }
+
+  function notify(title, body) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    try { new Notification(title, { body, tag: title }); } catch (e) { /* some browsers allow only service-worker notifications */ }
+  }
+  const permBtn = () => document.getElementById("enable-notifications");
+  function showPerm() {
+    const b = permBtn();
+    if (b && "Notification" in window && Notification.permission === "default") b.hidden = false;
+  }
+  document.addEventListener("click", async (e) => {
+    if (e.target.id === "enable-notifications") { await Notification.requestPermission(); e.target.hidden = true; }
+  });
+  document.addEventListener("hive:merged", showPerm);
+  showPerm();
+
+  const dot = document.getElementById("live-dot");
+  function connect() {
+    const es = new EventSource("/events");
+    es.onopen = () => { dot && dot.classList.add("on"); };
+    es.onerror = () => { dot && dot.classList.remove("on"); };
+    es.addEventListener("hello", () => want(["notify", "agents", "approvals", "questions", "messages", "reconcile"]));
+    const handle = (e) => {
+      for (const [re, regions] of TOUCHES) if (re.test(e.type)) want(regions);
+      let data = {};
+      try { data = JSON.parse(e.data); } catch (err) { return; }
+      if (e.type === "approval.created") notify("hyperhive: approval #" + data.approval.id, data.approval.summary || data.approval.ref);
+      if (e.type === "question.asked") notify("hyperhive: " + data.question.asker + " asks", data.question.question);
+    };
+    for (const type of ["approval.created", "approval.approved", "approval.denied", "approval.superseded", "approval.failed", "approval.noted",
+      "question.asked", "question.answered", "question.cancelled", "question.expired", "message.sent", "message.acked",
+      "agent.status", "agent.hold", "agent.turn", "agent.exited", "agent.removed", "agent.start", "agent.stop", "agent.restart", "agent.kill",
+      "applied.moved", "reconcile.run"]) es.addEventListener(type, handle);
+    window.hiveEvents = es;
+  }
+  if (document.querySelector("[data-region]")) connect();
+
+  document.addEventListener("hive:done", (e) => {
+    const a = e.detail.body && e.detail.body.approval;
+    if (a && a.status === "approved") hive.toast(`◆ approval #${a.id} merged → applied main ${a.applied_sha.slice(0, 12)}`);
+    if (a && a.status === "denied") hive.toast(`✗ approval #${a.id} denied`);
+  });
+
+  const filter = document.getElementById("message-filter");
+  function applyFilter() {
+    if (!filter) return;
+    const q = filter.value.trim().toLowerCase();
+    document.querySelectorAll(".flow li[data-text]").forEach((li) => li.classList.toggle("hidden", !!q && !li.dataset.text.toLowerCase().includes(q)));
+  }
+  if (filter) { filter.addEventListener("input", applyFilter); document.addEventListener("hive:merged", applyFilter); }
+
+  const logview = document.getElementById("logview");
+  if (logview && logview.dataset.agent) {
+    const follow = document.getElementById("follow");
+    const pull = async () => {
+      if (!follow.checked) return;
+      const resp = await fetch(`/api/logs/${logview.dataset.agent}?lines=400`, { credentials: "same-origin" });
+      if (!resp.ok) return;
+      const text = (await resp.json()).lines.join("\n") + "\n";
+      if (text !== logview.textContent) { logview.textContent = text; logview.scrollTop = logview.scrollHeight; }
+    };
+    logview.scrollTop = logview.scrollHeight;
+    setInterval(pull, 1000);
+  }
+})();
