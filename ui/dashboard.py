@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from controller import admin
-from controller.agent_api import check_recipient
+from controller.admin import check_recipient
 from controller.broker import OPERATOR
 from controller.bus import Event
 from controller.hive import Hive
