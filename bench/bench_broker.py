@@ -30,31 +30,22 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
-from _hive import open_checkout, open_daemon, open_in_process_hive, summary
+from _agents import agent_socket, cpu_seconds, declare
+from _utils import open_daemon, open_hive, remove, scratch_dir, stats, verdict
 
 from controller.protocol import Client, connect_client
 
 SENDERS = [f"s{i}" for i in range(10)]
 WAKE_P50_MS, WAKE_P99_MS, THROUGHPUT, REDIS_WAKE_RATIO = 1.0, 5.0, 10_000.0, 1.5
-_TICK = os.sysconf("SC_CLK_TCK")
 
 Call = Callable[[], Awaitable[object]]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 @dataclass
@@ -88,9 +79,9 @@ class RawSqlite:
     """One INSERT + COMMIT per row, WAL, synchronous=NORMAL, on a fresh file."""
 
     def __init__(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="hb", dir="/tmp")
+        self.tmp = scratch_dir()
         self.db = sqlite3.connect(
-            Path(self.tmp) / "raw.sqlite", isolation_level=None, check_same_thread=False
+            self.tmp / "raw.sqlite", isolation_level=None, check_same_thread=False
         )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -124,7 +115,7 @@ class RawSqlite:
 
     def close(self) -> None:
         self.db.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove(self.tmp, keep=False)
 
 
 # --- the two measurements, for any system ---------------------------------------------
@@ -177,37 +168,39 @@ async def throughput(system: System, seconds: float, *, record: bool = True) -> 
 
 
 @asynccontextmanager
-async def open_hive_system(in_process: bool, ref: str | None = None) -> AsyncIterator[System]:
-    """The hive of this checkout, or (`ref`) of another commit, as a daemon."""
-    async with AsyncExitStack() as stack:
-        if ref is not None:
-            opener = open_daemon(repo=await stack.enter_async_context(open_checkout(ref)))
-        else:
-            opener = open_in_process_hive() if in_process else open_daemon()
-        dirs = await stack.enter_async_context(opener)
-        agents = {"hm1nd": False, "alice": False, "bob": False, "sink": False}
-        await dirs.declare(agents | dict.fromkeys(SENDERS, False))
-        clients: list[Client] = []
-        for name in ("bob", "alice", *SENDERS):
-            clients.append(await stack.enter_async_context(await connect_client(dirs.socket(name))))
-        bob, alice, *senders = clients
+async def open_hive_system(in_process: bool) -> AsyncIterator[System]:
+    """The hive of this checkout with the agents declared, and a client per agent."""
+    root = scratch_dir()
+    try:
+        async with AsyncExitStack() as stack:
+            pid: int | None = None
+            if in_process:
+                hive = await stack.enter_async_context(open_hive(root))
+                state, run = hive.settings.state_dir, hive.settings.runtime_dir
+            else:
+                daemon = await stack.enter_async_context(open_daemon(root))
+                state, run, pid = daemon.state_dir, daemon.host_socket.parent, daemon.pid
+            agents = {"hm1nd": False, "alice": False, "bob": False, "sink": False}
+            await declare(state, run, agents | dict.fromkeys(SENDERS, False), root)
+            clients: list[Client] = []
+            for name in ("bob", "alice", *SENDERS):
+                client = await connect_client(agent_socket(run, name))
+                clients.append(await stack.enter_async_context(client))
+            bob, alice, *senders = clients
 
-        async def recv() -> object:
-            message = await bob.call("recv", wait_seconds=30)
-            assert message is not None
-            return message
+            async def recv() -> object:
+                message = await bob.call("recv", wait_seconds=30)
+                assert message is not None
+                return message
 
-        def sender(client: Client, to: str) -> Call:
-            return lambda: client.call("send", to=to, body="ping")
+            def sender(client: Client, to: str) -> Call:
+                return lambda: client.call("send", to=to, body="ping")
 
-        pid = None if in_process else int(dirs.env["BENCH_DAEMON_PID"])
-        yield System(
-            "hive" if ref is None else f"hive@{ref}",
-            pid,
-            recv,
-            sender(alice, "bob"),
-            [sender(c, "sink") for c in senders],
-        )
+            yield System(
+                "hive", pid, recv, sender(alice, "bob"), [sender(c, "sink") for c in senders]
+            )
+    finally:
+        remove(root, keep=False)
 
 
 # --- Redis -----------------------------------------------------------------------------
@@ -225,7 +218,7 @@ async def open_redis_system() -> AsyncIterator[System]:
     """redis-server on a free loopback port, AOF fsync every second, and its clients."""
     from redis.asyncio import Redis
 
-    tmp = tempfile.mkdtemp(prefix="hr", dir="/tmp")
+    tmp = scratch_dir()
     port = _free_port()
     process = await anyio.open_process(
         [
@@ -235,7 +228,7 @@ async def open_redis_system() -> AsyncIterator[System]:
             "--save", "",
             "--appendonly", "yes",
             "--appendfsync", "everysec",
-            "--dir", tmp,
+            "--dir", str(tmp),
             "--daemonize", "no",
         ],
         stdout=subprocess.DEVNULL,
@@ -281,19 +274,14 @@ async def open_redis_system() -> AsyncIterator[System]:
                 process.kill()
                 await process.wait()
             await process.aclose()
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp, keep=False)
 
 
 # --- report ----------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def line(name: str, samples: list[float]) -> str:
-    p50, p99, top = summary(samples)
-    return f"{name:<34} n={len(samples):<6} p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  max {top:7.3f} ms"
+    return stats(samples).line(name, width=34)
 
 
 def report(systems: list[System], raw: RawSqlite) -> None:
@@ -307,7 +295,7 @@ def report(systems: list[System], raw: RawSqlite) -> None:
         per = f"   server cpu {cpu * 1e6:6.1f} us/msg" if cpu is not None else ""
         print(f"{s.name + f' throughput, {n} senders':<34} {s.rate:10,.0f} msgs/s{per}")
     hive, others = systems[0], systems[1:]
-    p50, p99, _ = summary(hive.wake)
+    p50, p99 = stats(hive.wake).p50, stats(hive.wake).p99
     print()
     print(f"hive wake p50 {p50:.3f} ms <= {WAKE_P50_MS} ms: {verdict(p50 <= WAKE_P50_MS)}")
     print(f"hive wake p99 {p99:.3f} ms <= {WAKE_P99_MS} ms: {verdict(p99 <= WAKE_P99_MS)}")
@@ -318,7 +306,7 @@ def report(systems: list[System], raw: RawSqlite) -> None:
     for other in others:
         print(f"hive / {other.name}: {ratios(hive, other)}")
         if other.name == "redis":
-            ratio = p50 / summary(other.wake)[0]
+            ratio = p50 / stats(other.wake).p50
             print(
                 f"hive wake p50 within {REDIS_WAKE_RATIO}x of redis: "
                 f"{verdict(ratio <= REDIS_WAKE_RATIO)}"
@@ -326,9 +314,9 @@ def report(systems: list[System], raw: RawSqlite) -> None:
 
 
 def ratios(ours: System, theirs: System) -> str:
-    (o50, o99, _), (t50, t99, _) = summary(ours.wake), summary(theirs.wake)
+    o, t = stats(ours.wake), stats(theirs.wake)
     text = (
-        f"wake p50 {o50 / t50:.2f}x, p99 {o99 / t99:.2f}x, "
+        f"wake p50 {o.p50 / t.p50:.2f}x, p99 {o.p99 / t.p99:.2f}x, "
         f"throughput {ours.rate / theirs.rate:.2f}x"
     )
     if ours.cpu_per_message and theirs.cpu_per_message:
@@ -348,10 +336,6 @@ async def main(args: argparse.Namespace) -> None:
             systems = [await stack.enter_async_context(open_hive_system(args.in_process))]
             if use_redis:
                 systems.append(await stack.enter_async_context(open_redis_system()))
-            if args.against:
-                systems.append(
-                    await stack.enter_async_context(open_hive_system(False, args.against))
-                )
             gap, rounds = args.gap_ms / 1000, args.rounds
             for s in systems:  # warm up: connections, caches, first pages of the files
                 await wake_latency(s, 50, gap)
@@ -385,11 +369,6 @@ def parse_args() -> argparse.Namespace:
         "--in-process", action="store_true", help="serve the hive in this event loop"
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis comparison")
-    parser.add_argument(
-        "--against",
-        metavar="REF",
-        help="also run the hive of git REF (e.g. main), interleaved: a before/after in one run",
-    )
     return parser.parse_args()
 
 
