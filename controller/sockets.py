@@ -28,6 +28,7 @@ from controller.protocol import (
     encode_error,
     encode_event,
     encode_result,
+    open_transport_stream,
 )
 
 __all__ = ["Session", "serve_socket"]
@@ -156,9 +157,9 @@ async def serve_socket(
     async with await anyio.create_unix_listener(path) as listener:
         os.chmod(path, mode)
 
-        async def handle(stream: ByteStream) -> None:
+        async def handle(accepted: ByteStream) -> None:
             session = new_session()
-            async with stream:
+            async with accepted, await open_transport_stream(accepted) as stream:
                 try:
                     await _Connection(stream, table, session).run()
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
