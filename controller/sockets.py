@@ -77,11 +77,8 @@ class _Connection(Generic[C]):
                 await self.stream_events(rid, self.table.stream(self.session, command, args))
                 return False
             if command.watch_peer:
-                gone, result = await self.call_watching_peer(command.handler(self.session, args))
-                if gone:
-                    return False
-            else:
-                result = await command.handler(self.session, args)
+                return await self.call_watching_peer(rid, command.handler(self.session, args))
+            result = await command.handler(self.session, args)
             await self.stream.send(encode_result(rid, result))
         except ProtocolError as exc:
             await self.stream.send(encode_error(exc.request_id, exc.code, exc.message))
@@ -94,10 +91,12 @@ class _Connection(Generic[C]):
             await self.stream.send(encode_error(rid, "internal", f"{type(exc).__name__}: {exc}"))
         return True
 
-    async def call_watching_peer(self, call: Awaitable[Any]) -> tuple[bool, Any]:
-        """Await `call` while reading ahead; if the peer closes, cancel it."""
+    async def call_watching_peer(self, rid: Any, call: Awaitable[Any]) -> bool:
+        """Await `call` while reading ahead and answer it; if the peer closes, cancel it.
+
+        The answer goes out before the read-ahead is torn down, so a woken `recv` does
+        not wait a loop iteration for it. False once the connection is done."""
         gone = False
-        result: Any = None
         async with anyio.create_task_group() as tg:
 
             async def read_ahead() -> None:
@@ -118,8 +117,12 @@ class _Connection(Generic[C]):
 
             tg.start_soon(read_ahead)
             result = await call
+            try:
+                await self.stream.send(encode_result(rid, result))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                gone = True
             tg.cancel_scope.cancel()
-        return gone, result
+        return not gone
 
     async def stream_events(self, rid: Any, events: Any) -> None:
         """Send events until the client closes (or the stream ends)."""
