@@ -11,7 +11,8 @@ started) is measured the same way. Target: VmRSS <= 60 MB.
 
 Then, to show what the figure is made of, modules on the harness's import path are each
 imported alone in a fresh interpreter (`python -c "import X"`, VmRSS after it), and
-`python -X importtime -c "import harness.cli"` is summed by top-level package.
+`python -X importtime -c "import harness.cli, ui.agent_page"` is summed by top-level
+package.
 
     python bench/bench_harness_rss.py [--idle 5]
 """
@@ -34,6 +35,7 @@ from _utils import REPO, Watch, agent_pids, open_daemon, remove, rss_kib, scratc
 TARGET_MB = 60.0
 # Modules on the harness's import path, each imported alone in a fresh interpreter.
 IMPORTS = (
+    "asyncio",
     "anyio",
     "controller.protocol",
     "controller.bus",
@@ -43,7 +45,13 @@ IMPORTS = (
     "harness.claude",
     "harness.agent",
     "harness.cli",
+    "starlette.applications",
+    "uvicorn",
+    "jinja2",
+    "ui.agent_page",
 )
+# What `hive-ag3nt serve` imports: the CLI, then the agent page once the loop runs.
+HARNESS = "harness.cli, ui.agent_page"
 
 
 def pss_kib(pid: int) -> int:
@@ -132,9 +140,9 @@ async def main(args: argparse.Namespace) -> None:
     for module in IMPORTS:
         rss = await import_rss(module)
         print(f"  {module:<22} {mb(rss)}  (+{mb(rss - bare).strip()})")
-    times = await import_times("harness.cli")
-    top = sorted(times.items(), key=lambda kv: -kv[1])[:8]
-    print("\n-X importtime of harness.cli, self time by top-level package:")
+    times = await import_times(HARNESS)
+    top = sorted(times.items(), key=lambda kv: -kv[1])[:10]
+    print(f"\n-X importtime of {HARNESS}, self time by top-level package:")
     print("  " + ", ".join(f"{pkg} {ms:.0f} ms" for pkg, ms in top))
     print(f"  total {sum(times.values()):.0f} ms")
 
