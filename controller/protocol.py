@@ -10,8 +10,8 @@ This module is the one both sides import: the harness uses `Client`, the control
 `decode_request` / `encode_*`. Both run their connections on asyncio's transports
 (`open_transport_stream`): anyio's own unix-socket stream yields to the loop on every
 `send` and `receive` and registers and unregisters the socket with epoll on every read
-that waits, which costs ~50 us of CPU per request on each side and a tenth of the
-send -> recv wake latency (measured in bench/bench_broker.py).
+that waits, which costs ~50 us of CPU per request on each side and ~15% of the
+send -> recv wake latency (measured with bench/bench_broker.py).
 """
 
 from __future__ import annotations
