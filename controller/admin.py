@@ -76,7 +76,7 @@ def check_recipient(hive: Hive, to: str) -> str:
     if to == OPERATOR:
         return to
     _name(to)
-    if hive.git.applied_agent(to) is None:
+    if to not in hive.applied_names:
         raise NotFoundError(f"no agent {to!r} to send to; list_agents shows who exists")
     return to
 

@@ -170,9 +170,9 @@ class NameArgs(Args):
 
 async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
     """Wait for the proposals reconciler to record the approval of `ref` at `sha`."""
-    with hive.bus.subscribe() as sub:
+    with hive.bus.subscribe(types=("approval.created",)) as sub:
         hive.proposal_queue.add(PROPOSALS)
-        with anyio.fail_after(30):
+        with anyio.move_on_after(30):
             while True:
                 found = [
                     a
@@ -182,6 +182,7 @@ async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
                 if found:
                     return found[0]
                 await sub.next()
+    raise ConflictError(f"no pending approval appeared for {ref} at {sha[:12]} within 30 s")
 
 
 @agent_commands.command("request_spawn", SpawnArgs)

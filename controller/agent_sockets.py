@@ -44,9 +44,8 @@ async def serve_agent_sockets(
             for name in sorted(set(scopes) - wanted):
                 scopes.pop(name).cancel()
 
-        with hive.bus.subscribe() as sub:
+        with hive.bus.subscribe(types=("applied.moved",)) as sub:
             await sync()
             task_status.started()
-            async for event in sub:
-                if event.type == "applied.moved":
-                    await sync()
+            async for _ in sub:
+                await sync()

@@ -9,7 +9,7 @@ current state afresh, which is what every consumer does anyway.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,13 +53,15 @@ class Subscription:
 
 class Bus:
     def __init__(self) -> None:
-        self._subscribers: dict[int, MemoryObjectSendStream[Event]] = {}
+        self._subscribers: dict[int, tuple[MemoryObjectSendStream[Event], frozenset[str]]] = {}
         self._ids = itertools.count(1)
         self._sub_ids = itertools.count(1)
 
     def publish(self, type: str, **data: Any) -> Event:
         event = Event(id=next(self._ids), type=type, ts=now_iso(), data=data)
-        for key, send in list(self._subscribers.items()):
+        for key, (send, types) in list(self._subscribers.items()):
+            if types and type not in types:
+                continue
             try:
                 send.send_nowait(event)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -68,10 +70,11 @@ class Bus:
         return event
 
     @contextmanager
-    def subscribe(self, buffer: int = 10_000) -> Iterator[Subscription]:
+    def subscribe(self, buffer: int = 10_000, types: Iterable[str] = ()) -> Iterator[Subscription]:
+        """Receive every event published from now on, or only those of `types`."""
         send, receive = anyio.create_memory_object_stream[Event](buffer)
         key = next(self._sub_ids)
-        self._subscribers[key] = send
+        self._subscribers[key] = (send, frozenset(types))
         try:
             yield Subscription(receive)
         finally:

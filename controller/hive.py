@@ -51,6 +51,10 @@ class Hive:
         self.store = Store(settings.state_dir / "hive.sqlite")
         self.git = GitStore(settings.state_dir)
         self.records = StoreRecords(self.store, self.bus)
+        # Who may be messaged is asked on every send; only approve changes it.
+        self.applied_names = frozenset(
+            self.git.agent_revs(self.git.applied, self.git.applied_head())
+        )
         self.runtime: Runtime = runtime or self._make_runtime()
         self.approvals = ApprovalBook(
             self.store, self.bus, self.git, self.applied_moved, self.runtime.name_problem
@@ -112,6 +116,7 @@ class Hive:
         before = self.git.agent_revs(self.git.applied, old)
         after = self.git.agent_revs(self.git.applied, new)
         changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+        self.applied_names = frozenset(after)
         self.bus.publish("applied.moved", old=old, new=new, agents=changed)
         for name in changed:
             self.agent_queue.add(name)

@@ -34,7 +34,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, Process
 
-from gitstore.spec import MANAGER
+from gitstore.names import MANAGER
 
 __all__ = [
     "MANAGER_TOOLS",

@@ -25,7 +25,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from controller.protocol import Client, ProtocolError, connect_client
-from gitstore.spec import MANAGER
+from gitstore.names import MANAGER
 from harness.claude import MANAGER_TOOLS, TOOLS
 
 __all__ = ["MANAGER_TOOLS", "TOOLS", "SocketLink", "create_server", "main"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +31,13 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs"
+# Screenshots go into docs/ (shown in the README) only when asked for; otherwise a test
+# run would rewrite tracked files.
+DOCS = (
+    REPO / "docs"
+    if os.environ.get("HIVE_UPDATE_SCREENSHOTS")
+    else Path(tempfile.mkdtemp(prefix="hive-shots-"))
+)
 # The harness from *this* checkout (an installed `hive-ag3nt` may point at another one).
 HARNESS = (
     sys.executable,
