@@ -89,13 +89,15 @@ class Broker:
         task_status.started()
         async with self._send_in, self._send_out:
             async for first in self._send_out:
+                # One turn of the loop lets sends that arrived together join this commit.
+                await anyio.lowlevel.checkpoint()
                 batch = [first]
                 while len(batch) < 500:
                     try:
                         batch.append(self._send_out.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                await self.store.call(self._insert_batch, batch)
+                await self.store.call_fast(self._insert_batch, batch)
                 for out in batch:
                     assert out.message is not None
                     if out.waiter is not None:
@@ -149,7 +151,7 @@ class Broker:
 
         With an `owner` the message is leased to it; without, it is acknowledged."""
         waiter = _Waiter(recipient, owner)
-        found = await self.store.call(self._claim_or_wait, waiter, wait > 0)
+        found = await self.store.call_fast(self._claim_or_wait, waiter, wait > 0)
         if found is not None:
             return found
         if wait <= 0:
@@ -245,7 +247,7 @@ class Broker:
                 (*args, message_id, recipient, owner),
             ).rowcount
 
-        if await self.store.call(q) == 0:
+        if await self.store.call_fast(q) == 0:
             raise NotFoundError(f"message {message_id} is not leased to this connection")
 
     async def _give_back(self, message: dict[str, Any]) -> None:

@@ -183,6 +183,7 @@ class Hive:
                 serve_runtime = getattr(self.runtime, "serve", None)
                 if serve_runtime is not None:
                     await tg.start(serve_runtime)
+                await tg.start(self.store.serve_checkpoints)
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)
                 await tg.start(self.agent_queue.serve)
