@@ -142,6 +142,9 @@ class GitStore:
     def mirror_applied(self) -> None:
         """Copy applied `main` into proposed as `refs/hive/applied`."""
         head = ref_target(self.applied, MAIN)
+        mirror = self.proposed.references.get(APPLIED_MIRROR)
+        if mirror is not None and mirror.target == head:
+            return  # unchanged: writing the ref again would only wake the ref watcher
         copy_objects(self.applied, self.proposed, head)
         self.proposed.create_reference_direct(APPLIED_MIRROR, head, True)
 

@@ -1,6 +1,6 @@
 """Seeing refs move: inotify through watchfiles, with a periodic resync as safety net.
 
-A `git push` writes objects first and moves the ref last, so only changes below `refs/`
+A `git push` writes objects first and moves the ref last, so only changes below `refs/heads/`
 and to `packed-refs` matter. Small step and debounce (measured: the event arrives before
 `git push` returns) keep a push on the dashboard within milliseconds; the resync tick
 covers anything inotify misses (queue overflow, a filesystem without inotify).
@@ -23,7 +23,8 @@ def _is_ref(root: Path, change: Change, path: str) -> bool:
     rel = Path(path).relative_to(root).as_posix() if path.startswith(str(root)) else path
     if rel.endswith(".lock"):
         return False
-    return rel == "packed-refs" or rel.startswith("refs/") or rel == "HEAD"
+    # Branches are what become approvals; refs/hive/* are hive-c0re's own bookkeeping.
+    return rel == "packed-refs" or rel.startswith("refs/heads/")
 
 
 async def serve_ref_watcher(
