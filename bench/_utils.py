@@ -246,16 +246,16 @@ class Daemon:
     log: Path
 
 
-def daemon_argv() -> list[str]:
-    """`hive-c0re serve --no-dashboard`, the installed script beside this interpreter."""
+def daemon_argv(dashboard: bool = False) -> list[str]:
+    """`hive-c0re serve`, the installed script beside this interpreter; the dashboard (on
+    a free port) only when asked for."""
     script = Path(sys.executable).parent / "hive-c0re"
-    if script.exists():
-        return [str(script), "serve", "--no-dashboard"]
-    return [sys.executable, "-m", "controller.cli_daemon", "serve", "--no-dashboard"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli_daemon"]
+    return [*base, "serve", *(["--dashboard", "127.0.0.1:0"] if dashboard else ["--no-dashboard"])]
 
 
 @asynccontextmanager
-async def open_daemon(root: Path) -> AsyncIterator[Daemon]:
+async def open_daemon(root: Path, *, dashboard: bool = False) -> AsyncIterator[Daemon]:
     """The real daemon as a subprocess, state and sockets under `root`, this worktree's
     code first on PYTHONPATH (passed on to its agents too). On exit: SIGTERM the daemon,
     then stop the agents it left running (they outlive it, as containers do)."""
@@ -264,7 +264,7 @@ async def open_daemon(root: Path) -> AsyncIterator[Daemon]:
     env["HIVE_STATE_DIR"] = str(state)
     env["HIVE_RUNTIME_DIR"] = str(run)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    argv = daemon_argv()
+    argv = daemon_argv(dashboard)
     log_path = root / "daemon.log"
     with log_path.open("ab") as log:
         proc = await anyio.open_process(

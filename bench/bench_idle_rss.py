@@ -1,10 +1,11 @@
 """Resident memory of the real daemon at rest with 50 agents running.
 
-Starts `hive-c0re serve --no-dashboard` as a subprocess (HIVE_STATE_DIR and
-HIVE_RUNTIME_DIR in a temp dir; this worktree's code first on PYTHONPATH), pushes one
-commit declaring N agents (default 50) to the real `proposed.git`, approves it over the
-real host.sock and waits until every agent is ready and running. Then it lets the daemon
-idle and samples its VmRSS from /proc/<pid>/status. Target: <= 80 MB.
+Starts `hive-c0re serve` (with its dashboard unless `--no-dashboard`) as a subprocess
+(HIVE_STATE_DIR and HIVE_RUNTIME_DIR in a temp dir; this worktree's code first on
+PYTHONPATH), pushes one commit declaring N agents (default 50) to the real
+`proposed.git`, approves it over the real host.sock and waits until every agent is ready
+and running. Then it lets the daemon idle and samples its VmRSS from /proc/<pid>/status.
+Target: <= 80 MB.
 
 The daemon's harness cannot be chosen by flag or environment (`Settings.harness_command`
 is not read from either), so agents run the real default harness, `hive-ag3nt serve` /
@@ -50,6 +51,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--agents", type=int, default=50, help="agents to run (default 50)")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds at rest (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="run the daemon without its dashboard (default: with it)",
+    )
     return parser.parse_args()
 
 
@@ -86,7 +92,10 @@ def pss_kib(pid: int) -> int:
 async def main(args: argparse.Namespace) -> None:
     root = scratch_dir()
     try:
-        async with open_daemon(root) as daemon, anyio.create_task_group() as tg:
+        async with (
+            open_daemon(root, dashboard=not args.no_dashboard) as daemon,
+            anyio.create_task_group() as tg,
+        ):
             watch = Watch()
             await tg.start(watch.serve, daemon.host_socket)
             async with await connect_client(daemon.host_socket) as client:
