@@ -35,12 +35,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
 from gitstore.spec import port_for
-from reconcilers.runtime import Runtime
-from tests.helpers import GIT_ENV, hive_settings
+from tests.helpers import GIT_ENV, hive_settings, running_hive
 
 __all__ = [
     "REPO",
@@ -66,7 +64,6 @@ __all__ = [
     "rss_kib",
     "scratch_dir",
     "stats",
-    "stop_agents",
     "verdict",
 ]
 
@@ -200,40 +197,16 @@ def kill_leftovers(state_dir: Path, grace: float = 5.0) -> int:
     return len(pids)
 
 
-async def stop_agents(runtime: Runtime, limit: int = 16) -> int:
-    """`runtime.stop(name)` for every agent, `limit` at a time; returns how many."""
-    names = await runtime.names()
-    slots = anyio.Semaphore(limit)
-
-    async def stop(name: str) -> None:
-        async with slots:
-            await runtime.stop(name)
-
-    async with anyio.create_task_group() as tg:
-        for name in names:
-            tg.start_soon(stop, name)
-    return len(names)
-
-
 @asynccontextmanager
 async def open_hive(root: Path, **overrides: Any) -> AsyncIterator[Hive]:
     """A real hive served in-process (`build_hive`, host.sock included) with the sleeper
-    harness, as `tests.helpers.hive_settings` configures it; its agents are stopped after."""
+    harness, as `tests.helpers.hive_settings` configures it; its agents are stopped after
+    it has shut down, and any straggler is killed by pid."""
     settings = hive_settings(root, **overrides)
-    hive = build_hive(settings)
     try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(hive.serve)
-            try:
-                yield hive
-            finally:
-                # anyio trap (STYLE.md): let socket readers settle before cancelling.
-                await anyio.wait_all_tasks_blocked()
-                tg.cancel_scope.cancel()
+        async with running_hive(settings) as hive:
+            yield hive
     finally:
-        # The hive is down first, so no reconcile starts an agent we are stopping.
-        with anyio.CancelScope(shield=True):
-            await stop_agents(hive.runtime)
         kill_leftovers(settings.state_dir)
 
 

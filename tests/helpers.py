@@ -145,6 +145,16 @@ async def wait_for(
             await anyio.sleep(interval)
 
 
-async def stop_agents(hive: Hive) -> None:
-    for name in await hive.runtime.names():
-        await hive.runtime.stop(name)
+async def stop_agents(hive: Hive, limit: int = 16) -> int:
+    """Stop every agent of the hive's runtime, `limit` at a time; returns how many."""
+    names = await hive.runtime.names()
+    slots = anyio.Semaphore(limit)
+
+    async def stop(name: str) -> None:
+        async with slots:
+            await hive.runtime.stop(name)
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(stop, name)
+    return len(names)

@@ -43,16 +43,22 @@ class Swarm:
         return None if turn is None else str(turn["state"])
 
 
-@pytest.fixture
-async def swarm(short_dir: Path) -> AsyncIterator[Swarm]:
+def swarm_environ(api: FakeAnthropic, root: Path) -> dict[str, str]:
+    """hive-c0re's environment for a swarm on the fake API: what it passes on to agents."""
     try:
         claude = find_claude()
     except ClaudeMissingError as exc:
         pytest.fail(f"{exc}; the test command installs @anthropic-ai/claude-code")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    env.update(claude_env(api.url, str(root / "unused")))
+    env.update({"HIVE_CLAUDE_BIN": claude, "HIVE_RETRY_BASE": "0.2"})
+    return env
+
+
+@pytest.fixture
+async def swarm(short_dir: Path) -> AsyncIterator[Swarm]:
     async with open_fake_anthropic() as api:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-        env.update(claude_env(api.url, str(short_dir / "unused")))
-        env.update({"HIVE_CLAUDE_BIN": claude, "HIVE_RETRY_BASE": "0.2"})
+        env = swarm_environ(api, short_dir)
         settings = hive_settings(short_dir, harness_command=(), environ=env)
         async with running_hive(settings) as hive:
             swarm = Swarm(hive, api, short_dir)

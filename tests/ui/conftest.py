@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from harness.claude import ClaudeMissingError, find_claude
-from tests.e2e.conftest import Swarm
-from tests.fakes.anthropic import claude_env, open_fake_anthropic
-from tests.helpers import hive_settings, running_hive, stop_agents, wait_for
+from tests.e2e.conftest import Swarm, swarm_environ
+from tests.fakes.anthropic import open_fake_anthropic
+from tests.helpers import hive_settings, running_hive, wait_for
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -80,14 +79,8 @@ class UiSwarm(Swarm):
 
 @pytest.fixture
 async def swarm(short_dir: Path) -> AsyncIterator[UiSwarm]:
-    try:
-        claude = find_claude()
-    except ClaudeMissingError as exc:
-        pytest.fail(f"{exc}; the test command installs @anthropic-ai/claude-code")
     async with open_fake_anthropic() as api:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-        env.update(claude_env(api.url, str(short_dir / "unused")))
-        env.update({"HIVE_CLAUDE_BIN": claude, "HIVE_RETRY_BASE": "0.2"})
+        env = swarm_environ(api, short_dir)
         settings = hive_settings(
             short_dir,
             harness_command=HARNESS,
@@ -98,7 +91,4 @@ async def swarm(short_dir: Path) -> AsyncIterator[UiSwarm]:
         async with running_hive(settings) as hive:
             swarm = UiSwarm(hive, api, short_dir)
             await wait_for(lambda: swarm.turn_state("hm1nd") == "idle", timeout=30)
-            try:
-                yield swarm
-            finally:
-                await stop_agents(hive)
+            yield swarm
