@@ -131,6 +131,9 @@ async def agent_row(
         "hold": hold,
         "message": (status.message if status else "") or observed.message,
         "error": desired.error if desired is not None else None,
+        # What the harness last reported: idle / thinking / offline, with a reason.
+        "turn": hive.turns.get(name, {}).get("state", "unknown"),
+        "turn_reason": hive.turns.get(name, {}).get("reason", ""),
     }
 
 

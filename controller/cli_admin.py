@@ -121,6 +121,7 @@ def render(cmd: str, result: Any) -> str:
                 "name",
                 "role",
                 "state",
+                "turn",
                 "ready",
                 "reason",
                 "desired_rev",

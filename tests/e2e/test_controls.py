@@ -96,6 +96,10 @@ async def test_a_missing_claude_is_offline_with_the_reason_and_messages_wait(swa
         assert "not found" in agent.reason
         turn = swarm.hive.turns["alice"]
         assert turn["state"] == "offline" and "not found" in turn["reason"]
+        async with admin(swarm.hive) as client:
+            rows = {r["name"]: r for r in await client.call("agents")}
+        assert rows["alice"]["turn"] == "offline"
+        assert "not found" in rows["alice"]["turn_reason"]
         (waiting,) = await swarm.hive.broker.inbox("alice")
         assert waiting["body"] == "are you there?" and waiting["acked_at"] is None
         # claude comes back: the message that waited gets its turn.
