@@ -115,8 +115,9 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def render(cmd: str, result: Any) -> str:
     if cmd == "agents":
+        rows = [{**r, "message": r.get("message") or r.get("turn_reason", "")} for r in result]
         return table(
-            result,
+            rows,
             [
                 "name",
                 "role",
