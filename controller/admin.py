@@ -289,6 +289,17 @@ async def cancel_question(s: HostSession, a: IdArgs) -> dict[str, Any]:
     return await s.hive.questions.cancel(a.id)
 
 
+class EventsArgs(Args):
+    limit: int = Field(default=100, ge=1, le=10_000)
+    type: str = Field(default="", max_length=64)
+
+
+@host_commands.command("events", EventsArgs)
+async def events(s: HostSession, a: EventsArgs) -> list[dict[str, Any]]:
+    """The audit log, newest first: approvals, applied moves, holds, lifecycle, questions."""
+    return await s.hive.eventlog.recent(a.limit, a.type)
+
+
 @host_commands.command("watch", NoArgs, streaming=True)
 async def watch(s: HostSession, _: NoArgs) -> AsyncIterator[dict[str, Any]]:
     """Stream every event until the client closes."""

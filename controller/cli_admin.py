@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("answer")
     c = sub.add_parser("cancel-question", help="cancel a question of the manager")
     c.add_argument("id", type=int)
+    ev = sub.add_parser("events", help="the audit log: decisions and lifecycle, newest first")
+    ev.add_argument("--type", default="", help="only types starting with this, e.g. approval")
+    ev.add_argument("--limit", type=int, default=50)
     sub.add_parser("watch", help="stream events until interrupted")
     return p
 
@@ -97,6 +100,8 @@ def _request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return cmd, {"id": ns.id, "answer": ns.answer}
     if cmd == "cancel-question":
         return cmd, {"id": ns.id}
+    if cmd == "events":
+        return cmd, {"limit": ns.limit, "type": ns.type}
     return cmd, {}
 
 
@@ -159,6 +164,8 @@ def render(cmd: str, result: Any) -> str:
         return (
             table(result, ["id", "question", "options", "expires_at"]) if result else "no questions"
         )
+    if cmd == "events":
+        return "\n".join(_event_line(e) for e in result) if result else "no events"
     if cmd in ("approve", "deny"):
         line = f"approval #{result['id']} {result['status']}"
         if result.get("applied_sha"):

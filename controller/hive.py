@@ -22,6 +22,7 @@ from anyio.abc import TaskStatus
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
 from controller.bus import Bus
+from controller.eventlog import EventLog
 from controller.questions import Questions
 from controller.records import StoreRecords
 from controller.settings import Settings
@@ -75,6 +76,7 @@ class Hive:
             self.agents.reconcile, workers=settings.workers, backoff=backoff
         )
         self.broker = Broker(self.store, self.bus)
+        self.eventlog = EventLog(self.store, self.bus)
         self.questions = Questions(self.store, self.bus, self.broker)
         self.turns: dict[str, dict[str, Any]] = {}
         self.proposals = ProposalsReconciler(self.git, self.approvals, self.runtime.name_problem)
@@ -183,6 +185,7 @@ class Hive:
                 serve_runtime = getattr(self.runtime, "serve", None)
                 if serve_runtime is not None:
                     await tg.start(serve_runtime)
+                await tg.start(self.eventlog.serve)
                 await tg.start(self.store.serve_checkpoints)
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)

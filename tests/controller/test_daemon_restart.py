@@ -145,6 +145,8 @@ def test_a_sigkilled_daemon_restarts_keeps_approvals_adopts_agents_and_redoes_no
     assert daemon.pid_of("alice") == alice_pid, log + (short_dir / "daemon.log").read_text()
     assert daemon.pid_of("hm1nd") == manager_pid
     assert runs_before > 0
+    # The audit log survived the SIGKILL.
+    assert "approval.approved" in daemon.hive("events", "--type", "approval").stdout
     daemon.json("approve", str(pending["id"]))
     daemon.wait(lambda: running(daemon, "bob"))
     assert daemon.pid_of("alice") == alice_pid

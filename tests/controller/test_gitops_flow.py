@@ -286,3 +286,29 @@ async def test_two_concurrent_approvals_both_land(short_dir: Path) -> None:
         assert set(hive.git.applied_agents()) == {"alice", "bob", "hm1nd"}
         await wait_for(lambda: running_at(hive, "alice"))
         await wait_for(lambda: running_at(hive, "bob"))
+
+
+async def test_decisions_and_lifecycle_land_in_the_audit_log(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("alice")
+        clone.commit_push("alice")
+        (approval,) = await wait_for(lambda: pending(hive))
+        async with admin(hive) as client:
+            await client.call("approve", id=approval["id"])
+            await wait_for(lambda: running_at(hive, "alice"))
+            await client.call("kill", name="alice")
+
+            async def logged() -> list[str]:
+                rows = await client.call("events", limit=50)
+                types = [e["type"] for e in reversed(rows)]
+                return types if "agent.kill" in types else []
+
+            types = await wait_for(logged)
+            only_approvals = await client.call("events", type="approval")
+        assert types.index("approval.created") < types.index("approval.approved")
+        assert types.index("approval.approved") < types.index("applied.moved")
+        assert {"agent.hold", "agent.kill"} <= set(types)
+        assert "message.sent" not in types and "agent.status" not in types
+        assert {e["type"] for e in only_approvals} == {"approval.created", "approval.approved"}
+        assert only_approvals[0]["approval"]["id"] == approval["id"]

@@ -1,0 +1,74 @@
+"""The audit log: the events that change what runs or what the operator decided, kept in
+the store's `events` table (approvals, applied moves, holds and lifecycle actions,
+questions). Messages and turn states are not copied here: they have their own tables or
+are ephemeral. Writes are batched off the bus and the table is pruned to `keep` rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from controller.bus import Bus, Event
+from controller.store import Store
+
+__all__ = ["AUDITED", "EventLog"]
+
+AUDITED = (
+    "approval.created",
+    "approval.approved",
+    "approval.denied",
+    "approval.superseded",
+    "approval.failed",
+    "approval.noted",
+    "applied.moved",
+    "agent.hold",
+    "agent.start",
+    "agent.stop",
+    "agent.restart",
+    "agent.kill",
+    "question.asked",
+    "question.answered",
+    "question.cancelled",
+    "question.expired",
+)
+
+
+class EventLog:
+    def __init__(self, store: Store, bus: Bus, keep: int = 10_000) -> None:
+        self.store = store
+        self.bus = bus
+        self.keep = keep
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with self.bus.subscribe(types=AUDITED) as sub:
+            task_status.started()
+            while True:
+                batch = [await sub.next()]
+                while True:
+                    try:
+                        batch.append(sub.next_nowait())
+                    except anyio.WouldBlock:
+                        break
+                await self.store.call(self._write, batch)
+
+    def _write(self, db: sqlite3.Connection, batch: list[Event]) -> None:
+        db.executemany(
+            "INSERT INTO events(ts, type, data) VALUES (?,?,?)",
+            [(e.ts, e.type, json.dumps(e.data, default=str)) for e in batch],
+        )
+        db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (self.keep,))
+
+    async def recent(self, limit: int = 100, type_prefix: str = "") -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT id, ts, type, data FROM events WHERE type LIKE ? ORDER BY id DESC LIMIT ?",
+                (type_prefix.replace("%", "") + "%", limit),
+            )
+            return [{"id": i, "ts": ts, "type": t, **json.loads(d)} for i, ts, t, d in rows]
+
+        return await self.store.call(q)
