@@ -7,6 +7,9 @@ socket file is replaced, never its directory: a running container bind-mounts th
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import anyio
 
 from controller.agent_api import AgentSession, agent_commands
@@ -14,6 +17,8 @@ from controller.hive import Hive
 from controller.sockets import serve_socket
 
 __all__ = ["serve_agent_sockets"]
+
+log = logging.getLogger(__name__)
 
 
 async def serve_agent_sockets(
@@ -26,12 +31,19 @@ async def serve_agent_sockets(
         async def serve_one(name: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
             with anyio.CancelScope() as scope:
                 scopes[name] = scope
-                await serve_socket(
-                    hive.layout.socket(name),
-                    agent_commands,
-                    lambda: AgentSession(hive, name),
-                    task_status=task_status,
-                )
+                try:
+                    await serve_socket(
+                        hive.layout.socket(name),
+                        agent_commands,
+                        lambda: AgentSession(hive, name),
+                        task_status=task_status,
+                    )
+                except OSError as exc:
+                    # One agent's socket must not take the others (or the daemon) down.
+                    log.error("cannot serve %s's socket: %s", name, exc)
+                    hive.bus.publish("agent.socket_failed", agent=name, error=str(exc))
+                    with contextlib.suppress(RuntimeError):  # unless it had started
+                        task_status.started()
 
         async def sync() -> None:
             wanted = set(

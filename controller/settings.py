@@ -15,6 +15,10 @@ from controller.version import HARNESS_VERSION
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
 
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+_SUN_PATH_MAX = 107
+
+
 def default_state_dir(env: Mapping[str, str]) -> Path:
     if env.get("HIVE_STATE_DIR"):
         return Path(env["HIVE_STATE_DIR"])
@@ -73,4 +77,11 @@ class Settings:
         if settings.runtime not in ("process", "nixos"):
             raise ValueError(f"unknown runtime {settings.runtime!r}: use process or nixos")
         parse_address(settings.dashboard)
+        longest = settings.runtime_dir / "agents" / ("x" * 31) / "mcp.sock"
+        if len(str(longest).encode()) > _SUN_PATH_MAX:
+            raise ValueError(
+                f"runtime dir {settings.runtime_dir} is too long for unix socket paths "
+                f"({_SUN_PATH_MAX} bytes with an agent's socket below it); "
+                "use a shorter --runtime-dir / HIVE_RUNTIME_DIR"
+            )
         return settings
