@@ -77,7 +77,8 @@ class Settings:
         if settings.runtime not in ("process", "nixos"):
             raise ValueError(f"unknown runtime {settings.runtime!r}: use process or nixos")
         parse_address(settings.dashboard)
-        longest = settings.runtime_dir / "agents" / ("x" * 31) / "mcp.sock"
+        # The longest socket path: an agent's, while it is staged under a temporary name.
+        longest = settings.runtime_dir / "agents" / ("x" * 31) / ".mcp.sock.4194304"
         if len(str(longest).encode()) > _SUN_PATH_MAX:
             raise ValueError(
                 f"runtime dir {settings.runtime_dir} is too long for unix socket paths "

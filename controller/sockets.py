@@ -153,12 +153,17 @@ async def serve_socket(
     mode: int = 0o600,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on `path` (replacing a stale socket) until cancelled."""
+    """Listen on `path` (replacing a stale socket) until cancelled.
+
+    The socket is bound and listening under a temporary name and then renamed into
+    place, so `path` never exists without a listener behind it (a client that sees the
+    file can connect) and its mode is right from the first moment."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.is_socket():
-        path.unlink()
-    async with await anyio.create_unix_listener(path) as listener:
-        os.chmod(path, mode)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    async with await anyio.create_unix_listener(staging) as listener:
+        os.chmod(staging, mode)
+        os.replace(staging, path)
 
         async def handle(accepted: ByteStream) -> None:
             session = new_session()
