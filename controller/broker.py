@@ -17,6 +17,7 @@ handed a message waits for that hand-off and then returns the message to the que
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
 import threading
 from collections import deque
@@ -24,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from controller.bus import Bus
-from controller.errors import InvalidError, NotFoundError
+from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 
 __all__ = ["MAX_BODY", "MAX_WAIT", "OPERATOR", "Broker"]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
 MAX_WAIT = 180.0
@@ -71,9 +73,11 @@ class Broker:
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self._owners = itertools.count(1)
-        self._send_in: MemoryObjectSendStream[_Outgoing]
-        self._send_out: MemoryObjectReceiveStream[_Outgoing]
-        self._send_in, self._send_out = anyio.create_memory_object_stream[_Outgoing](10_000)
+        # Sends queue here for the writer; a plain deque and one event are the cheapest
+        # hand-off (a memory stream costs a checkpoint per item on each side).
+        self._outbox: deque[_Outgoing] = deque()
+        self._outbox_ready = anyio.Event()
+        self._serving = False
 
     def new_owner(self) -> int:
         """A lease owner token: one per connection."""
@@ -86,25 +90,46 @@ class Broker:
         await self.store.call(
             lambda db: db.execute("UPDATE messages SET delivered_at=NULL WHERE acked_at IS NULL")
         )
+        self._serving = True
         task_status.started()
-        async with self._send_in, self._send_out:
-            async for first in self._send_out:
-                # One turn of the loop lets sends that arrived together join this commit.
-                await anyio.lowlevel.checkpoint()
-                batch = [first]
-                while len(batch) < 500:
-                    try:
-                        batch.append(self._send_out.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
+        try:
+            await self._write_outbox()
+        finally:
+            self._serving = False
+            for out in self._outbox:
+                out.done.set()  # their senders see no message and report the shutdown
+            self._outbox.clear()
+
+    async def _write_outbox(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            # One turn of the loop lets sends that arrived together join this commit.
+            await anyio.lowlevel.checkpoint()
+            self._outbox_ready = anyio.Event()
+            batch = [self._outbox.popleft() for _ in range(min(500, len(self._outbox)))]
+            if self._outbox:
+                self._outbox_ready.set()
+            if not batch:
+                continue
+            try:
                 await self.store.call_fast(self._insert_batch, batch)
+            except Exception:
+                # Nothing of the batch was stored (the transaction rolled back): its
+                # senders get an error instead of an id, and the broker carries on.
+                log.exception("storing %d message(s) failed", len(batch))
                 for out in batch:
-                    assert out.message is not None
+                    out.message = None
                     if out.waiter is not None:
-                        out.waiter.message = out.message
-                        out.waiter.done.set()
+                        self._requeue_waiter(out.waiter)
                     out.done.set()
-                    self.bus.publish("message.sent", message=_public(out.message))
+                continue
+            for out in batch:
+                assert out.message is not None
+                if out.waiter is not None:
+                    out.waiter.message = out.message
+                    out.waiter.done.set()
+                out.done.set()
+                self.bus.publish("message.sent", message=_public(out.message))
 
     # --- sending -------------------------------------------------------------------
 
@@ -114,10 +139,14 @@ class Broker:
         size = len(body.encode("utf-8"))
         if size > MAX_BODY:
             raise InvalidError(f"message body is {size} bytes; the limit is {MAX_BODY}")
+        if not self._serving:
+            raise ConflictError("the broker is not running")
         out = _Outgoing(sender, recipient, kind, body)
-        await self._send_in.send(out)
+        self._outbox.append(out)
+        self._outbox_ready.set()
         await out.done.wait()
-        assert out.message is not None
+        if out.message is None:
+            raise ConflictError("the broker stopped before the message was stored")
         return out.message
 
     def _insert_batch(self, db: sqlite3.Connection, batch: list[_Outgoing]) -> None:
@@ -134,6 +163,12 @@ class Broker:
             )
             out.message = message_dict((cur.lastrowid, *row))
             out.waiter = waiter
+
+    def _requeue_waiter(self, waiter: _Waiter) -> None:
+        """Give back a waiter claimed for a message that was not stored after all."""
+        with self._waiters_lock:
+            waiter.claimed = False
+            self._waiters.setdefault(waiter.recipient, deque()).appendleft(waiter)
 
     def _pop_waiter(self, recipient: str) -> _Waiter | None:
         with self._waiters_lock:
@@ -226,9 +261,7 @@ class Broker:
                 return None
             waiter.message = self._claim(db, waiter)
             if waiter.message is None:
-                with self._waiters_lock:
-                    waiter.claimed = False
-                    self._waiters.setdefault(recipient, deque()).appendleft(waiter)
+                self._requeue_waiter(waiter)
                 return None
             return waiter
 
