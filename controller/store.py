@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,8 +123,20 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+_last_iso: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    """Now in UTC, ISO 8601 to the millisecond (formatted once per millisecond: the
+    broker stamps several rows and events within one)."""
+    global _last_iso
+    ms = time.time_ns() // 1_000_000
+    cached = _last_iso
+    if cached[0] == ms:
+        return cached[1]
+    text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    _last_iso = (ms, text)
+    return text
 
 
 class Store:
