@@ -140,13 +140,17 @@
   async function submit() {
     const body = text.value;
     if (!body.trim()) return;
+    // Clear at once: what the operator types next must not be wiped by this answer.
+    text.value = ""; delete text.dataset.dirty;
     try {
       const r = await hive.post("/api/send", { body });
-      text.value = ""; delete text.dataset.dirty;
       if (r.output) local(r.output);
       else local(`✉ sent #${r.id} to the inbox`);
       loadInbox();
-    } catch (err) { local("✗ " + err.message, "tool-error"); }
+    } catch (err) {
+      if (!text.value) text.value = body;  // nothing lost: give the text back to edit
+      local("✗ " + err.message, "tool-error");
+    }
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   text.addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } });

@@ -50,6 +50,9 @@ const hive = (() => {
         }
       }
       source.set(n, n.outerHTML);
+      // An action's outcome ("✓ done") was written into the old node; the server's
+      // fresh copy knows nothing of it, so it moves across.
+      if (o) carryResults(o, n);
       wanted.push(n);
     }
     // Insert in place, moving only what must move: a node that stays keeps its focus.
@@ -58,6 +61,15 @@ const hive = (() => {
       if (at !== node) oldEl.insertBefore(node, at || null);
     });
     while (oldEl.children.length > wanted.length) oldEl.lastElementChild.remove();
+  }
+  function carryResults(o, n) {
+    for (const had of o.querySelectorAll(".result")) {
+      if (!had.textContent) continue;
+      const row = had.closest("[data-key]");
+      const twin = row === o ? n : n.querySelector(`[data-key="${CSS.escape(row.dataset.key)}"]`);
+      const gets = twin && twin.querySelector(".result");
+      if (gets && !gets.textContent) { gets.textContent = had.textContent; gets.className = had.className; }
+    }
   }
   function remember(root) {
     for (const c of root.children) { source.set(c, c.outerHTML); if (c.hasAttribute("data-list")) remember(c); }
@@ -98,6 +110,10 @@ const hive = (() => {
   tick();
 
   function showResult(scope, text, isError) {
+    // A live update may have replaced the row while the request was out: find it again.
+    if (scope && !scope.isConnected && scope.dataset.key) {
+      scope = document.querySelector(`[data-key="${CSS.escape(scope.dataset.key)}"]`) || scope;
+    }
     const out = scope && scope.querySelector(".result");
     if (out) { out.textContent = text; out.className = "result " + (isError ? "err" : "okr"); }
     else toast(text, isError);
