@@ -97,6 +97,27 @@ async def test_answer_a_question_and_cancel_another(swarm: UiSwarm, page: Page) 
     assert (await swarm.hive.questions.get(radio["id"]))["answer"] == "no"
 
 
+async def test_answer_a_checkbox_question_with_several_choices(swarm: UiSwarm, page: Page) -> None:
+    swarm.api.script(text("noted", when=lambda r: "operator resolved" in r.last_user_text))
+    await page.goto(swarm.dashboard)
+    asked = await swarm.hive.questions.ask(
+        "hm1nd", "which regions?", ["eu", "us", "apac"], multi=True
+    )
+    card = page.get_by_test_id(f"question-{asked['id']}")
+    await card.get_by_label("eu").check()
+    await card.get_by_label("apac").check()
+    await page.get_by_test_id(f"answer-{asked['id']}").click()
+    await expect(page.get_by_test_id(f"resolved-{asked['id']}")).to_contain_text("apac")
+    answered = await swarm.hive.questions.get(asked["id"])
+    assert (answered["status"], answered["answer"]) == ("answered", ["eu", "apac"])
+    (told,) = [
+        json.loads(m["body"])
+        for m in await swarm.hive.broker.messages("hm1nd")
+        if m["kind"] == "operator_answered"
+    ]
+    assert told["answer"] == ["eu", "apac"]
+
+
 async def test_live_update_keeps_typed_input_and_focus(swarm: UiSwarm, page: Page) -> None:
     first = await _propose(swarm, "carol", "feature/carol")
     await page.goto(swarm.dashboard)
