@@ -60,7 +60,6 @@ class AgentsReconciler:
         self.crash = crash or CrashPolicy()
         self._crashes: dict[str, deque[float]] = {}
         self._restart_at: dict[str, float] = {}
-        self.acted = 0
 
     def forgive(self, name: str) -> None:
         """Forget crash history (an operator asked to start or reconcile)."""
@@ -91,7 +90,7 @@ class AgentsReconciler:
             out.outcome, out.message = "error", str(exc)
             out.reason = "RuntimeError"
             failures = (await self._failures(name)) + 1
-            out.requeue_after = Backoff().delay(failures)
+            out.requeue_after = self.crash.backoff.delay(failures)
             out.stalled = failures >= self.crash.limit
             if out.stalled:
                 out.requeue_after = None
@@ -185,7 +184,6 @@ class AgentsReconciler:
         rev = desired.rev if desired else ""
         run = None
         if out.action != "none" or out.outcome != "ok":
-            self.acted += 1
             run = Run(name, started_iso, duration, out.action, out.outcome, out.message, rev)
         if desired is None:
             if run is not None or observed.state is ContainerState.MISSING:
