@@ -129,13 +129,13 @@ class Hive:
             lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
         )
         statuses = await self.records.statuses()
-        holds = await self.records.holds()
         names = set(desired) | set(statuses) | set(await self.runtime.names())
         drifted = []
         for name in sorted(names):
             status = statuses.get(name)
             observed = await self.runtime.observe(name)
-            want_running = name not in holds
+            # A ready status was written when the agent was as desired (holds included),
+            # so drift is anything that no longer matches what that status saw.
             if (
                 status is None
                 or not status.ready
@@ -143,11 +143,6 @@ class Hive:
                 or desired[name] != observed.rev
                 or observed.harness_version != self.settings.harness_version
                 or (observed.state is ContainerState.RUNNING) != (status.state == "running")
-                or (
-                    want_running
-                    and observed.state is not ContainerState.RUNNING
-                    and status.reason == "Running"
-                )
             ):
                 drifted.append(name)
                 self.agent_queue.add(name)
