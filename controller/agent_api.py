@@ -193,7 +193,7 @@ async def request_spawn(s: AgentSession, a: SpawnArgs) -> dict[str, Any]:
         name = check_name(a.name)
     except InvalidNameError as exc:
         raise InvalidError(str(exc)) from exc
-    if s.hive.git.applied_agent(name) is not None:
+    if name in s.hive.applied_names:
         raise ConflictError(f"agent {name} exists already")
     spec = AgentSpec(description=a.description, model=a.model)
     toml = f"description = {_toml_str(spec.description)}\n"

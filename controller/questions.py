@@ -22,9 +22,10 @@ from controller.bus import Bus
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 
-__all__ = ["MAX_TTL", "Questions"]
+__all__ = ["MAX_TTL", "STATUSES", "Questions"]
 
 MAX_TTL = 7 * 24 * 3600
+STATUSES = ("pending", "answered", "cancelled", "expired")
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
@@ -92,6 +93,9 @@ class Questions:
         return found
 
     async def query(self, status: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
+        if status is not None and status not in STATUSES:
+            raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             if status is None:
                 rows = db.execute("SELECT * FROM questions ORDER BY id DESC LIMIT ?", (limit,))

@@ -69,6 +69,11 @@ async def test_every_kind_of_bad_request_gets_an_error_and_the_connection_surviv
             (10, False, "invalid"),
             (11, True, None),
         ]
+        (weird,) = await exchange(
+            sock, [b'{"id": 12, "cmd": "questions", "args": {"status": "weird"}}']
+        )
+        assert weird["error"]["code"] == "invalid"
+        assert "use one of pending, answered" in weird["error"]["message"]
         messages = [a["error"]["message"] for a in answers if not a["ok"]]
         assert "known: " in messages[3]
         assert "id: Field required" in messages[4]
