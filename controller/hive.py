@@ -82,7 +82,6 @@ class Hive:
         self.proposals = ProposalsReconciler(self.git, self.approvals, self.runtime.name_problem)
         self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
-        self.ready = anyio.Event()
         self.dashboard_port: int | None = None  # set by the dashboard once it listens
 
     def _make_runtime(self) -> Runtime:
@@ -198,7 +197,6 @@ class Hive:
                 tg.start_soon(self._resync_loop)
                 for serve in self._extra:
                     await serve(tg)
-                self.ready.set()
                 task_status.started(self)
         finally:
             self.store.close()
