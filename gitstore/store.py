@@ -6,7 +6,8 @@ git work: pygit2 blocks, and its `Repository` objects must not be used by two th
 once. What comes back is a frozen value (`AgentTree`, `Plan`, `CommitInfo`,
 `ApprovalDiff`, str, a fresh dict), never a pygit2 object, and pygit2's own exceptions
 leave only as `GitStoreError`. A caller that waits for the lock waits in its worker
-thread, so the event loop keeps serving everything else meanwhile.
+thread (or, behind it, on a one-token limiter), so the event loop keeps serving everything
+else meanwhile.
 
 The lock covers this process; `approve` also takes an `flock` on applied `main` so a
 second process writing it (an operator's script, a test) cannot race the ref update.
@@ -45,6 +46,10 @@ class GitStore:
         self._proposed = pygit2.Repository(str(self.proposed_path))
         self._applied = pygit2.Repository(str(self.applied_path))
         self._lock = threading.Lock()
+        # One hop at a time can make progress anyway; the others wait here, on the loop,
+        # in order, instead of each holding a thread of anyio's shared pool (which sqlite
+        # calls need too) while it waits for the lock.
+        self._limiter = anyio.CapacityLimiter(1)
 
     async def _hop(self, work: Callable[[], T]) -> T:
         """Run `work` in a worker thread under the lock, with pygit2's errors mapped."""
@@ -56,7 +61,7 @@ class GitStore:
                 except pygit2.GitError as exc:
                     raise GitStoreError(str(exc)) from exc
 
-        return await anyio.to_thread.run_sync(locked)
+        return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
 
     def _head(self) -> pygit2.Oid:
         return repos.ref_target(self._applied, MAIN)
