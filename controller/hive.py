@@ -172,10 +172,10 @@ class Hive:
             before = known.revs if known.sha == old else await self.git.applied_revs(old)
             after = await self.git.applied_revs(new)
             self.applied = Applied.of(new, after)
-        changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
-        self.bus.publish("applied.moved", old=old, new=new, agents=changed)
-        for name in changed:
-            self.agent_queue.add(name)
+            changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+            self.bus.publish("applied.moved", old=old, new=new, agents=changed)
+            for name in changed:
+                self.agent_queue.add(name)
 
     async def resync(self) -> list[str]:
         """Queue every agent that drifted from its desired state; returns their names."""

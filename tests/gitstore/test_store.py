@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -17,7 +15,7 @@ from gitstore.errors import GitStoreError, UnknownRevError
 from gitstore.plan import Action
 from gitstore.repos import MAIN
 from gitstore.store import GitStore, clone_repository
-from tests.helpers import Clone, admin, hive_settings, running_hive
+from tests.helpers import Clone, admin, hive_settings, holding_git_lock, running_hive
 
 pytestmark = pytest.mark.anyio
 
@@ -54,27 +52,6 @@ def foreign_objects(value: object, path: str = "result") -> Iterator[str]:
         return  # our enums (Action) and frozen pydantic specs
     else:
         yield f"{path}: {type(value).__module__}.{type(value).__name__}"
-
-
-@contextmanager
-def holding_the_lock(store: GitStore) -> Iterator[threading.Event]:
-    """Another thread holds the store's lock (as a slow git operation would) until the
-    returned event is set."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store._lock:  # the lock every hop takes; what a slow operation holds
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    held.wait(5)
-    try:
-        yield release
-    finally:
-        release.set()
-        thread.join()
 
 
 async def test_every_public_method_is_async_and_no_repository_is_exposed(
@@ -170,7 +147,7 @@ async def test_a_second_caller_waits_for_the_lock_while_the_loop_runs_on(
 ) -> None:
     head = await store.applied_head()
     got: list[str] = []
-    with holding_the_lock(store) as release:
+    with holding_git_lock(store) as release:
         async with anyio.create_task_group() as tg:
 
             async def read() -> None:
@@ -188,7 +165,7 @@ async def test_a_second_caller_waits_for_the_lock_while_the_loop_runs_on(
 
 
 async def test_a_clone_of_proposed_needs_no_lock(store: GitStore, tmp_path: Path) -> None:
-    with holding_the_lock(store), anyio.fail_after(10):
+    with holding_git_lock(store), anyio.fail_after(10):
         await clone_repository(store.proposed_path, tmp_path / "agents")
     assert (tmp_path / "agents" / "agents" / "hm1nd" / "agent.toml").exists()
     with pytest.raises(GitStoreError, match="cannot clone"):
@@ -200,7 +177,7 @@ async def test_the_host_socket_answers_status_while_git_is_held(short_dir: Path)
         head = await hive.git.applied_head()
         rows: list[list[dict[str, object]]] = []
         async with admin(hive) as fast, admin(hive) as slow:
-            with holding_the_lock(hive.git) as release:
+            with holding_git_lock(hive.git) as release:
                 async with anyio.create_task_group() as tg:
 
                     async def agents() -> None:
