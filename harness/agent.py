@@ -54,6 +54,8 @@ class AgentConfig:
     retry_base: float = 1.0
     retry_cap: float = 60.0
     claude: ClaudeSettings = field(default_factory=ClaudeSettings)
+    # The credential hive-c0re handed this harness (harness.credential); never printed.
+    key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:
@@ -140,10 +142,21 @@ class Agent:
             self.live.publish("control", action="cancel")
         return cancelled
 
+    async def _connect(self) -> Client:
+        """A connection to the agent socket, as the harness when it holds its key."""
+        client = await connect_client(self.config.socket)
+        if self.config.key:
+            try:
+                await client.call("auth", key=self.config.key)
+            except BaseException:
+                await client.aclose()
+                raise
+        return client
+
     async def call(self, cmd: str, **args: Any) -> Any:
         """A control-plane call (page actions) on a connection of its own."""
         if self._control is None:
-            self._control = await connect_client(self.config.socket)
+            self._control = await self._connect()
         try:
             return await self._control.call(cmd, **args)
         except ProtocolError as exc:
@@ -192,7 +205,7 @@ class Agent:
                     )
 
     async def _connected_loop(self) -> None:
-        self._client = await connect_client(self.config.socket)
+        self._client = await self._connect()
         async with self._client:
             self.whoami = await self._client.call("whoami")
             await self._report("idle")
@@ -242,6 +255,7 @@ class Agent:
                 model=self.model,
                 resume=resume,
                 append_system_prompt=self.whoami.get("prompt") or None,
+                allowed_tools=list(self.whoami.get("allowed_tools") or ()),
             )
         except ClaudeMissingError as exc:
             await history.end_turn(turn_id, status="error")

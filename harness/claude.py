@@ -35,6 +35,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 
 from gitstore.names import MANAGER
+from harness.orphans import reap_orphans
 
 __all__ = [
     "MANAGER_TOOLS",
@@ -226,15 +227,22 @@ class ClaudeRunner:
         model: str | None = None,
         resume: bool = False,
         append_system_prompt: str | None = None,
+        allowed_tools: Sequence[str] = (),
     ) -> TurnResult:
+        """One turn; `allowed_tools` are the agent's own (agent.toml), beside its hive tools."""
         if self._stop is not None:
             raise RuntimeError(f"{self.agent}: a turn is already running")
+        reap_orphans()
         binary = await anyio.to_thread.run_sync(find_claude, self.settings.binary)
         config_path = await anyio.to_thread.run_sync(self.write_mcp_config)
         cmd = build_command(
             binary,
             mcp_config_path=str(config_path),
-            allowed_tools=[*hive_tool_names(self.agent), *self.settings.extra_allowed_tools],
+            allowed_tools=[
+                *hive_tool_names(self.agent),
+                *allowed_tools,
+                *self.settings.extra_allowed_tools,
+            ],
             model=model,
             resume=resume,
             append_system_prompt=append_system_prompt,
@@ -281,6 +289,7 @@ class ClaudeRunner:
                     await self._escalate(process)
                 _signal_group(process.pid, signal.SIGTERM)
                 await process.aclose()
+                reap_orphans()
         return state.result(process.returncode, time.monotonic() - started)
 
     async def _feed(self, process: Process, prompt: str) -> None:

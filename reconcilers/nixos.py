@@ -94,6 +94,7 @@ class NixosRuntime:
     """Agents as nixos-containers built from per-agent flakes (needs root on NixOS)."""
 
     name = "nixos"
+    sandbox = "nixos-container"
 
     def __init__(
         self,
