@@ -69,7 +69,12 @@ class AgentsReconciler:
         self._restart_at.pop(name, None)
 
     async def desired(self, name: str) -> AgentTree | None:
-        return await anyio.to_thread.run_sync(self.git.applied_agent, name)
+        def read() -> AgentTree | None:
+            # Reconciles of different agents run side by side and share one Repository.
+            with self.git.lock:
+                return self.git.applied_agent(name)
+
+        return await anyio.to_thread.run_sync(read)
 
     async def reconcile(self, name: str) -> Result:
         started = self.clock.now()
