@@ -15,6 +15,7 @@ With `workers` builds at a time the wall time is about ceil(20 / workers) builds
 a time it is 20 builds.
 
     python bench/bench_apply_concurrency.py [--agents 20] [--rounds 3] [--build-ms 200]
+        [--workers N]
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--agents", type=int, default=20, help="agents changed (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="timed applies (default 3)")
     parser.add_argument("--build-ms", type=float, default=200.0, help="per build (200)")
+    parser.add_argument("--workers", type=int, help="agent work queue workers (the default)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     return parser.parse_args()
 
@@ -163,7 +165,8 @@ async def apply(
 
 async def main(args: argparse.Namespace) -> None:
     root = scratch_dir()
-    settings = hive_settings(root, resync_interval=3600.0)
+    overrides = {} if args.workers is None else {"workers": args.workers}
+    settings = hive_settings(root, resync_interval=3600.0, **overrides)
     runtime = slow_runtime(settings, args.build_ms / 1000)
     names = agent_names(args.agents, prefix="c")
     walls: list[float] = []
