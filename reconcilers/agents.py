@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import anyio
-
-from gitstore.repos import AgentTree, GitStore
 from gitstore.spec import port_for, role_for
+from gitstore.store import GitStore
+from gitstore.tree import AgentTree
 from reconcilers.backoff import Backoff
 from reconcilers.clock import Clock, SystemClock, iso
 from reconcilers.queue import Result, TerminalError
@@ -69,12 +68,7 @@ class AgentsReconciler:
         self._restart_at.pop(name, None)
 
     async def desired(self, name: str) -> AgentTree | None:
-        def read() -> AgentTree | None:
-            # Reconciles of different agents run side by side and share one Repository.
-            with self.git.lock:
-                return self.git.applied_agent(name)
-
-        return await anyio.to_thread.run_sync(read)
+        return await self.git.applied_agent(name)
 
     async def reconcile(self, name: str) -> Result:
         started = self.clock.now()

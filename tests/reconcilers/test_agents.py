@@ -19,8 +19,7 @@ import pytest
 from controller.bus import Bus
 from controller.records import StoreRecords
 from controller.store import Store
-from gitstore.plan import approve_merge
-from gitstore.repos import GitStore
+from gitstore.store import GitStore
 from reconcilers.agents import AgentsReconciler, CrashPolicy
 from reconcilers.backoff import Backoff
 from reconcilers.queue import WorkQueue
@@ -46,15 +45,15 @@ class Rig:
     queue: WorkQueue
     _ids: itertools.count[int]
 
-    def apply(self, message: str) -> None:
+    async def apply(self, message: str) -> None:
         """Commit the clone's changes, push them to proposed and approve them."""
         sha = self.clone.commit_push(message)
-        approve_merge(
-            self.git, sha, expected_base=None, approval_id=next(self._ids), approver="test"
+        await self.git.approve(
+            sha, expected_base=None, approval_id=next(self._ids), approver="test"
         )
 
-    def rev(self, name: str) -> str:
-        agent = self.git.applied_agent(name)
+    async def rev(self, name: str) -> str:
+        agent = await self.git.applied_agent(name)
         assert agent is not None
         return agent.rev
 
@@ -112,7 +111,7 @@ async def open_rig(root: Path, crash: CrashPolicy = CRASH) -> AsyncIterator[Rig]
 
 async def with_alice(rig: Rig, **extra: str) -> None:
     rig.clone.add_agent("alice", **extra)
-    rig.apply("alice")
+    await rig.apply("alice")
     await rig.settle("alice")
 
 
@@ -122,7 +121,7 @@ async def test_a_new_agent_is_created_and_started(tmp_path: Path) -> None:
         assert rig.runtime.verbs("alice") == ["create", "start"]
         status = await rig.status("alice")
         assert (status.ready, status.reason, status.state) == (True, "Running", "running")
-        assert status.observed_rev == status.desired_rev == rig.rev("alice")
+        assert status.observed_rev == status.desired_rev == await rig.rev("alice")
         (run,) = await rig.records.runs("alice")
         assert (run["action"], run["outcome"]) == ("create", "ok")
         await rig.settle("alice")
@@ -135,15 +134,15 @@ async def test_a_changed_spec_updates_the_agent_and_leaves_the_others_alone(
     async with open_rig(tmp_path) as rig:
         rig.clone.add_agent("alice")
         rig.clone.add_agent("bob")
-        rig.apply("alice and bob")
+        await rig.apply("alice and bob")
         await rig.settle("alice", "bob")
         rig.clone.add_agent("alice", "v2")
-        rig.apply("alice v2")
+        await rig.apply("alice v2")
         await rig.settle("alice", "bob")
         assert rig.runtime.verbs("alice") == ["create", "start", "update"]
         assert rig.runtime.verbs("bob") == ["create", "start"]
         assert rig.runtime.containers["alice"].build.spec.description == "v2"
-        assert (await rig.status("alice")).observed_rev == rig.rev("alice")
+        assert (await rig.status("alice")).observed_rev == await rig.rev("alice")
         assert rig.runtime.containers["alice"].state is ContainerState.RUNNING
 
 
@@ -151,7 +150,7 @@ async def test_a_removed_agent_is_destroyed_and_its_status_forgotten(tmp_path: P
     async with open_rig(tmp_path) as rig:
         await with_alice(rig)
         rig.clone.remove("agents/alice")
-        rig.apply("no more alice")
+        await rig.apply("no more alice")
         await rig.settle("alice")
         assert rig.runtime.verbs("alice")[-1] == "destroy"
         assert "alice" not in rig.runtime.containers
@@ -185,7 +184,7 @@ async def test_a_disabled_agent_is_built_but_not_started(tmp_path: Path) -> None
 async def test_an_invalid_spec_is_stalled_and_not_retried(tmp_path: Path) -> None:
     async with open_rig(tmp_path) as rig:
         rig.clone.write("agents/alice/agent.toml", 'description = "x"\nenabled = "yes"\n')
-        rig.apply("a bad alice")  # past the plan's validation, as a forced apply would be
+        await rig.apply("a bad alice")  # past the plan's validation, as a forced apply would be
         await rig.settle("alice")
         await rig.queue.wait_settled()
         assert rig.runtime.verbs("alice") == []
@@ -290,12 +289,12 @@ async def test_a_slow_update_of_one_agent_does_not_block_another(tmp_path: Path)
     async with open_rig(tmp_path) as rig:
         rig.clone.add_agent("alice")
         rig.clone.add_agent("bob")
-        rig.apply("alice and bob")
+        await rig.apply("alice and bob")
         await rig.settle("alice", "bob")
         slow = rig.runtime.gate("update", "alice")  # a `nixos-container update` of minutes
         rig.clone.add_agent("alice", "v2")
         rig.clone.add_agent("bob", "v2")
-        rig.apply("both v2")
+        await rig.apply("both v2")
         rig.queue.add("alice")
         rig.queue.add("bob")
         with anyio.fail_after(5):
@@ -303,7 +302,9 @@ async def test_a_slow_update_of_one_agent_does_not_block_another(tmp_path: Path)
 
         async def bob_is_current() -> bool:
             status = await rig.records.status("bob")
-            return status is not None and status.ready and status.observed_rev == rig.rev("bob")
+            return (
+                status is not None and status.ready and status.observed_rev == await rig.rev("bob")
+            )
 
         await wait_for(bob_is_current, timeout=5)
         assert rig.queue.active == 1  # alice, still in her update
@@ -311,5 +312,5 @@ async def test_a_slow_update_of_one_agent_does_not_block_another(tmp_path: Path)
         slow.release()
         await rig.settle()
         status = await rig.status("alice")
-        assert status.ready and status.observed_rev == rig.rev("alice")
+        assert status.ready and status.observed_rev == await rig.rev("alice")
         assert rig.runtime.peak_in_flight == 2
