@@ -16,8 +16,8 @@ backs off exponentially per key; `TerminalError` is recorded and not retried.
 delayed into the future do not count (a key backing off for a minute would otherwise
 hold every caller for that minute; a test with a fake clock advances it and waits again).
 `wait_settled()` waits for the delayed keys too: the queue then does nothing more until
-a key is added. Every run is counted and timed per key (`stats`), for the status page
-and metrics. Time comes from an injectable clock, so tests need no sleeps.
+a key is added. Every run is counted and timed per key (`stats`: plain attributes, for
+metrics). Time comes from an injectable clock, so tests need no sleeps.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TerminalError(Exception):
 
 @dataclass
 class KeyStats:
-    """One key's reconciles so far (plain counters, read by the status page and metrics)."""
+    """One key's reconciles so far: plain counters, for metrics."""
 
     runs: int = 0
     failures: int = 0  # runs that raised, `TerminalError` included
