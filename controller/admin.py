@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from pydantic import Field
 
 from controller.broker import OPERATOR
@@ -82,7 +81,7 @@ def check_recipient(hive: Hive, to: str) -> str:
 
 
 async def agent_rows(hive: Hive) -> list[dict[str, Any]]:
-    desired = await anyio.to_thread.run_sync(hive.git.applied_agents)
+    desired = await hive.git.applied_agents(hive.applied.sha or None)
     statuses = await hive.records.statuses()
     holds = await hive.records.holds()
     rows = []
@@ -103,7 +102,7 @@ async def agent_row(
     fresh: bool = False,
 ) -> dict[str, Any]:
     if fresh:
-        desired = hive.git.applied_agent(name)
+        desired = await hive.applied_agent(name)
         status = await hive.records.status(name)
         hold = await hive.records.hold(name)
     observed = await hive.runtime.observe(name)
@@ -153,8 +152,8 @@ async def status(s: HostSession, _: NoArgs) -> dict[str, Any]:
         "version": VERSION,
         "harness_version": hive.settings.harness_version,
         "runtime": hive.runtime.name,
-        "applied_sha": hive.git.applied_head(),
-        "agents": len(hive.git.agent_revs(hive.git.applied, hive.git.applied_head())),
+        "applied_sha": hive.applied.sha,
+        "agents": len(hive.applied.revs),
         "pending_approvals": await hive.approvals.count_pending(),
     }
 
@@ -201,7 +200,7 @@ async def lifecycle(hive: Hive, name: str, verb: str) -> dict[str, Any]:
     """start / stop / restart / kill, shared by host.sock and the manager's tools."""
     name = _name(name)
     await _known(hive, name)
-    desired = hive.git.applied_agent(name)
+    desired = await hive.applied_agent(name)
     try:
         if verb in ("stop", "kill"):
             await hive.records.set_hold(name, f"{verb} by operator" if verb == "stop" else "killed")
@@ -304,7 +303,7 @@ async def watch(s: HostSession, _: NoArgs) -> AsyncIterator[dict[str, Any]]:
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         with s.hive.bus.subscribe() as sub:
-            yield {"type": "hello", "applied_sha": s.hive.git.applied_head()}
+            yield {"type": "hello", "applied_sha": s.hive.applied.sha}
             async for event in sub:
                 yield event.as_json()
 

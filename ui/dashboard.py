@@ -112,8 +112,7 @@ class Dashboard:
         return self.templates.TemplateResponse(request, "logs.html", context, headers=NO_STORE)
 
     async def _names(self) -> list[str]:
-        applied = await anyio.to_thread.run_sync(self.hive.git.applied_agents)
-        return sorted(set(await self.hive.runtime.names()) | set(applied))
+        return sorted(set(await self.hive.runtime.names()) | self.hive.applied.names)
 
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -128,7 +127,7 @@ class Dashboard:
         # sse_response subscribes before it asks for the greeting, so nothing published
         # after the page's fetch is lost.
         async def hello() -> bytes:
-            return format_event("hello", {"applied_sha": self.hive.git.applied_head()})
+            return format_event("hello", {"applied_sha": self.hive.applied.sha})
 
         return sse_response(
             self.hive.bus, self.encode, shutdown=self.closing, ping=self.ping, first=hello
