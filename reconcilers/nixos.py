@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -48,6 +49,7 @@ from pathlib import Path
 import anyio
 
 from gitstore.spec import MANAGER, NAME_RE, check_name
+from reconcilers.layout import Layout
 from reconcilers.nixflake import render_flake
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
@@ -117,6 +119,7 @@ class NixosRuntime:
                 )
         self.state_dir = state_dir
         self.runtime_dir = runtime_dir
+        self.layout = Layout(state_dir, runtime_dir)
         self.hyperhive_flake = hyperhive_flake
         self.nixpkgs_flake = nixpkgs_flake
         self.command_timeout = command_timeout
@@ -134,12 +137,15 @@ class NixosRuntime:
         return self.state_dir / "flakes" / name
 
     def socket_dir(self, name: str) -> Path:
-        if name == MANAGER:
-            return self.runtime_dir / "manager"
-        return self.runtime_dir / "agents" / name
+        return self.layout.socket_dir(name)
 
     def agent_dir(self, name: str) -> Path:
-        return self.state_dir / "agents" / name
+        return self.layout.agent_dir(name)
+
+    def read_only_binds(self, name: str) -> list[tuple[Path, str]]:
+        """Host dir -> container path, bound read-only: the harness's key (its dir, so a
+        new key written beside it by rename shows inside)."""
+        return [(self.layout.key_dir(name), "/run/hive-key")]
 
     def binds(self, name: str) -> list[tuple[Path, str]]:
         """Host dir -> container path, for the agent's EXTRA_NSPAWN_FLAGS."""
@@ -230,6 +236,7 @@ class NixosRuntime:
     async def start(self, name: str) -> None:
         cname = container_name(name)
         self._ensure_dirs(name)
+        self._mint_key(name)
         self._write_conf(name)
         await self._run("nixos-container", "start", cname)
         self._mark_stopped(name, False)
@@ -323,7 +330,7 @@ class NixosRuntime:
         The proposed repo is the controller's to create, never ours.
         """
         proposed = self.state_dir / "proposed.git"
-        for host, _ in self.binds(name):
+        for host, _ in self.binds(name) + self.read_only_binds(name):
             if host != proposed:
                 host.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -339,7 +346,10 @@ class NixosRuntime:
             "HOST_ADDRESS": "",
             "LOCAL_ADDRESS": "",
             "EXTRA_NSPAWN_FLAGS": '"'
-            + " ".join(f"--bind={host}:{inside}" for host, inside in self.binds(name))
+            + " ".join(
+                [f"--bind={host}:{inside}" for host, inside in self.binds(name)]
+                + [f"--bind-ro={host}:{inside}" for host, inside in self.read_only_binds(name)]
+            )
             + '"',
         }
         kept = [line for line in lines if line.split("=", 1)[0] not in ours]
@@ -347,6 +357,15 @@ class NixosRuntime:
         tmp = conf.with_suffix(".conf.tmp")
         tmp.write_text(text)
         tmp.replace(conf)
+
+    def _mint_key(self, name: str) -> None:
+        """A fresh credential for the harness of the container about to start; it reads
+        it from `/run/hive-key/harness.key` (HIVE_KEY_FILE), the agent socket checks it."""
+        path = self.layout.harness_key(name)
+        tmp = path.with_suffix(".tmp")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(secrets.token_hex(32))
+        os.replace(tmp, path)
 
     def _write_rev(self, build: AgentBuild) -> None:
         record = {"rev": build.rev, "harness_version": build.harness_version}
