@@ -143,9 +143,14 @@ class NixosRuntime:
         return self.layout.agent_dir(name)
 
     def read_only_binds(self, name: str) -> list[tuple[Path, str]]:
-        """Host dir -> container path, bound read-only: the harness's key (its dir, so a
-        new key written beside it by rename shows inside)."""
-        return [(self.layout.key_dir(name), "/run/hive-key")]
+        """Host path -> container path, bound read-only over the binds: the harness's key
+        (its dir, so a new key renamed into place shows inside) and, for the manager, what
+        git would run from `proposed.git` on the operator's next local push."""
+        binds = [(self.layout.key_dir(name), "/run/hive-key")]
+        if name == MANAGER:
+            proposed = self.state_dir / "proposed.git"
+            binds += [(proposed / part, str(proposed / part)) for part in ("hooks", "config")]
+        return binds
 
     def binds(self, name: str) -> list[tuple[Path, str]]:
         """Host dir -> container path, for the agent's EXTRA_NSPAWN_FLAGS."""
@@ -331,7 +336,7 @@ class NixosRuntime:
         """
         proposed = self.state_dir / "proposed.git"
         for host, _ in self.binds(name) + self.read_only_binds(name):
-            if host != proposed:
+            if host != proposed and proposed not in host.parents:
                 host.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _write_conf(self, name: str) -> None:

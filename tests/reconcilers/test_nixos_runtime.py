@@ -113,6 +113,9 @@ async def test_the_manager_also_gets_its_agents_clone_and_the_proposed_repo(
         f"--bind={state}/agents/hm1nd/agents:/agents",
         f"--bind={state}/proposed.git:{state}/proposed.git",
         f"--bind-ro={state}/agents/hm1nd/key:/run/hive-key",
+        # What git runs on the operator's next local push stays the operator's.
+        f"--bind-ro={state}/proposed.git/hooks:{state}/proposed.git/hooks",
+        f"--bind-ro={state}/proposed.git/config:{state}/proposed.git/config",
     ]
     assert fake.actions() == [("create", "hm1nd")]
 
