@@ -27,6 +27,7 @@ import anyio
 from controller.bus import Bus
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
+from harness.confine import confinement_from_env
 from harness.history import History, TurnStatus, open_history
 from reconcilers.backoff import Backoff
 
@@ -70,7 +71,9 @@ class AgentConfig:
             web_port=int(port) if port.isdigit() else None,
             retry_base=float(env.get("HIVE_RETRY_BASE", "1.0")),
             claude=ClaudeSettings(
-                mcp_command=_mcp_command(), turn_timeout=float(timeout) if timeout else None
+                mcp_command=_mcp_command(),
+                turn_timeout=float(timeout) if timeout else None,
+                confine=confinement_from_env(env),
             ),
         )
 

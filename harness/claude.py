@@ -35,6 +35,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 
 from gitstore.names import MANAGER
+from harness.confine import Confinement, open_claude
 from harness.orphans import reap_orphans
 
 __all__ = [
@@ -87,6 +88,8 @@ class ClaudeSettings:
     term_grace: float = 3.0
     drain_grace: float = 2.0
     turn_timeout: float | None = None
+    # Claude in a bwrap sandbox of its own (harness.confine), where the key is a file.
+    confine: Confinement | None = None
 
 
 @dataclass(frozen=True)
@@ -265,8 +268,8 @@ class ClaudeRunner:
     ) -> TurnResult:
         started = time.monotonic()
         try:
-            process = await anyio.open_process(
-                cmd, cwd=self.state_dir, env=env, start_new_session=True
+            process, group = await open_claude(
+                cmd, cwd=self.state_dir, env=env, confine=self.settings.confine
             )
         except FileNotFoundError as exc:
             raise ClaudeMissingError(f"cannot run {cmd[0]!r}: {exc}") from exc
@@ -276,7 +279,7 @@ class ClaudeRunner:
                 tg.start_soon(self._feed, process, prompt)
                 tg.start_soon(self._read_stdout, process, on_event, state)
                 tg.start_soon(self._read_stderr, process, state)
-                tg.start_soon(self._watch, process, stop, state)
+                tg.start_soon(self._watch, process, group, stop, state)
                 await process.wait()
                 # A grandchild may hold stdout open after claude exits; do not wait for it.
                 with anyio.move_on_after(self.settings.drain_grace):
@@ -286,8 +289,8 @@ class ClaudeRunner:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
                     state.cancelled = True
-                    await self._escalate(process)
-                _signal_group(process.pid, signal.SIGTERM)
+                    await self._escalate(process, group)
+                _signal_group(group, signal.SIGTERM)
                 await process.aclose()
                 reap_orphans()
         return state.result(process.returncode, time.monotonic() - started)
@@ -316,26 +319,28 @@ class ClaudeRunner:
         async for chunk in process.stderr:
             state.stderr.extend(chunk)
 
-    async def _watch(self, process: Process, stop: anyio.Event, state: _TurnState) -> None:
+    async def _watch(
+        self, process: Process, group: int, stop: anyio.Event, state: _TurnState
+    ) -> None:
         deadline = self.settings.turn_timeout
         with anyio.move_on_after(deadline if deadline is not None else float("inf")) as scope:
             await stop.wait()
         state.timed_out = scope.cancelled_caught
         state.cancelled = True
-        await self._escalate(process)
+        await self._escalate(process, group)
 
-    async def _escalate(self, process: Process) -> None:
+    async def _escalate(self, process: Process, group: int) -> None:
         """SIGINT, SIGTERM, SIGKILL to the group, each only if the last did not end claude."""
         steps = (
             (signal.SIGINT, self.settings.interrupt_grace),
             (signal.SIGTERM, self.settings.term_grace),
         )
         for sig, grace in steps:
-            _signal_group(process.pid, sig)
+            _signal_group(group, sig)
             with anyio.move_on_after(grace):
                 await process.wait()
                 return
-        _signal_group(process.pid, signal.SIGKILL)
+        _signal_group(group, signal.SIGKILL)
         await process.wait()
 
 

@@ -109,6 +109,9 @@ in
       path = [
         claude
         pkgs.git
+        # The harness runs each claude turn in a bwrap sandbox of its own, where the key
+        # at /run/hive-key and the harness itself are out of reach (harness/confine.py).
+        pkgs.bubblewrap
       ];
       environment =
         {
@@ -121,6 +124,7 @@ in
           # Minted by hive-c0re at every container start; unlocks the socket's
           # harness-only commands (turn state, leases, the agent page's prompt).
           HIVE_KEY_FILE = "/run/hive-key/harness.key";
+          HIVE_CLAUDE_SANDBOX = "bwrap";
           HOME = "/root";
         }
         // lib.optionalAttrs isManager { HIVE_AGENTS_DIR = "/agents"; }

@@ -257,6 +257,7 @@ def test_harness_base_runs_hive_ag3nt_with_the_contract_environment() -> None:
         "CLAUDE_CONFIG_DIR": "/root/.claude",
         "HIVE_CLAUDE_BIN": "/nix/store/claude-code/bin/claude",
         "HIVE_KEY_FILE": "/run/hive-key/harness.key",
+        "HIVE_CLAUDE_SANDBOX": "bwrap",
         "HOME": "/root",
     }
     assert result["hostName"] == "h-alpha"
