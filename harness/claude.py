@@ -35,6 +35,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 
 from gitstore.names import MANAGER
+from harness.bash_sandbox import settings_args
 from harness.confine import Confinement, open_claude
 from harness.orphans import reap_orphans
 
@@ -238,6 +239,8 @@ class ClaudeRunner:
         reap_orphans()
         binary = await anyio.to_thread.run_sync(find_claude, self.settings.binary)
         config_path = await anyio.to_thread.run_sync(self.write_mcp_config)
+        path = self.settings.env.get("PATH", os.environ.get("PATH", os.defpath))
+        bash_sandbox = await anyio.to_thread.run_sync(settings_args, allowed_tools, path)
         cmd = build_command(
             binary,
             mcp_config_path=str(config_path),
@@ -249,7 +252,7 @@ class ClaudeRunner:
             model=model,
             resume=resume,
             append_system_prompt=append_system_prompt,
-            extra_args=self.settings.extra_args,
+            extra_args=[*bash_sandbox, *self.settings.extra_args],
         )
         env = {**os.environ, **self.settings.env, "ENABLE_TOOL_SEARCH": "false"}
         self._stop = anyio.Event()
