@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from controller.daemon import build_hive
 from controller.hive import Hive
+from controller.settings import Settings
 from gitstore.spec import MANAGER
 from reconcilers.layout import Layout
+from reconcilers.proc import start_time
+from reconcilers.runtime import ContainerState
 from reconcilers.sandbox import INSTALL_HINT, Mount, bwrap_argv, for_agent
 from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
 
@@ -196,3 +204,53 @@ async def test_without_bwrap_agents_are_refused_with_how_to_install_it(short_dir
         assert row["message"] == INSTALL_HINT
         async with admin(hive) as client:
             assert (await client.call("status"))["sandbox"] == "bwrap"
+
+
+@asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[Hive]:
+    """A hive that leaves its agents running when it stops, as hive-c0re does."""
+    hive = build_hive(settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hive.serve)
+        yield hive
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+
+
+def _proc_json(hive: Hive, name: str) -> dict[str, Any]:
+    return dict(json.loads((hive.layout.agent_dir(name) / "proc.json").read_text()))
+
+
+@pytest.mark.anyio
+async def test_a_restarted_hive_adopts_sandboxed_agents_and_resandboxes_unsandboxed_ones(
+    short_dir: Path,
+) -> None:
+    unsandboxed = hive_settings(short_dir, unsandboxed=True)
+    sandboxed = hive_settings(short_dir)
+    try:
+        async with _serving(unsandboxed) as hive:
+            first = await wait_for(lambda: _running_pid(hive, MANAGER))
+            assert _proc_json(hive, MANAGER)["sandbox"] == "none"
+        async with _serving(sandboxed) as hive:
+            # Started with the operator's rights: stopped, and started again in a sandbox.
+            second = await wait_for(lambda: _running_pid(hive, MANAGER, not_=first))
+            record = _proc_json(hive, MANAGER)
+            assert record["sandbox"] == "bwrap" and record["sandbox_pid"] != second
+            assert start_time(first) is None
+        async with _serving(sandboxed) as hive:
+            # A sandboxed one is adopted as it runs, then stopped through its pid.
+            assert await _running_pid(hive, MANAGER) == second
+            await hive.runtime.stop(MANAGER)
+            assert start_time(second) is None and start_time(record["sandbox_pid"]) is None
+    finally:
+        for proc in (sandboxed.state_dir / "agents").glob("*/proc.json"):
+            record = json.loads(proc.read_text())
+            if start_time(record["pid"]) == record["start_time"]:
+                os.kill(record["pid"], signal.SIGKILL)
+
+
+async def _running_pid(hive: Hive, name: str, not_: int | None = None) -> int | None:
+    observed = await hive.runtime.observe(name)
+    if observed.state is not ContainerState.RUNNING or observed.pid == not_:
+        return None
+    return observed.pid
