@@ -113,6 +113,8 @@ class ProcessRuntime:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Watch agents for exits (adopting the live ones) until cancelled."""
+        if self.sandboxed and self.bwrap is None:
+            log.error("%s; no agent will start", sandbox.INSTALL_HINT)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for name in await self.names():
