@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import platform
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -51,6 +50,7 @@ import anyio
 from gitstore.spec import MANAGER, NAME_RE, check_name
 from reconcilers.layout import Layout
 from reconcilers.nixflake import render_flake
+from reconcilers.proc import mint_key
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
 __all__ = ["HARNESS_UNIT", "MAX_CONTAINER_NAME", "NixosRuntime", "container_name"]
@@ -241,7 +241,8 @@ class NixosRuntime:
     async def start(self, name: str) -> None:
         cname = container_name(name)
         self._ensure_dirs(name)
-        self._mint_key(name)
+        # The harness reads it from /run/hive-key/harness.key (HIVE_KEY_FILE).
+        mint_key(self.layout.harness_key(name))
         self._write_conf(name)
         await self._run("nixos-container", "start", cname)
         self._mark_stopped(name, False)
@@ -362,15 +363,6 @@ class NixosRuntime:
         tmp = conf.with_suffix(".conf.tmp")
         tmp.write_text(text)
         tmp.replace(conf)
-
-    def _mint_key(self, name: str) -> None:
-        """A fresh credential for the harness of the container about to start; it reads
-        it from `/run/hive-key/harness.key` (HIVE_KEY_FILE), the agent socket checks it."""
-        path = self.layout.harness_key(name)
-        tmp = path.with_suffix(".tmp")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            fh.write(secrets.token_hex(32))
-        os.replace(tmp, path)
 
     def _write_rev(self, build: AgentBuild) -> None:
         record = {"rev": build.rev, "harness_version": build.harness_version}

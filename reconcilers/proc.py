@@ -10,13 +10,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 
-__all__ = ["read_json", "reap", "start_time", "terminate", "wait_exit", "write_json"]
+__all__ = [
+    "mint_key",
+    "read_json",
+    "reap",
+    "start_time",
+    "terminate",
+    "wait_exit",
+    "write_json",
+]
 
 
 def start_time(pid: int) -> str | None:
@@ -58,6 +67,17 @@ def write_json(path: Path, data: Mapping[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
+
+
+def mint_key(path: Path) -> str:
+    """A fresh random key (a harness's credential), written to `path` 0600 by rename, so
+    a reader sees the old key or the new one, never a torn one."""
+    key = secrets.token_hex(32)
+    tmp = path.with_suffix(".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        fh.write(key)
+    os.replace(tmp, path)
+    return key
 
 
 async def wait_exit(pid: int) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -37,7 +36,15 @@ from gitstore.store import clone_repository
 from reconcilers import sandbox
 from reconcilers.launch import launch
 from reconcilers.layout import Layout
-from reconcilers.proc import read_json, reap, start_time, terminate, wait_exit, write_json
+from reconcilers.proc import (
+    mint_key,
+    read_json,
+    reap,
+    start_time,
+    terminate,
+    wait_exit,
+    write_json,
+)
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
 __all__ = ["PASSTHROUGH", "ProcessRuntime", "default_harness_command"]
@@ -307,7 +314,8 @@ class ProcessRuntime:
             env=env,
             cwd=self.layout.notes_dir(name),
             log_path=self.log_path(name),
-            key=self._mint_key(name),
+            # Every start mints a new key; the old one dies with the old harness.
+            key=mint_key(self.layout.harness_key(name)),
             sandbox=box,
             bwrap=self.bwrap or "bwrap",
         )
@@ -325,17 +333,6 @@ class ProcessRuntime:
         )
         stopped.unlink(missing_ok=True)
         return pid
-
-    def _mint_key(self, name: str) -> str:
-        """A fresh credential for the harness about to start, kept where the agent
-        socket checks it (0600, in a dir no sandbox binds)."""
-        key = secrets.token_hex(32)
-        path = self.layout.harness_key(name)
-        tmp = path.with_suffix(".tmp")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            fh.write(key)
-        os.replace(tmp, path)
-        return key
 
     def _watch(self, name: str, pid: int) -> None:
         if self._tg is None or self._watched.get(name) == pid:
