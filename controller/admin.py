@@ -16,6 +16,7 @@ from controller.broker import OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.hive import Hive
+from controller.values import Approval
 from controller.version import VERSION
 from gitstore.spec import InvalidNameError, check_name, port_for, role_for
 from reconcilers.runtime import ContainerError
@@ -172,19 +173,19 @@ async def agents(s: HostSession, _: NoArgs) -> list[dict[str, Any]]:
 
 
 @host_commands.command("approvals", ApprovalsArgs)
-async def approvals(s: HostSession, a: ApprovalsArgs) -> list[dict[str, Any]]:
+async def approvals(s: HostSession, a: ApprovalsArgs) -> list[Approval]:
     """Approvals, newest first, optionally of one status."""
     return await s.hive.approvals.query(a.status, a.limit)
 
 
 @host_commands.command("approve", IdArgs)
-async def approve(s: HostSession, a: IdArgs) -> dict[str, Any]:
+async def approve(s: HostSession, a: IdArgs) -> Approval:
     """Merge the approval's sha into applied main."""
     return await s.hive.approvals.approve(a.id)
 
 
 @host_commands.command("deny", DenyArgs)
-async def deny(s: HostSession, a: DenyArgs) -> dict[str, Any]:
+async def deny(s: HostSession, a: DenyArgs) -> Approval:
     """Deny an approval, with a reason."""
     return await s.hive.approvals.deny(a.id, a.reason)
 

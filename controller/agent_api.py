@@ -22,6 +22,7 @@ from controller.broker import MAX_WAIT, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from controller.hive import PROPOSALS, Hive
+from controller.values import Approval
 from gitstore.commits import commit_files, point_branch
 from gitstore.repos import GitStoreError
 from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, role_for
@@ -168,7 +169,7 @@ class NameArgs(Args):
     name: str
 
 
-async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
+async def _approval_for(hive: Hive, ref: str, sha: str) -> Approval:
     """Wait for the proposals reconciler to record the approval of `ref` at `sha`."""
     with hive.bus.subscribe(types=("approval.created",)) as sub:
         hive.proposal_queue.add(PROPOSALS)
@@ -177,7 +178,7 @@ async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
                 found = [
                     a
                     for a in await hive.approvals.query("pending")
-                    if a["ref"] == ref and a["sha"] == sha
+                    if a.ref == ref and a.sha == sha
                 ]
                 if found:
                     return found[0]
@@ -186,7 +187,7 @@ async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
 
 
 @agent_commands.command("request_spawn", SpawnArgs)
-async def request_spawn(s: AgentSession, a: SpawnArgs) -> dict[str, Any]:
+async def request_spawn(s: AgentSession, a: SpawnArgs) -> Approval:
     """Propose a new agent: a commit on spawn/<name>, approved by the operator."""
     s.require_manager("request_spawn")
     try:
@@ -218,7 +219,7 @@ def _toml_str(value: str) -> str:
 
 
 @agent_commands.command("request_apply_commit", ApplyArgs)
-async def request_apply_commit(s: AgentSession, a: ApplyArgs) -> dict[str, Any]:
+async def request_apply_commit(s: AgentSession, a: ApplyArgs) -> Approval:
     """Ask the operator to apply a commit the manager pushed to the proposed repo."""
     s.require_manager("request_apply_commit")
     hive = s.hive
@@ -236,7 +237,7 @@ async def request_apply_commit(s: AgentSession, a: ApplyArgs) -> dict[str, Any]:
         await anyio.to_thread.run_sync(point_branch, hive.git, ref.removeprefix("refs/heads/"), sha)
     approval = await _approval_for(hive, ref, sha)
     if a.note:
-        approval = await hive.approvals.set_note(approval["id"], a.note)
+        approval = await hive.approvals.set_note(approval.id, a.note)
     return approval
 
 

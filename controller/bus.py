@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from controller.protocol import jsonable
 from controller.store import now_iso
 
 __all__ = ["Bus", "Event", "Subscription"]
@@ -30,7 +31,9 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "ts": self.ts, **self.data}
+        """The event as JSON types: the values it carries are encoded here, once per use,
+        so publishing stays free for events nobody reads."""
+        return {"id": self.id, "type": self.type, "ts": self.ts, **jsonable(self.data)}
 
 
 class Subscription:

@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from controller.bus import Bus, Event
+from controller.protocol import jsonable
 from controller.store import Store
 
 __all__ = ["AUDITED", "EventLog"]
@@ -59,7 +60,7 @@ class EventLog:
     def _write(self, db: sqlite3.Connection, batch: list[Event]) -> None:
         db.executemany(
             "INSERT INTO events(ts, type, data) VALUES (?,?,?)",
-            [(e.ts, e.type, json.dumps(e.data, default=str)) for e in batch],
+            [(e.ts, e.type, json.dumps(jsonable(e.data))) for e in batch],
         )
         db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (self.keep,))
 

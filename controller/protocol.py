@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
+from pydantic_core import to_jsonable_python
 
 __all__ = [
     "MAX_LINE",
@@ -40,6 +41,7 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_result",
+    "jsonable",
     "open_transport_stream",
     "read_line",
 ]
@@ -86,8 +88,14 @@ def decode_request(line: bytes) -> Request:
     return Request(id=rid, cmd=cmd, args=args)
 
 
+def jsonable(value: object) -> JSON:
+    """The one encoder of our values (frozen dataclasses, enums, tuples) into JSON types;
+    anything else it does not know becomes its `str`."""
+    return to_jsonable_python(value, fallback=str)
+
+
 def _dump(obj: Mapping[str, JSON]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+    return json.dumps(obj, separators=(",", ":"), default=jsonable).encode() + b"\n"
 
 
 def encode_result(rid: JSON, result: JSON) -> bytes:

@@ -24,7 +24,7 @@ from controller.broker import OPERATOR
 from controller.bus import Event
 from controller.hive import Hive
 from controller.settings import parse_address
-from ui.http import BadRequestError, action, read_json, text_field
+from ui.http import BadRequestError, ValuesResponse, action, read_json, text_field
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
 from ui.sse import bus_stream, format_event, sse_response
@@ -153,14 +153,14 @@ class Dashboard:
     async def approve(self, request: Request) -> Response:
         approval_id = _int(request.path_params["id"], "approval id")
         approval = await self.hive.approvals.approve(approval_id, approver="operator")
-        return JSONResponse({"ok": True, "approval": approval})
+        return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def deny(self, request: Request) -> Response:
         approval_id = _int(request.path_params["id"], "approval id")
         reason = text_field(await read_json(request), "reason", required=False, limit=4000)
         approval = await self.hive.approvals.deny(approval_id, reason.strip())
-        return JSONResponse({"ok": True, "approval": approval})
+        return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def answer(self, request: Request) -> Response:

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from controller.errors import ConflictError, ForbiddenError, HiveError, NotFoundError
-from controller.protocol import ProtocolError
+from controller.protocol import ProtocolError, jsonable
 
-__all__ = ["BadRequestError", "action", "read_json", "text_field"]
+__all__ = ["BadRequestError", "ValuesResponse", "action", "read_json", "text_field"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,13 @@ _PROTOCOL_STATUS = {
 
 class BadRequestError(Exception):
     """Raised when a request body or field is malformed."""
+
+
+class ValuesResponse(JSONResponse):
+    """JSON of the hive's typed values, encoded as the sockets encode them."""
+
+    def render(self, content: object) -> bytes:
+        return super().render(jsonable(content))
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -8,12 +8,14 @@ the regions an event touches. Reads go through the hive's own readers (`agent_ro
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from controller.admin import agent_rows
 from controller.hive import Hive
+from controller.values import Approval
 from ui.diff import ApprovalDiff, DiffCache
 from ui.graph import talk_graph
 
@@ -23,6 +25,14 @@ PENDING_CARDS = 50
 HISTORY_ROWS = 50
 MESSAGE_ROWS = 150
 RUNS_PER_AGENT = 12
+
+
+@dataclass(frozen=True)
+class Card:
+    """A pending approval as its card shows it: the approval and its diff."""
+
+    approval: Approval
+    diff: ApprovalDiff
 
 
 class Views:
@@ -49,14 +59,16 @@ class Views:
         pending = await self.hive.approvals.query("pending", limit=PENDING_CARDS)
         total_pending = await self.hive.approvals.count_pending()
         recent = await self.hive.approvals.query(None, limit=HISTORY_ROWS + total_pending)
-        decided = [a for a in recent if a["status"] != "pending"][:HISTORY_ROWS]
+        decided = [a for a in recent if a.status != "pending"][:HISTORY_ROWS]
 
         def diffs() -> list[ApprovalDiff]:
-            return [self.diffs.get(a["base"], a["sha"]) for a in pending]
+            return [self.diffs.get(a.base, a.sha) for a in pending]
 
-        for approval, diff in zip(pending, await anyio.to_thread.run_sync(diffs), strict=True):
-            approval["diff"] = diff
-        return {"pending": pending, "total_pending": total_pending, "decided": decided}
+        cards = [
+            Card(approval, diff)
+            for approval, diff in zip(pending, await anyio.to_thread.run_sync(diffs), strict=True)
+        ]
+        return {"pending": cards, "total_pending": total_pending, "decided": decided}
 
     async def questions(self) -> dict[str, Any]:
         pending = await self.hive.questions.query("pending")

@@ -21,7 +21,7 @@ async def with_agents(hive: Hive, root: Path, *names: str) -> None:
         clone.add_agent(name, enabled="false")
     clone.commit_push("agents")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     for name in names:
         await wait_for(hive.layout.socket(name).exists)
 

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from controller.protocol import ProtocolError, connect_client
+from gitstore.plan import Action, PlanStep
 from harness.agent import Agent, AgentConfig
 from harness.history import open_history
 from tests.e2e.conftest import Swarm
@@ -206,10 +207,10 @@ async def test_request_spawn_becomes_an_approval_and_the_agent_runs(swarm: Swarm
     async with admin(swarm.hive) as client:
         await client.call("send", to="hm1nd", body="we need a scout")
     (approval,) = await wait_for(lambda: swarm.hive.approvals.query("pending"), timeout=60)
-    assert approval["kind"] == "spawn"
-    assert approval["ref"] == "refs/heads/spawn/scout"
-    assert {"agent": "scout", "action": "create"} in approval["plan"]
-    await swarm.hive.approvals.approve(approval["id"])
+    assert approval.kind == "spawn"
+    assert approval.ref == "refs/heads/spawn/scout"
+    assert PlanStep("scout", Action.CREATE) in approval.plan
+    await swarm.hive.approvals.approve(approval.id)
     await wait_for(lambda: swarm.turn_state("scout") == "idle", timeout=30)
     spec = swarm.hive.git.applied_agent("scout")
     assert spec is not None and spec.spec is not None
