@@ -16,7 +16,7 @@ from controller.broker import OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.hive import Hive
-from controller.values import Approval
+from controller.values import Approval, Message, Question
 from controller.version import VERSION
 from gitstore.spec import InvalidNameError, check_name, port_for, role_for
 from reconcilers.runtime import ContainerError
@@ -259,11 +259,11 @@ async def send(s: HostSession, a: SendArgs) -> dict[str, Any]:
     """Send a message to an agent as the operator."""
     to = check_recipient(s.hive, a.to)
     message = await s.hive.broker.send("operator", to, a.body)
-    return {"id": message["id"]}
+    return {"id": message.id}
 
 
 @host_commands.command("messages", MessagesArgs)
-async def messages(s: HostSession, a: MessagesArgs) -> list[dict[str, Any]]:
+async def messages(s: HostSession, a: MessagesArgs) -> list[Message]:
     """Recent messages, newest first, optionally to or from one agent."""
     if a.agent is not None and a.agent != "operator":
         _name(a.agent)
@@ -271,19 +271,19 @@ async def messages(s: HostSession, a: MessagesArgs) -> list[dict[str, Any]]:
 
 
 @host_commands.command("questions", QuestionsArgs)
-async def questions(s: HostSession, a: QuestionsArgs) -> list[dict[str, Any]]:
+async def questions(s: HostSession, a: QuestionsArgs) -> list[Question]:
     """The manager's questions (pending by default)."""
     return await s.hive.questions.query(a.status)
 
 
 @host_commands.command("answer", AnswerArgs)
-async def answer(s: HostSession, a: AnswerArgs) -> dict[str, Any]:
+async def answer(s: HostSession, a: AnswerArgs) -> Question:
     """Answer a question; the manager gets it as operator_answered."""
     return await s.hive.questions.answer(a.id, a.answer)
 
 
 @host_commands.command("cancel-question", IdArgs)
-async def cancel_question(s: HostSession, a: IdArgs) -> dict[str, Any]:
+async def cancel_question(s: HostSession, a: IdArgs) -> Question:
     """Cancel a question; the manager gets it as operator_answered."""
     return await s.hive.questions.cancel(a.id)
 

@@ -22,7 +22,7 @@ from controller.broker import MAX_WAIT, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from controller.hive import PROPOSALS, Hive
-from controller.values import Approval
+from controller.values import Approval, Message
 from gitstore.commits import commit_files, point_branch
 from gitstore.repos import GitStoreError
 from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, role_for
@@ -83,11 +83,11 @@ async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
     if a.to == s.agent:
         raise InvalidError("an agent cannot send to itself")
     message = await s.hive.broker.send(s.agent, check_recipient(s.hive, a.to), a.body)
-    return {"id": message["id"]}
+    return {"id": message.id}
 
 
 @agent_commands.command("recv", RecvArgs, watch_peer=True)
-async def recv(s: AgentSession, a: RecvArgs) -> dict[str, Any] | None:
+async def recv(s: AgentSession, a: RecvArgs) -> Message | None:
     """The next message for this agent, waiting up to wait_seconds."""
     return await s.hive.broker.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
 
@@ -107,7 +107,7 @@ async def release(s: AgentSession, a: IdArgs) -> dict[str, Any]:
 
 
 @agent_commands.command("inbox", NoArgs)
-async def inbox(s: AgentSession, _: NoArgs) -> list[dict[str, Any]]:
+async def inbox(s: AgentSession, _: NoArgs) -> list[Message]:
     """Messages to this agent not yet acknowledged."""
     return await s.hive.broker.inbox(s.agent)
 
@@ -116,7 +116,7 @@ async def inbox(s: AgentSession, _: NoArgs) -> list[dict[str, Any]]:
 async def operator_send(s: AgentSession, a: OperatorSendArgs) -> dict[str, Any]:
     """From the agent's own page: the operator writes into this agent's inbox (only)."""
     message = await s.hive.broker.send(OPERATOR, s.agent, a.body)
-    return {"id": message["id"]}
+    return {"id": message.id}
 
 
 @agent_commands.command("turn_state", TurnArgs)
@@ -246,7 +246,7 @@ async def ask_operator(s: AgentSession, a: AskArgs) -> dict[str, Any]:
     """Queue a question on the dashboard; the answer arrives as operator_answered."""
     s.require_manager("ask_operator")
     asked = await s.hive.questions.ask(s.agent, a.question, a.options, a.multi, a.ttl_seconds)
-    return {"id": asked["id"]}
+    return {"id": asked.id}
 
 
 @agent_commands.command("list_agents", NoArgs)

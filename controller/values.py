@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gitstore.plan import PlanStep
 
-__all__ = ["Approval", "PlanStep"]
+__all__ = ["Approval", "Message", "PlanStep", "Question"]
 
 
 @dataclass(frozen=True)
@@ -35,4 +35,34 @@ class Approval:
     approver: str
     applied_sha: str
     created_at: str
+    decided_at: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message between agents (or the operator); delivered once leased, acked when done."""
+
+    id: int
+    sender: str
+    recipient: str
+    kind: str
+    body: str
+    created_at: str
+    delivered_at: str | None
+    acked_at: str | None
+
+
+@dataclass(frozen=True)
+class Question:
+    """The manager's question to the operator: free text, one option, or several."""
+
+    id: int
+    asker: str
+    question: str
+    options: tuple[str, ...]
+    multi: bool
+    status: str
+    answer: str | tuple[str, ...] | None
+    created_at: str
+    expires_at: str | None
     decided_at: str | None

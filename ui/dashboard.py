@@ -173,20 +173,20 @@ class Dashboard:
         elif not isinstance(answer, str):
             raise BadRequestError("answer must be text or a list of options")
         question = await self.hive.questions.answer(question_id, answer)
-        return JSONResponse({"ok": True, "question": question})
+        return ValuesResponse({"ok": True, "question": question})
 
     @action
     async def cancel_question(self, request: Request) -> Response:
         question_id = _int(request.path_params["id"], "question id")
         question = await self.hive.questions.cancel(question_id)
-        return JSONResponse({"ok": True, "question": question})
+        return ValuesResponse({"ok": True, "question": question})
 
     @action
     async def send(self, request: Request) -> Response:
         data = await read_json(request)
         to = check_recipient(self.hive, text_field(data, "to", limit=64).strip())
         message = await self.hive.broker.send(OPERATOR, to, text_field(data, "body"))
-        return JSONResponse({"ok": True, "id": message["id"]})
+        return JSONResponse({"ok": True, "id": message.id})
 
 
 def create_dashboard(

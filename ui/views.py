@@ -73,7 +73,7 @@ class Views:
     async def questions(self) -> dict[str, Any]:
         pending = await self.hive.questions.query("pending")
         resolved = [
-            q for q in await self.hive.questions.query(None, limit=20) if q["status"] != "pending"
+            q for q in await self.hive.questions.query(None, limit=20) if q.status != "pending"
         ]
         return {"questions": pending, "resolved": resolved[:10]}
 

@@ -75,7 +75,7 @@ async def test_a_leased_message_comes_back_when_its_connection_dies(short_dir: P
             with pytest.raises(ProtocolError, match="not leased"):
                 await second.call("ack", id=message["id"])
         rows = await hive.broker.messages("alice")
-        assert rows[0]["acked_at"] is not None
+        assert rows[0].acked_at is not None
 
 
 async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) -> None:

@@ -84,18 +84,18 @@ async def test_answer_a_question_and_cancel_another(swarm: UiSwarm, page: Page) 
     await page.goto(swarm.dashboard)
     radio = await swarm.hive.questions.ask("hm1nd", "ship it?", ["yes", "no"], ttl_seconds=600)
     free = await swarm.hive.questions.ask("hm1nd", "name the release")
-    card = page.get_by_test_id(f"question-{radio['id']}")
+    card = page.get_by_test_id(f"question-{radio.id}")
     await expect(card.locator(".ttl")).to_contain_text("ttl 9m")
     await expect(page.get_by_test_id("notify-questions")).to_contain_text("2 questions")
     await card.get_by_label("no").check()
-    await page.get_by_test_id(f"answer-{radio['id']}").click()
-    await expect(page.get_by_test_id(f"resolved-{radio['id']}")).to_contain_text("no")
-    await page.get_by_test_id(f"cancel-q-{free['id']}").click()
-    await expect(page.get_by_test_id(f"resolved-{free['id']}")).to_contain_text("cancelled")
+    await page.get_by_test_id(f"answer-{radio.id}").click()
+    await expect(page.get_by_test_id(f"resolved-{radio.id}")).to_contain_text("no")
+    await page.get_by_test_id(f"cancel-q-{free.id}").click()
+    await expect(page.get_by_test_id(f"resolved-{free.id}")).to_contain_text("cancelled")
     inbox = await swarm.hive.broker.messages("hm1nd")
-    outcomes = {json.loads(m["body"])["status"] for m in inbox if m["kind"] == "operator_answered"}
+    outcomes = {json.loads(m.body)["status"] for m in inbox if m.kind == "operator_answered"}
     assert outcomes == {"answered", "cancelled"}
-    assert (await swarm.hive.questions.get(radio["id"]))["answer"] == "no"
+    assert (await swarm.hive.questions.get(radio.id)).answer == "no"
 
 
 async def test_answer_a_checkbox_question_with_several_choices(swarm: UiSwarm, page: Page) -> None:
@@ -104,17 +104,17 @@ async def test_answer_a_checkbox_question_with_several_choices(swarm: UiSwarm, p
     asked = await swarm.hive.questions.ask(
         "hm1nd", "which regions?", ["eu", "us", "apac"], multi=True
     )
-    card = page.get_by_test_id(f"question-{asked['id']}")
+    card = page.get_by_test_id(f"question-{asked.id}")
     await card.get_by_label("eu").check()
     await card.get_by_label("apac").check()
-    await page.get_by_test_id(f"answer-{asked['id']}").click()
-    await expect(page.get_by_test_id(f"resolved-{asked['id']}")).to_contain_text("apac")
-    answered = await swarm.hive.questions.get(asked["id"])
-    assert (answered["status"], answered["answer"]) == ("answered", ["eu", "apac"])
+    await page.get_by_test_id(f"answer-{asked.id}").click()
+    await expect(page.get_by_test_id(f"resolved-{asked.id}")).to_contain_text("apac")
+    answered = await swarm.hive.questions.get(asked.id)
+    assert (answered.status, answered.answer) == ("answered", ("eu", "apac"))
     (told,) = [
-        json.loads(m["body"])
+        json.loads(m.body)
         for m in await swarm.hive.broker.messages("hm1nd")
-        if m["kind"] == "operator_answered"
+        if m.kind == "operator_answered"
     ]
     assert told["answer"] == ["eu", "apac"]
 
