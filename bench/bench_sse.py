@@ -29,6 +29,7 @@ SECONDS = 5.0
 
 
 async def serve(port_file: Path) -> None:
+    from controller.events import EventType
     from controller.hive import Hive
     from controller.settings import Settings
     from ui.dashboard import create_dashboard
@@ -62,9 +63,10 @@ async def serve(port_file: Path) -> None:
             delay = due - time.monotonic()
             if delay > 0:
                 await anyio.sleep(delay)
-            hive.bus.publish("bench.tick", n=i, t=time.monotonic())
+            # Turn states stand in for any event: nothing in the hive reacts to them.
+            hive.bus.publish(EventType.AGENT_TURN, agent="bench", n=i, t=time.monotonic())
         await anyio.sleep(1.0)
-        hive.bus.publish("bench.done")
+        hive.bus.publish(EventType.AGENT_TURN, agent="bench", state="done")
         await anyio.sleep(2.0)
         tg.cancel_scope.cancel()
     shutil.rmtree(root, ignore_errors=True)
@@ -82,11 +84,11 @@ async def client(url: str, latencies: list[float], counts: list[int]) -> None:
             buffer += chunk
             *events, buffer = buffer.split(b"\n\n")
             for raw in events:
-                if b"event: bench.done" in raw:
+                if b"event: agent.turn" not in raw:
+                    continue
+                if b'"state":"done"' in raw:
                     counts.append(got)
                     return
-                if b"event: bench.tick" not in raw:
-                    continue
                 # Cheaper than json.loads for 100k events/s in one client process.
                 at = raw.index(b'"t":') + 4
                 latencies.append(now - float(raw[at : raw.index(b"}", at)]))

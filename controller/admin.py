@@ -15,6 +15,7 @@ from pydantic import Field
 from controller.broker import OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.events import EventType
 from controller.hive import Hive
 from controller.values import Approval, Message, Question
 from controller.version import VERSION
@@ -222,7 +223,7 @@ async def lifecycle(hive: Hive, name: str, verb: str) -> dict[str, Any]:
     except ContainerError as exc:
         raise ConflictError(f"{verb} {name} failed: {exc}") from exc
     hive.agent_queue.add(name)
-    hive.bus.publish(f"agent.{verb}", agent=name)
+    hive.bus.publish(EventType(f"agent.{verb}"), agent=name)
     return await agent_row(hive, name, fresh=True)
 
 
@@ -305,7 +306,7 @@ async def watch(s: HostSession, _: NoArgs) -> AsyncIterator[dict[str, Any]]:
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         with s.hive.bus.subscribe() as sub:
-            yield {"type": "hello", "applied_sha": s.hive.git.applied_head()}
+            yield {"type": EventType.HELLO, "applied_sha": s.hive.git.applied_head()}
             async for event in sub:
                 yield event.as_json()
 

@@ -21,6 +21,7 @@ from controller.admin import agent_rows, check_recipient, lifecycle
 from controller.broker import MAX_WAIT, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from controller.events import EventType
 from controller.hive import PROPOSALS, Hive
 from controller.values import Approval, Message
 from gitstore.commits import commit_files, point_branch
@@ -171,7 +172,7 @@ class NameArgs(Args):
 
 async def _approval_for(hive: Hive, ref: str, sha: str) -> Approval:
     """Wait for the proposals reconciler to record the approval of `ref` at `sha`."""
-    with hive.bus.subscribe(types=("approval.created",)) as sub:
+    with hive.bus.subscribe(types=(EventType.APPROVAL_CREATED,)) as sub:
         hive.proposal_queue.add(PROPOSALS)
         with anyio.move_on_after(30):
             while True:

@@ -13,6 +13,7 @@ import logging
 import anyio
 
 from controller.agent_api import AgentSession, agent_commands
+from controller.events import EventType
 from controller.hive import Hive
 from controller.sockets import serve_socket
 
@@ -41,7 +42,7 @@ async def serve_agent_sockets(
                 except OSError as exc:
                     # One agent's socket must not take the others (or the daemon) down.
                     log.error("cannot serve %s's socket: %s", name, exc)
-                    hive.bus.publish("agent.socket_failed", agent=name, error=str(exc))
+                    hive.bus.publish(EventType.AGENT_SOCKET_FAILED, agent=name, error=str(exc))
                     with contextlib.suppress(RuntimeError):  # unless it had started
                         task_status.started()
 
@@ -56,7 +57,7 @@ async def serve_agent_sockets(
             for name in sorted(set(scopes) - wanted):
                 scopes.pop(name).cancel()
 
-        with hive.bus.subscribe(types=("applied.moved",)) as sub:
+        with hive.bus.subscribe(types=(EventType.APPLIED_MOVED,)) as sub:
             await sync()
             task_status.started()
             async for _ in sub:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import anyio
 
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 from controller.values import Approval
@@ -156,7 +156,7 @@ class ApprovalBook:
             return _select(db, cur.lastrowid)
 
         approval = await self.store.call(q)
-        self.bus.publish("approval.created", approval=approval)
+        self.bus.publish(EventType.APPROVAL_CREATED, approval=approval)
         return approval.id
 
     async def _decide(self, approval_id: int, status: str, **fields: str) -> Approval:
@@ -170,7 +170,7 @@ class ApprovalBook:
             return _select(db, approval_id)
 
         approval = await self.store.call(q)
-        self.bus.publish(f"approval.{status}", approval=approval)
+        self.bus.publish(EventType(f"approval.{status}"), approval=approval)
         return approval
 
     async def set_note(self, approval_id: int, note: str) -> Approval:
@@ -178,7 +178,7 @@ class ApprovalBook:
             lambda db: db.execute("UPDATE approvals SET note=? WHERE id=?", (note, approval_id))
         )
         approval = await self.get(approval_id)
-        self.bus.publish("approval.noted", approval=approval)
+        self.bus.publish(EventType.APPROVAL_NOTED, approval=approval)
         return approval
 
     async def supersede(self, approval_id: int, reason: str) -> None:

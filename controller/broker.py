@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 from controller.values import Message
@@ -131,7 +131,7 @@ class Broker:
                     out.waiter.message = out.message
                     out.waiter.done.set()
                 out.done.set()
-                self.bus.publish("message.sent", message=_public(out.message))
+                self.bus.publish(EventType.MESSAGE_SENT, message=_public(out.message))
 
     # --- sending -------------------------------------------------------------------
 
@@ -244,7 +244,7 @@ class Broker:
 
     async def ack(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "acked_at=?", now_iso())
-        self.bus.publish("message.acked", id=message_id, recipient=recipient)
+        self.bus.publish(EventType.MESSAGE_ACKED, id=message_id, recipient=recipient)
 
     async def release(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "delivered_at=NULL, lease=NULL", None)

@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.eventlog import EventLog
 from controller.questions import Questions
 from controller.records import StoreRecords
@@ -118,7 +118,7 @@ class Hive:
         after = self.git.agent_revs(self.git.applied, new)
         changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
         self.applied_names = frozenset(after)
-        self.bus.publish("applied.moved", old=old, new=new, agents=changed)
+        self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
         for name in changed:
             self.agent_queue.add(name)
 
@@ -165,7 +165,8 @@ class Hive:
 
     def set_turn(self, name: str, turn: dict[str, Any]) -> None:
         """An agent reported its turn state (idle / thinking / offline)."""
-        self.turns[name] = {**turn, "since": self.bus.publish("agent.turn", agent=name, **turn).ts}
+        published = self.bus.publish(EventType.AGENT_TURN, agent=name, **turn)
+        self.turns[name] = {**turn, "since": published.ts}
 
     # --- serving -------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class Hive:
 
     async def _watch_exits(self) -> None:
         async for name in self.runtime.exits():
-            self.bus.publish("agent.exited", agent=name)
+            self.bus.publish(EventType.AGENT_EXITED, agent=name)
             self.agent_queue.add(name)
 
     async def _resync_loop(self) -> None:

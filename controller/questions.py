@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from controller.broker import OPERATOR, Broker
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 from controller.values import Question
@@ -85,7 +85,7 @@ class Questions:
 
         question_id = await self.store.call(q)
         asked = await self.get(question_id)
-        self.bus.publish("question.asked", question=asked)
+        self.bus.publish(EventType.QUESTION_ASKED, question=asked)
         self._wake.set()
         return asked
 
@@ -164,7 +164,7 @@ class Questions:
             }
         )
         await self.broker.send(OPERATOR, question.asker, body, kind="operator_answered")
-        self.bus.publish(f"question.{status}", question=resolved)
+        self.bus.publish(EventType(f"question.{status}"), question=resolved)
         return resolved
 
     async def serve(

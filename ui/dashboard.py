@@ -21,15 +21,22 @@ from starlette.routing import Mount, Route
 from controller import admin
 from controller.admin import check_recipient
 from controller.broker import OPERATOR
-from controller.bus import Event
+from controller.bus import Event, EventType
 from controller.hive import Hive
 from controller.settings import parse_address
-from ui.http import BadRequestError, ValuesResponse, action, read_json, text_field
+from ui.http import (
+    BadRequestError,
+    ValuesResponse,
+    action,
+    query_int,
+    read_json,
+    text_field,
+)
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
 from ui.sse import bus_stream, format_event, sse_response
 from ui.templating import Templates, static_files
-from ui.views import REGIONS, Views
+from ui.views import REGIONS, Views, event_script_data
 
 __all__ = ["create_dashboard", "serve_dashboard"]
 
@@ -41,12 +48,6 @@ LOG_LINES_MAX = 5000
 
 def _host(request: Request) -> str:
     return request.url.hostname or "127.0.0.1"
-
-
-def _int(value: str, what: str) -> int:
-    if not value.isdigit():
-        raise BadRequestError(f"{what} must be a number")
-    return int(value)
 
 
 class _Encoded:
@@ -76,18 +77,26 @@ class Dashboard:
         self.templates = Templates()
         self.closing = closing
         self.encode = _Encoded()
+        self.event_types = event_script_data()
 
     # --- pages -----------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
         context = await self.views.page(_host(request))
-        return self.templates.response(request, "dashboard.html", page="dashboard", **context)
+        return self.templates.response(
+            request, "dashboard.html", page="dashboard", events=self.event_types, **context
+        )
 
     async def reconcile_page(self, request: Request) -> Response:
         context = await self.views.region("reconcile", _host(request))
         notify = await self.views.notify()
         return self.templates.response(
-            request, "reconcile.html", page="reconcile", reconcile=context, notify=notify
+            request,
+            "reconcile.html",
+            page="reconcile",
+            reconcile=context,
+            notify=notify,
+            events=self.event_types,
         )
 
     async def logs_page(self, request: Request) -> Response:
@@ -98,7 +107,14 @@ class Dashboard:
         lines = await self.hive.runtime.logs(chosen, 400) if chosen else []
         notify = await self.views.notify()
         return self.templates.response(
-            request, "logs.html", page="logs", names=names, agent=chosen, lines=lines, notify=notify
+            request,
+            "logs.html",
+            page="logs",
+            names=names,
+            agent=chosen,
+            lines=lines,
+            notify=notify,
+            events=self.event_types,
         )
 
     async def _names(self) -> list[str]:
@@ -118,7 +134,9 @@ class Dashboard:
         def stream() -> Any:
             async def chunks() -> Any:
                 with self.hive.bus.subscribe(buffer=5_000) as sub:
-                    hello = format_event("hello", {"applied_sha": self.hive.git.applied_head()})
+                    hello = format_event(
+                        EventType.HELLO, {"applied_sha": self.hive.git.applied_head()}
+                    )
                     async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
                         yield chunk
 
@@ -126,14 +144,13 @@ class Dashboard:
 
         return sse_response(stream())
 
+    @action
     async def logs_api(self, request: Request) -> Response:
         name = request.path_params["name"]
-        lines = _int(request.query_params.get("lines", "400"), "lines")
+        lines = query_int(request, "lines", 400, most=LOG_LINES_MAX)
         if name not in await self._names():
             return JSONResponse({"error": f"no agent {name!r}"}, 404)
-        return JSONResponse(
-            {"lines": await self.hive.runtime.logs(name, min(lines, LOG_LINES_MAX))}
-        )
+        return JSONResponse({"lines": await self.hive.runtime.logs(name, lines)})
 
     # --- actions ---------------------------------------------------------------------
 
@@ -151,20 +168,20 @@ class Dashboard:
 
     @action
     async def approve(self, request: Request) -> Response:
-        approval_id = _int(request.path_params["id"], "approval id")
+        approval_id = request.path_params["id"]
         approval = await self.hive.approvals.approve(approval_id, approver="operator")
         return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def deny(self, request: Request) -> Response:
-        approval_id = _int(request.path_params["id"], "approval id")
+        approval_id = request.path_params["id"]
         reason = text_field(await read_json(request), "reason", required=False, limit=4000)
         approval = await self.hive.approvals.deny(approval_id, reason.strip())
         return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def answer(self, request: Request) -> Response:
-        question_id = _int(request.path_params["id"], "question id")
+        question_id = request.path_params["id"]
         data = await read_json(request)
         answer = data.get("answer")
         if isinstance(answer, list):
@@ -177,7 +194,7 @@ class Dashboard:
 
     @action
     async def cancel_question(self, request: Request) -> Response:
-        question_id = _int(request.path_params["id"], "question id")
+        question_id = request.path_params["id"]
         question = await self.hive.questions.cancel(question_id)
         return ValuesResponse({"ok": True, "question": question})
 
@@ -207,10 +224,10 @@ def create_dashboard(
             Route("/events", d.events),
             Route("/api/logs/{name}", d.logs_api),
             Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
-            Route("/api/approvals/{id}/approve", d.approve, methods=["POST"]),
-            Route("/api/approvals/{id}/deny", d.deny, methods=["POST"]),
-            Route("/api/questions/{id}/answer", d.answer, methods=["POST"]),
-            Route("/api/questions/{id}/cancel", d.cancel_question, methods=["POST"]),
+            Route("/api/approvals/{id:int}/approve", d.approve, methods=["POST"]),
+            Route("/api/approvals/{id:int}/deny", d.deny, methods=["POST"]),
+            Route("/api/questions/{id:int}/answer", d.answer, methods=["POST"]),
+            Route("/api/questions/{id:int}/cancel", d.cancel_question, methods=["POST"]),
             Route("/api/send", d.send, methods=["POST"]),
             Mount("/static", static_files(), name="static"),
         ]

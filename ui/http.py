@@ -19,7 +19,14 @@ from starlette.responses import JSONResponse, Response
 from controller.errors import ConflictError, ForbiddenError, HiveError, NotFoundError
 from controller.protocol import ProtocolError, jsonable
 
-__all__ = ["BadRequestError", "ValuesResponse", "action", "read_json", "text_field"]
+__all__ = [
+    "BadRequestError",
+    "ValuesResponse",
+    "action",
+    "query_int",
+    "read_json",
+    "text_field",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,16 @@ def text_field(
     if len(value) > limit:
         raise BadRequestError(f"{key} is longer than {limit} characters")
     return value
+
+
+def query_int(request: Request, key: str, default: int, *, most: int) -> int:
+    """A whole-number query parameter, at most `most` (more is clipped, not refused)."""
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise BadRequestError(f"{key} must be a whole number")
+    return min(int(raw), most)
 
 
 Handler = Callable[..., Awaitable[Response]]

@@ -14,12 +14,13 @@ from typing import Any
 import anyio
 
 from controller.admin import agent_rows
+from controller.events import EventType
 from controller.hive import Hive
 from controller.values import Approval
 from ui.diff import ApprovalDiff, DiffCache
 from ui.graph import talk_graph
 
-__all__ = ["REGIONS", "Views"]
+__all__ = ["REGIONS", "Views", "event_script_data"]
 
 PENDING_CARDS = 50
 HISTORY_ROWS = 50
@@ -151,3 +152,23 @@ class Views:
 
 
 REGIONS = ("notify", "agents", "approvals", "questions", "messages", "reconcile")
+
+# The regions an event of each family makes stale; `hello` (a new stream) all of them.
+_TOUCHES: dict[str, tuple[str, ...]] = {
+    "hello": REGIONS,
+    "approval": ("approvals", "notify"),
+    "question": ("questions", "notify"),
+    "message": ("messages",),
+    "agent": ("agents", "notify", "reconcile"),
+    "applied": ("agents", "notify", "reconcile"),
+    "reconcile": ("agents", "reconcile"),
+}
+
+
+def event_script_data() -> dict[str, dict[str, Any]]:
+    """What the dashboard's script knows of events, rendered into the page: the types by
+    name (as `EventType` spells them) and the regions each type touches."""
+    return {
+        "types": {t.name: t.value for t in EventType},
+        "touches": {t.value: list(_TOUCHES.get(t.family, ())) for t in EventType},
+    }
