@@ -38,6 +38,7 @@ python.pkgs.buildPythonApplication {
   # failing test does not make the package itself unbuildable.
   doCheck = false;
   pythonImportsCheck = [
+    "hyperhive"
     "controller"
     "reconcilers"
     "gitstore"

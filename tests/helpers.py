@@ -12,10 +12,10 @@ from typing import Any
 
 import anyio
 
-from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.protocol import Client, connect_client
 from controller.settings import Settings
+from hyperhive.daemon import build_hive
 
 FAKE_HARNESS = Path(__file__).parent / "fakes" / "sleeper.py"
 

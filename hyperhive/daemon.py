@@ -1,4 +1,5 @@
-"""`hive-c0re serve`: the hive and its sockets under one task group, until a signal."""
+"""hive-c0re's root: the hive, its sockets and its dashboard under one task group, until a
+signal."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
 from controller.settings import Settings
 from controller.sockets import serve_socket
+from ui.dashboard import serve_dashboard
 
 __all__ = ["build_hive", "run_daemon"]
 
@@ -37,8 +39,6 @@ def build_hive(settings: Settings) -> Hive:
         await tg.start(lambda task_status: serve_agent_sockets(hive, task_status=task_status))
 
     async def dashboard(tg: anyio.abc.TaskGroup) -> None:
-        from ui.dashboard import serve_dashboard
-
         await tg.start(lambda task_status: serve_dashboard(hive, task_status=task_status))
 
     hive.add_component(host_socket)
