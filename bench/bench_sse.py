@@ -31,13 +31,14 @@ SECONDS = 5.0
 async def serve(port_file: Path) -> None:
     from controller.events import EventType
     from controller.hive import Hive
+    from controller.operations import Operations
     from controller.settings import Settings
     from ui.dashboard import create_dashboard
     from ui.server import serve_app
 
     root = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
     hive = Hive(Settings.from_env({}, state_dir=root / "state", runtime_dir=root / "run"))
-    app = create_dashboard(hive)
+    app = create_dashboard(Operations(hive))
 
     def bound(port: int) -> None:
         port_file.write_text(str(port))

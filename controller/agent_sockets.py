@@ -14,7 +14,7 @@ import anyio
 
 from controller.agent_api import AgentSession, agent_commands
 from controller.events import EventType
-from controller.hive import Hive
+from controller.operations import Operations
 from controller.sockets import serve_socket
 
 __all__ = ["serve_agent_sockets"]
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 async def serve_agent_sockets(
-    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ops: Operations, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
+    hive = ops.hive
     scopes: dict[str, anyio.CancelScope] = {}
 
     async with anyio.create_task_group() as tg:
@@ -36,7 +37,7 @@ async def serve_agent_sockets(
                     await serve_socket(
                         hive.layout.socket(name),
                         agent_commands,
-                        lambda: AgentSession(hive, name),
+                        lambda: AgentSession(ops, name),
                         task_status=task_status,
                     )
                 except OSError as exc:

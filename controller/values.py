@@ -13,7 +13,19 @@ from dataclasses import dataclass
 
 from gitstore.plan import PlanStep
 
-__all__ = ["Approval", "Message", "PlanStep", "Question"]
+__all__ = [
+    "AgentRow",
+    "Approval",
+    "Asked",
+    "Identity",
+    "Message",
+    "PlanStep",
+    "Question",
+    "Queued",
+    "Repos",
+    "Sent",
+    "Status",
+]
 
 
 @dataclass(frozen=True)
@@ -66,3 +78,79 @@ class Question:
     created_at: str
     expires_at: str | None
     decided_at: str | None
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """An agent as `hive agents` shows it: desired (applied tree), observed (runtime),
+    the last reconcile's conditions, the operator's hold and the harness's turn."""
+
+    name: str
+    role: str
+    enabled: bool
+    description: str
+    model: str | None
+    state: str  # running, stopped, missing, crashed, creating, updating
+    ready: bool
+    reason: str
+    stalled: bool
+    desired_rev: str
+    observed_rev: str
+    harness_version: str
+    port: int
+    hold: str | None
+    message: str
+    error: str | None
+    turn: str  # idle, thinking, offline, unknown
+    turn_reason: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """`hive status`: versions, where applied main is, counts."""
+
+    version: str
+    harness_version: str
+    runtime: str
+    applied_sha: str
+    agents: int
+    pending_approvals: int
+
+
+@dataclass(frozen=True)
+class Repos:
+    proposed: str
+    applied: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The agents a `reconcile` queued."""
+
+    queued: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message stored for delivery."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A question queued on the dashboard."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an agent's harness asks at every turn: who it is and how to run."""
+
+    name: str
+    role: str
+    model: str | None
+    prompt: str
+    allowed_tools: tuple[str, ...]
+    description: str

@@ -12,6 +12,7 @@ from anyio.abc import TaskStatus
 from controller.admin import HostSession, host_commands
 from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
+from controller.operations import Operations
 from controller.settings import Settings
 from controller.sockets import serve_socket
 from ui.dashboard import serve_dashboard
@@ -24,22 +25,23 @@ log = logging.getLogger(__name__)
 def build_hive(settings: Settings) -> Hive:
     """The hive with every component the daemon serves."""
     hive = Hive(settings)
+    ops = Operations(hive)
 
     async def host_socket(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(
             lambda task_status: serve_socket(
                 hive.layout.host_socket,
                 host_commands,
-                lambda: HostSession(hive),
+                lambda: HostSession(ops),
                 task_status=task_status,
             )
         )
 
     async def agent_sockets(tg: anyio.abc.TaskGroup) -> None:
-        await tg.start(lambda task_status: serve_agent_sockets(hive, task_status=task_status))
+        await tg.start(lambda task_status: serve_agent_sockets(ops, task_status=task_status))
 
     async def dashboard(tg: anyio.abc.TaskGroup) -> None:
-        await tg.start(lambda task_status: serve_dashboard(hive, task_status=task_status))
+        await tg.start(lambda task_status: serve_dashboard(ops, task_status=task_status))
 
     hive.add_component(host_socket)
     hive.add_component(agent_sockets)

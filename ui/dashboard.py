@@ -3,8 +3,8 @@
 Server-rendered. The page is made of regions; `/events` streams the hive's bus over SSE
 and the page's script refetches only the regions an event touches (`/region/<name>`),
 merging them node by node so focus and typed input survive. Every action is a JSON POST
-behind `ui.security.Guard` and goes through the hive's own operations (`approvals`,
-`admin.lifecycle`, the host `reconcile` command, `questions`, `broker`).
+behind `ui.security.Guard` and is one call on `controller.operations`, as the sockets'
+commands are.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from controller import admin
-from controller.admin import check_recipient
 from controller.broker import OPERATOR
 from controller.bus import Event, EventType
-from controller.hive import Hive
+from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
 from ui.http import (
     BadRequestError,
@@ -42,7 +40,7 @@ __all__ = ["create_dashboard", "serve_dashboard"]
 
 log = logging.getLogger(__name__)
 
-VERBS = ("start", "stop", "restart", "kill", "rebuild")
+VERBS = (*LIFECYCLE, "rebuild")
 LOG_LINES_MAX = 5000
 
 
@@ -71,9 +69,9 @@ class _Encoded:
 
 
 class Dashboard:
-    def __init__(self, hive: Hive, closing: anyio.Event) -> None:
-        self.hive = hive
-        self.views = Views(hive)
+    def __init__(self, ops: Operations, closing: anyio.Event) -> None:
+        self.ops = ops
+        self.views = Views(ops)
         self.templates = Templates()
         self.closing = closing
         self.encode = _Encoded()
@@ -100,11 +98,11 @@ class Dashboard:
         )
 
     async def logs_page(self, request: Request) -> Response:
-        names = await self._names()
+        names = await self.ops.agent_names()
         chosen = request.query_params.get("agent") or (names[0] if names else "")
         if chosen and chosen not in names:
             return HTMLResponse(f"no agent named {chosen!r}", 404)
-        lines = await self.hive.runtime.logs(chosen, 400) if chosen else []
+        lines = await self.ops.logs(chosen, 400) if chosen else []
         notify = await self.views.notify()
         return self.templates.response(
             request,
@@ -116,10 +114,6 @@ class Dashboard:
             notify=notify,
             events=self.event_types,
         )
-
-    async def _names(self) -> list[str]:
-        applied = await anyio.to_thread.run_sync(self.hive.git.applied_agents)
-        return sorted(set(await self.hive.runtime.names()) | set(applied))
 
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -133,10 +127,8 @@ class Dashboard:
         # Subscribe before answering so nothing published after the page's fetch is lost.
         def stream() -> Any:
             async def chunks() -> Any:
-                with self.hive.bus.subscribe(buffer=5_000) as sub:
-                    hello = format_event(
-                        EventType.HELLO, {"applied_sha": self.hive.git.applied_head()}
-                    )
+                with self.ops.subscribe(buffer=5_000) as sub:
+                    hello = format_event(EventType.HELLO, {"applied_sha": self.ops.applied_sha()})
                     async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
                         yield chunk
 
@@ -148,9 +140,7 @@ class Dashboard:
     async def logs_api(self, request: Request) -> Response:
         name = request.path_params["name"]
         lines = query_int(request, "lines", 400, most=LOG_LINES_MAX)
-        if name not in await self._names():
-            return JSONResponse({"error": f"no agent {name!r}"}, 404)
-        return JSONResponse({"lines": await self.hive.runtime.logs(name, lines)})
+        return JSONResponse({"lines": await self.ops.logs(name, lines)})
 
     # --- actions ---------------------------------------------------------------------
 
@@ -160,23 +150,22 @@ class Dashboard:
         if verb not in VERBS:
             raise BadRequestError(f"unknown action {verb!r}; use one of {', '.join(VERBS)}")
         if verb == "rebuild":
-            args = admin.OptionalNameArgs(name=name)
-            queued = await admin.reconcile(admin.HostSession(self.hive), args)
-            return JSONResponse({"ok": True, **queued})
-        row = await admin.lifecycle(self.hive, name, verb)
-        return JSONResponse({"ok": True, "agent": row})
+            queued = await self.ops.reconcile(name)
+            return ValuesResponse({"ok": True, "queued": queued.queued})
+        row = await self.ops.lifecycle(name, verb)
+        return ValuesResponse({"ok": True, "agent": row})
 
     @action
     async def approve(self, request: Request) -> Response:
         approval_id = request.path_params["id"]
-        approval = await self.hive.approvals.approve(approval_id, approver="operator")
+        approval = await self.ops.approve(approval_id)
         return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def deny(self, request: Request) -> Response:
         approval_id = request.path_params["id"]
         reason = text_field(await read_json(request), "reason", required=False, limit=4000)
-        approval = await self.hive.approvals.deny(approval_id, reason.strip())
+        approval = await self.ops.deny(approval_id, reason)
         return ValuesResponse({"ok": True, "approval": approval})
 
     @action
@@ -189,32 +178,32 @@ class Dashboard:
                 raise BadRequestError("answer must be text or a list of options")
         elif not isinstance(answer, str):
             raise BadRequestError("answer must be text or a list of options")
-        question = await self.hive.questions.answer(question_id, answer)
+        question = await self.ops.answer(question_id, answer)
         return ValuesResponse({"ok": True, "question": question})
 
     @action
     async def cancel_question(self, request: Request) -> Response:
         question_id = request.path_params["id"]
-        question = await self.hive.questions.cancel(question_id)
+        question = await self.ops.cancel_question(question_id)
         return ValuesResponse({"ok": True, "question": question})
 
     @action
     async def send(self, request: Request) -> Response:
         data = await read_json(request)
-        to = check_recipient(self.hive, text_field(data, "to", limit=64).strip())
-        message = await self.hive.broker.send(OPERATOR, to, text_field(data, "body"))
-        return JSONResponse({"ok": True, "id": message.id})
+        to = text_field(data, "to", limit=64).strip()
+        sent = await self.ops.send(OPERATOR, to, text_field(data, "body"))
+        return JSONResponse({"ok": True, "id": sent.id})
 
 
 def create_dashboard(
-    hive: Hive,
+    ops: Operations,
     *,
     token: str | None = None,
     loopback: bool = True,
     closing: anyio.Event | None = None,
 ) -> Guard:
     """The dashboard app behind its guard."""
-    d = Dashboard(hive, closing or anyio.Event())
+    d = Dashboard(ops, closing or anyio.Event())
     app = Starlette(
         routes=[
             Route("/", d.index),
@@ -236,9 +225,10 @@ def create_dashboard(
 
 
 async def serve_dashboard(
-    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ops: Operations, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the dashboard on `settings.dashboard`; the port lands in `hive.dashboard_port`."""
+    hive = ops.hive
     host, port = parse_address(hive.settings.dashboard)
     token = hive.settings.environ.get("HIVE_DASHBOARD_TOKEN") or None
     loopback = is_loopback(host)
@@ -249,7 +239,7 @@ async def serve_dashboard(
             host,
         )
     closing = anyio.Event()
-    app = create_dashboard(hive, token=token, loopback=loopback, closing=closing)
+    app = create_dashboard(ops, token=token, loopback=loopback, closing=closing)
 
     def bound(port: int) -> None:
         hive.dashboard_port = port
