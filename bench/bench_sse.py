@@ -38,6 +38,7 @@ async def serve(port_file: Path) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
     hive = Hive(Settings.from_env({}, state_dir=root / "state", runtime_dir=root / "run"))
+    await hive.load_applied()
     app = create_dashboard(Operations(hive))
 
     def bound(port: int) -> None:

@@ -3,7 +3,7 @@
 An approval is bound to one sha. Approving re-plans against applied `main` as it is now
 (another approval may have landed since the card was drawn): errors or a conflict fail
 the approval with the reason and leave applied `main` untouched. The merge itself is a
-compare-and-swap (`gitstore.plan.approve_merge`), serialised here by a lock so two
+compare-and-swap (`GitStore.approve`), serialised here by a lock so two
 operators clicking at once get two clean merges, never a lost one.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
@@ -19,8 +19,9 @@ from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 from controller.values import Approval
-from gitstore.plan import Action, NameCheck, Plan, PlanStep, approve_merge, compute_plan
-from gitstore.repos import GitStore, GitStoreError
+from gitstore.errors import GitStoreError
+from gitstore.plan import Action, NameCheck, Plan, PlanStep
+from gitstore.store import GitStore
 from reconcilers.proposals import PendingApproval
 
 __all__ = ["STATUSES", "ApprovalBook"]
@@ -63,7 +64,7 @@ class ApprovalBook:
         store: Store,
         bus: Bus,
         git: GitStore,
-        on_applied: Callable[[str, str], None],
+        on_applied: Callable[[str, str], Awaitable[None]],
         name_problem: NameCheck | None = None,
     ) -> None:
         self.store = store
@@ -205,22 +206,16 @@ class ApprovalBook:
         async with self._merge_lock:
             approval = await self._pending_one(approval_id)
             sha = approval.sha
-            plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
+            plan = await self.git.plan(sha, self.name_problem)
             if plan.errors:
                 failed = await self._decide(
                     approval_id, "failed", reason="; ".join(plan.errors), approver=approver
                 )
                 raise InvalidError(f"approval #{approval_id} failed: {failed.reason}")
-            old = await anyio.to_thread.run_sync(self.git.applied_head)
             try:
-                new = await anyio.to_thread.run_sync(
-                    lambda: approve_merge(
-                        self.git,
-                        sha,
-                        expected_base=plan.base,
-                        approval_id=approval_id,
-                        approver=approver,
-                    )
+                # The compare-and-swap on plan.base makes it the head we moved from.
+                new = await self.git.approve(
+                    sha, expected_base=plan.base, approval_id=approval_id, approver=approver
                 )
             except GitStoreError as exc:
                 await self._decide(approval_id, "failed", reason=str(exc), approver=approver)
@@ -228,7 +223,8 @@ class ApprovalBook:
             approval = await self._decide(
                 approval_id, "approved", applied_sha=new, approver=approver, plan=_plan_json(plan)
             )
-        self.on_applied(old, new)
+            # Still under the merge lock, so moves are reported in the order they happened.
+            await self.on_applied(plan.base, new)
         return approval
 
     async def deny(

@@ -21,8 +21,7 @@ from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.events import EventType
 from controller.hive import PROPOSALS, Hive
 from controller.values import Approval
-from gitstore.commits import commit_files, point_branch
-from gitstore.repos import GitStoreError
+from gitstore.errors import GitStoreError
 from gitstore.spec import AgentSpec, InvalidNameError, check_name
 
 __all__ = ["APPROVAL_WAIT", "ChangeRequests"]
@@ -50,14 +49,11 @@ class ChangeRequests:
             raise ConflictError(f"agent {name} exists already")
         toml = tomli_w.dumps(spec.model_dump(include={"description", "model"}, exclude_none=True))
         tomllib.loads(toml)  # what the agents reconciler will read back
-        sha = await anyio.to_thread.run_sync(
-            lambda: commit_files(
-                hive.git,
-                f"spawn/{name}",
-                {f"agents/{name}/agent.toml": toml.encode()},
-                f"spawn {name}\n\n{description}".strip(),
-                (requester, f"{requester}@hive"),
-            )
+        sha = await hive.git.commit_files(
+            f"spawn/{name}",
+            {f"agents/{name}/agent.toml": toml.encode()},
+            f"spawn {name}\n\n{description}".strip(),
+            (requester, f"{requester}@hive"),
         )
         return await self._approval_for(f"refs/heads/spawn/{name}", sha)
 
@@ -65,18 +61,16 @@ class ChangeRequests:
         """Ask the operator to apply a commit the manager pushed to the proposed repo."""
         hive = self.hive
         try:
-            commit = hive.git.commit(hive.git.proposed, sha)
+            full = await hive.git.resolve_proposed(sha)
         except GitStoreError as exc:
             raise NotFoundError(f"{sha} is not in the proposed repo; push it first") from exc
-        full = str(commit.id)
-        if hive.git.is_applied(full):
+        if await hive.git.is_applied(full):
             raise ConflictError(f"{full[:12]} is already applied")
-        heads = {v: k for k, v in hive.git.proposed_heads().items()}
+        heads = {v: k for k, v in (await hive.git.proposed_heads()).items()}
         ref = heads.get(full)
         if ref is None:
             ref = f"refs/heads/request/{full[:12]}"
-            branch = ref.removeprefix("refs/heads/")
-            await anyio.to_thread.run_sync(point_branch, hive.git, branch, full)
+            await hive.git.point_branch(ref.removeprefix("refs/heads/"), full)
         approval = await self._approval_for(ref, full)
         if note:
             approval = await hive.approvals.set_note(approval.id, note)

@@ -13,7 +13,10 @@ socket (plus what later components add). Triggers only *queue keys*:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -27,7 +30,8 @@ from controller.questions import Questions
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
-from gitstore.repos import GitStore
+from gitstore.store import GitStore
+from gitstore.tree import AgentTree
 from gitstore.watch import serve_ref_watcher
 from reconcilers.agents import AgentsReconciler, CrashPolicy
 from reconcilers.layout import Layout
@@ -36,10 +40,27 @@ from reconcilers.proposals import ProposalsReconciler
 from reconcilers.queue import Backoff, Result, WorkQueue
 from reconcilers.runtime import ContainerState, Runtime
 
-__all__ = ["PROPOSALS", "Hive"]
+__all__ = ["PROPOSALS", "Applied", "Hive"]
 
 log = logging.getLogger(__name__)
 PROPOSALS = "proposals"
+AGENT_TREE_CACHE = 1024
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Applied `main` as hive-c0re last saw it move: its sha and `{name: subtree oid}`.
+
+    Only hive-c0re moves applied `main`, so this cache is exact between moves, and the
+    hot readers (`status`, who may be messaged, the dashboard) need no git at all."""
+
+    sha: str
+    revs: Mapping[str, str]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, sha: str, revs: Mapping[str, str]) -> Applied:
+        return cls(sha, MappingProxyType(dict(revs)), frozenset(revs))
 
 
 class Hive:
@@ -52,10 +73,11 @@ class Hive:
         self.store = Store(settings.state_dir / "hive.sqlite")
         self.git = GitStore(settings.state_dir)
         self.records = StoreRecords(self.store, self.bus)
-        # Who may be messaged is asked on every send; only approve changes it.
-        self.applied_names = frozenset(
-            self.git.agent_revs(self.git.applied, self.git.applied_head())
-        )
+        # Read at the start of `serve()` (`load_applied`), then kept by `applied_moved`.
+        self.applied = Applied.of("", {})
+        self._applied_lock = anyio.Lock()
+        # (name, subtree oid) -> parsed agent: a rev's content never changes.
+        self._agent_trees: OrderedDict[tuple[str, str], AgentTree] = OrderedDict()
         self.runtime: Runtime = runtime or self._make_runtime()
         self.approvals = ApprovalBook(
             self.store, self.bus, self.git, self.applied_moved, self.runtime.name_problem
@@ -113,20 +135,51 @@ class Hive:
     def proposals_changed(self, reason: str) -> None:
         self.proposal_queue.add(PROPOSALS)
 
-    def applied_moved(self, old: str, new: str) -> None:
-        before = self.git.agent_revs(self.git.applied, old)
-        after = self.git.agent_revs(self.git.applied, new)
-        changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
-        self.applied_names = frozenset(after)
-        self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
-        for name in changed:
-            self.agent_queue.add(name)
+    @property
+    def applied_names(self) -> frozenset[str]:
+        """Who may be messaged (asked on every send): the agents of applied `main`."""
+        return self.applied.names
+
+    async def load_applied(self) -> Applied:
+        """Read applied `main` into the cache (at start; `applied_moved` keeps it)."""
+        async with self._applied_lock:
+            sha, revs = await self.git.applied_state()
+            self.applied = Applied.of(sha, revs)
+            return self.applied
+
+    async def applied_agent(self, name: str) -> AgentTree | None:
+        """One agent of the cached applied `main`, parsed; git only for an unseen rev."""
+        applied = self.applied
+        rev = applied.revs.get(name)
+        if rev is None:
+            return None
+        key = (name, rev)
+        found = self._agent_trees.get(key)
+        if found is None:
+            found = await self.git.applied_agent(name, applied.sha)
+            if found is None:
+                return None
+            self._agent_trees[key] = found
+            while len(self._agent_trees) > AGENT_TREE_CACHE:
+                self._agent_trees.popitem(last=False)
+        else:
+            self._agent_trees.move_to_end(key)
+        return found
+
+    async def applied_moved(self, old: str, new: str) -> None:
+        async with self._applied_lock:
+            known = self.applied
+            before = known.revs if known.sha == old else await self.git.applied_revs(old)
+            after = await self.git.applied_revs(new)
+            self.applied = Applied.of(new, after)
+            changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+            self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
+            for name in changed:
+                self.agent_queue.add(name)
 
     async def resync(self) -> list[str]:
         """Queue every agent that drifted from its desired state; returns their names."""
-        desired = await anyio.to_thread.run_sync(
-            lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
-        )
+        desired = await self.git.applied_revs()
         statuses = await self.records.statuses()
         names = set(desired) | set(statuses) | set(await self.runtime.names())
         drifted = []
@@ -153,10 +206,7 @@ class Hive:
             self.agents.forgive(name)
             self.agent_queue.add(name)
             return [name]
-        desired = await anyio.to_thread.run_sync(
-            lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
-        )
-        names = sorted(set(desired) | set(await self.runtime.names()))
+        names = sorted(self.applied.names | set(await self.runtime.names()))
         for n in names:
             self.agents.forgive(n)
             self.agent_queue.add(n)
@@ -176,6 +226,7 @@ class Hive:
 
     async def serve(self, *, task_status: TaskStatus[Hive] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
+            await self.load_applied()
             async with anyio.create_task_group() as tg:
                 serve_runtime = getattr(self.runtime, "serve", None)
                 if serve_runtime is not None:

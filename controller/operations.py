@@ -13,11 +13,9 @@ What proposes a change to the desired state (spawn, apply a commit) is in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
-
-import anyio
 
 from controller.broker import OPERATOR
 from controller.bus import Subscription
@@ -37,8 +35,9 @@ from controller.values import (
     Status,
 )
 from controller.version import VERSION
-from gitstore.repos import AgentTree
+from gitstore.diff import ApprovalDiff
 from gitstore.spec import InvalidNameError, check_name, port_for, role_for
+from gitstore.tree import AgentTree
 from reconcilers.runtime import ContainerError, ContainerState
 from reconcilers.status import AgentStatus
 
@@ -66,13 +65,13 @@ class Operations:
 
     async def status(self) -> Status:
         hive = self.hive
-        head = hive.git.applied_head()
+        applied = hive.applied  # the hive's cache of applied main: no git on this path
         return Status(
             version=VERSION,
             harness_version=hive.settings.harness_version,
             runtime=hive.runtime.name,
-            applied_sha=head,
-            agents=len(hive.applied_names),
+            applied_sha=applied.sha,
+            agents=len(applied.revs),
             pending_approvals=await hive.approvals.count_pending(),
         )
 
@@ -81,7 +80,7 @@ class Operations:
         return Repos(proposed=str(git.proposed_path), applied=str(git.applied_path))
 
     def applied_sha(self) -> str:
-        return self.hive.git.applied_head()
+        return self.hive.applied.sha
 
     @contextmanager
     def subscribe(self, buffer: int = 10_000) -> Iterator[Subscription]:
@@ -101,7 +100,7 @@ class Operations:
 
     async def agents(self) -> list[AgentRow]:
         hive = self.hive
-        desired = await anyio.to_thread.run_sync(hive.git.applied_agents)
+        desired = await hive.git.applied_agents(hive.applied.sha or None)
         statuses = await hive.records.statuses()
         holds = await hive.records.holds()
         return [
@@ -111,7 +110,7 @@ class Operations:
 
     async def agent(self, name: str) -> AgentRow:
         hive = self.hive
-        desired = await anyio.to_thread.run_sync(hive.git.applied_agent, name)
+        desired = await hive.applied_agent(name)
         status = await hive.records.status(name)
         return await self._row(name, desired, status, await hive.records.hold(name))
 
@@ -174,7 +173,7 @@ class Operations:
                 )
                 await hive.runtime.stop(name)
             else:
-                desired = await anyio.to_thread.run_sync(hive.git.applied_agent, name)
+                desired = await hive.applied_agent(name)
                 if desired is not None and desired.spec is not None and not desired.spec.enabled:
                     raise ConflictError(
                         f"{name} is disabled in its agent.toml; enable it by a "
@@ -218,15 +217,16 @@ class Operations:
         """Reconcile runs, newest first, of one agent or all."""
         return list(await self.hive.records.runs(name, limit))
 
-    async def desired_revs(self) -> dict[str, str]:
+    def desired_revs(self) -> dict[str, str]:
         """`{name: subtree oid}` of every agent at applied main."""
-        git = self.hive.git
-        return await anyio.to_thread.run_sync(
-            lambda: git.agent_revs(git.applied, git.applied_head())
-        )
+        return dict(self.hive.applied.revs)
 
     async def proposed_heads(self) -> dict[str, str]:
-        return await anyio.to_thread.run_sync(self.hive.git.proposed_heads)
+        return await self.hive.git.proposed_heads()
+
+    async def approval_diffs(self, pairs: Sequence[tuple[str, str]]) -> Sequence[ApprovalDiff]:
+        """What each `(base, sha)` changes, as the dashboard shows it on a card."""
+        return await self.hive.git.approval_diffs(pairs)
 
     async def report_turn(self, name: str, turn: JSONObject) -> None:
         """A harness reported its turn state (idle / thinking / offline)."""
@@ -237,7 +237,7 @@ class Operations:
     async def identity(self, name: str) -> Identity:
         """Who the agent is and how its harness runs it (asked at every turn)."""
         hive = self.hive
-        desired = await anyio.to_thread.run_sync(hive.git.applied_agent, name)
+        desired = await hive.applied_agent(name)
         spec = desired.spec if desired is not None else None
         prompt = desired.files.get("prompt.md", b"").decode("utf-8", "replace") if desired else ""
         return Identity(

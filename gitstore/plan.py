@@ -5,6 +5,9 @@ computed against the *merge result* (what applied `main` would become), not agai
 proposed tree alone, so a branch cut from an old `main` does not plan to destroy agents
 added since. The same merge is what `approve` writes, with a compare-and-swap on applied
 `main`: an approval computed against one head can never overwrite another's work.
+
+Blocking helpers over pygit2 repositories; `gitstore.store.GitStore` calls them in a
+worker thread under its lock and mirrors applied `main` around them.
 """
 
 from __future__ import annotations
@@ -17,40 +20,15 @@ from dataclasses import dataclass
 
 import pygit2
 
-from gitstore.repos import (
-    APPLIED_MIRROR,
-    MAIN,
-    AgentTree,
-    GitStore,
-    GitStoreError,
-    _signature,
-    agent_in,
-    copy_objects,
-    ref_target,
-    tree_revs,
-)
+from gitstore.errors import GitStoreError, MergeConflictError, RefMovedError
+from gitstore.repos import APPLIED_MIRROR, MAIN, copy_objects, lookup_commit, ref_target, signature
 from gitstore.spec import MANAGER, port_for
+from gitstore.tree import AgentTree, agent_in, tree_revs
 
-__all__ = [
-    "Action",
-    "MergeConflictError",
-    "Plan",
-    "PlanStep",
-    "RefMovedError",
-    "approve_merge",
-    "compute_plan",
-]
+__all__ = ["Action", "NameCheck", "Plan", "PlanStep", "approve_merge", "compute_plan"]
 
 
 NameCheck = Callable[[str], str | None]
-
-
-class MergeConflictError(GitStoreError):
-    """Raised when the proposed sha does not merge cleanly into applied `main`."""
-
-
-class RefMovedError(GitStoreError):
-    """Raised when applied `main` is no longer where the caller expected it."""
 
 
 class Action(enum.StrEnum):
@@ -80,11 +58,11 @@ class Plan:
 
 
 def _merged_tree(
-    store: GitStore, repo: pygit2.Repository, base: pygit2.Oid, sha: pygit2.Oid
+    repo: pygit2.Repository, base: pygit2.Oid, sha: pygit2.Oid
 ) -> tuple[pygit2.Tree, bool]:
     """The tree applied `main` would have after merging; raises on conflict."""
     if base == sha or repo.descendant_of(sha, base):
-        return store.commit(repo, str(sha)).tree, True
+        return lookup_commit(repo, str(sha)).tree, True
     index = repo.merge_commits(base, sha)
     if index.conflicts is not None:
         paths = sorted(
@@ -134,25 +112,23 @@ def _validate(
     return errors
 
 
-def compute_plan(store: GitStore, sha: str, name_problem: NameCheck | None = None) -> Plan:
-    """The plan and validation errors for merging `sha` (a proposed commit)."""
-    with store.lock:
-        store.mirror_applied()
-        repo = store.proposed
-        commit = store.commit(repo, sha)
-        base = ref_target(repo, APPLIED_MIRROR)
-        try:
-            tree, ff = _merged_tree(store, repo, base, commit.id)
-        except MergeConflictError as exc:
-            return Plan(sha=sha, base=str(base), steps=(), errors=(str(exc),), fast_forward=False)
-        current = tree_revs(store.commit(repo, str(base)).tree)
-        target = tree_revs(tree)
-        changed_specs: dict[str, AgentTree] = {}
-        for name, rev in target.items():
-            if current.get(name) != rev:
-                parsed = agent_in(tree, name)
-                assert parsed is not None
-                changed_specs[name] = parsed
+def compute_plan(repo: pygit2.Repository, sha: str, name_problem: NameCheck | None = None) -> Plan:
+    """The plan and validation errors for merging `sha`, a commit of the proposed `repo`,
+    into applied `main` as mirrored there (the caller mirrors it first)."""
+    commit = lookup_commit(repo, sha)
+    base = ref_target(repo, APPLIED_MIRROR)
+    try:
+        tree, ff = _merged_tree(repo, base, commit.id)
+    except MergeConflictError as exc:
+        return Plan(sha=sha, base=str(base), steps=(), errors=(str(exc),), fast_forward=False)
+    current = tree_revs(lookup_commit(repo, str(base)).tree)
+    target = tree_revs(tree)
+    changed_specs: dict[str, AgentTree] = {}
+    for name, rev in target.items():
+        if current.get(name) != rev:
+            parsed = agent_in(tree, name)
+            assert parsed is not None
+            changed_specs[name] = parsed
     steps: list[PlanStep] = []
     for name in sorted(set(current) | set(target)):
         if name not in target:
@@ -190,18 +166,24 @@ class _RefLock:
 
 
 def approve_merge(
-    store: GitStore, sha: str, *, expected_base: str | None, approval_id: int, approver: str
+    applied: pygit2.Repository,
+    proposed: pygit2.Repository,
+    sha: str,
+    *,
+    expected_base: str | None,
+    approval_id: int,
+    approver: str,
 ) -> str:
-    """Merge exactly `sha` into applied `main`; returns the new applied sha.
+    """Merge exactly `sha` (a proposed commit) into applied `main`; returns the new sha.
 
     Fast-forward when `sha` descends from `main`, else a merge commit recording the
     approval. The ref moves only if `main` still equals `expected_base` (when given) and
     nobody moved it while we merged: a compare-and-swap under an exclusive lock.
     """
-    with store.lock, _RefLock(os.path.join(store.applied_path, "hive-main.lock")):
-        repo = store.applied
-        oid = pygit2.Oid(hex=sha)
-        copy_objects(store.proposed, repo, oid)
+    with _RefLock(os.path.join(applied.path, "hive-main.lock")):
+        repo = applied
+        oid = lookup_commit(proposed, sha).id
+        copy_objects(proposed, repo, oid)
         ref = repo.references[MAIN]
         base = ref_target(repo, MAIN)
         if expected_base is not None and str(base) != expected_base:
@@ -211,7 +193,7 @@ def approve_merge(
             )
         if base == oid or repo.descendant_of(base, oid):
             raise GitStoreError(f"{sha[:12]} is already applied")
-        tree, ff = _merged_tree(store, repo, base, oid)
+        tree, ff = _merged_tree(repo, base, oid)
         if ff:
             new = oid
         else:
@@ -219,9 +201,6 @@ def approve_merge(
                 f"hive: apply approval #{approval_id}\n\n"
                 f"Approval: {approval_id}\nApproved-by: {approver}\nProposed-sha: {sha}\n"
             )
-            new = repo.create_commit(
-                None, _signature(), _signature(), message, tree.id, [base, oid]
-            )
+            new = repo.create_commit(None, signature(), signature(), message, tree.id, [base, oid])
         ref.set_target(new, f"hive: approval #{approval_id} by {approver}")
-        store.mirror_applied()
         return str(new)

@@ -5,7 +5,7 @@ them agree. One pending approval per branch head not contained in applied `main`
 newer head on the same branch supersedes the older pending approval (an approval is
 bound to its sha); a deleted branch supersedes its pending approval; a pending approval
 whose sha is already applied (hive-c0re died between merging and recording) is recovered
-as approved. Plans are computed in a worker thread (pygit2 is blocking).
+as approved. Every git read is a `GitStore` call (a worker-thread hop each).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import anyio
-
-from gitstore.plan import NameCheck, Plan, compute_plan
-from gitstore.repos import GitStore
+from gitstore.plan import NameCheck, Plan
+from gitstore.store import GitStore
 
 __all__ = ["Approvals", "PendingApproval", "ProposalsReconciler", "kind_of"]
 
@@ -60,14 +58,12 @@ class ProposalsReconciler:
 
     async def reconcile(self) -> None:
         pending = {p.ref: p for p in await self.approvals.pending()}
-
-        def read() -> tuple[dict[str, str], set[str], str]:
-            # One worker-thread hop for every git read of the pass.
-            heads = self.git.proposed_heads()
-            shas = set(heads.values()) | {p.sha for p in pending.values()}
-            return heads, {sha for sha in shas if self.git.is_applied(sha)}, self.git.applied_head()
-
-        heads, applied, applied_head = await anyio.to_thread.run_sync(read)
+        heads = await self.git.proposed_heads()
+        applied = await self.git.applied_among(
+            set(heads.values()) | {p.sha for p in pending.values()}
+        )
+        recovering = any(p.sha in applied for p in pending.values())
+        applied_head = await self.git.applied_head() if recovering else ""
         for approval in pending.values():
             if approval.sha in applied:
                 await self.approvals.recover(approval.id, applied_head)
@@ -86,17 +82,15 @@ class ProposalsReconciler:
                 await self.open_approval(ref, sha, pending.get(ref))
 
     async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
-        def read() -> tuple[Plan, str, str]:
-            return compute_plan(self.git, sha, self.name_problem), *self._describe(sha)
-
-        plan, summary, author = await anyio.to_thread.run_sync(read)
+        plan = await self.git.plan(sha, self.name_problem)
+        commit = await self.git.describe(sha)
         if pending is not None:
             await self.approvals.supersede(pending.id, f"{ref} moved to {sha[:12]}")
         await self.approvals.open(
-            kind=kind_of(ref), ref=ref, sha=sha, plan=plan, summary=summary, author=author
+            kind=kind_of(ref),
+            ref=ref,
+            sha=sha,
+            plan=plan,
+            summary=commit.summary,
+            author=commit.author,
         )
-
-    def _describe(self, sha: str) -> tuple[str, str]:
-        commit = self.git.commit(self.git.proposed, sha)
-        summary = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
-        return summary, f"{commit.author.name} <{commit.author.email}>"

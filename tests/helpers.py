@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import anyio
 from controller.hive import Hive
 from controller.protocol import Client, connect_client
 from controller.settings import Settings
+from gitstore.store import GitStore
 from hyperhive.daemon import build_hive
 
 FAKE_HARNESS = Path(__file__).parent / "fakes" / "sleeper.py"
@@ -158,3 +160,24 @@ async def stop_agents(hive: Hive, limit: int = 16) -> int:
         for name in names:
             tg.start_soon(stop, name)
     return len(names)
+
+
+@contextmanager
+def holding_git_lock(store: GitStore) -> Iterator[threading.Event]:
+    """Another thread holds the store's lock (as a slow git operation would) until the
+    returned event is set."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:  # the lock every hop takes; what a slow operation holds
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+        yield release
+    finally:
+        release.set()
+        thread.join()

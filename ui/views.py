@@ -12,8 +12,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
 from controller.events import EventType
 from controller.operations import Operations
 from controller.values import AgentRow, Approval
@@ -50,7 +48,7 @@ class Card:
 class Views:
     def __init__(self, ops: Operations) -> None:
         self.ops = ops
-        self.diffs = DiffCache(ops.repos().proposed)
+        self.diffs = DiffCache(ops)
 
     async def agents(self, host: str) -> dict[str, Any]:
         rows = await self.ops.agents()
@@ -79,12 +77,11 @@ class Views:
         recent = await self.ops.approvals(None, limit=HISTORY_ROWS + total_pending)
         decided = [a for a in recent if a.status != "pending"][:HISTORY_ROWS]
 
-        def diffs() -> list[ApprovalDiff]:
-            return [self.diffs.get(a.base, a.sha) for a in pending]
-
         cards = [
             Card(approval, diff)
-            for approval, diff in zip(pending, await anyio.to_thread.run_sync(diffs), strict=True)
+            for approval, diff in zip(
+                pending, await self.diffs.get_many([(a.base, a.sha) for a in pending]), strict=True
+            )
         ]
         return {"pending": cards, "total_pending": total_pending, "decided": decided}
 
@@ -95,7 +92,7 @@ class Views:
 
     async def messages(self) -> dict[str, Any]:
         rows = await self.ops.messages(None, MESSAGE_ROWS)
-        names = await self.ops.desired_revs()
+        names = self.ops.desired_revs()
         return {
             "messages": rows,
             "graph": talk_graph(names, await self.ops.traffic()),
@@ -121,7 +118,7 @@ class Views:
         for run in runs:
             if len(by_agent[str(run["name"])]) < RUNS_PER_AGENT:
                 by_agent[str(run["name"])].append(run)
-        desired = await self.ops.desired_revs()
+        desired = self.ops.desired_revs()
         names = sorted(set(desired) | set(statuses))
         longest = max((float(str(r["duration_ms"])) for r in runs), default=1.0) or 1.0
         rows = [

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from gitstore.plan import approve_merge
-from gitstore.repos import GitStore
+from gitstore.store import GitStore
 from tests.helpers import Clone
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,7 +164,9 @@ def test_an_approval_merged_before_a_crash_is_recovered_as_approved(
     daemon.kill()
     # What a crash between the merge and the sqlite write leaves behind.
     store = GitStore(short_dir / "state")
-    approve_merge(store, sha, expected_base=None, approval_id=pending["id"], approver="op")
+    anyio.run(
+        lambda: store.approve(sha, expected_base=None, approval_id=pending["id"], approver="op")
+    )
     daemon.start()
     recovered = daemon.wait(
         lambda: [a for a in daemon.json("approvals", "--all") if a["status"] == "approved"]
