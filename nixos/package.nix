@@ -20,6 +20,7 @@ let
     uvicorn
     jinja2
     python-multipart
+    tomli-w
   ];
 in
 python.pkgs.buildPythonApplication {
