@@ -15,6 +15,7 @@ from controller.hive import Hive
 from controller.operations import Operations
 from controller.settings import Settings
 from controller.sockets import serve_socket
+from reconcilers.runtime import Runtime
 from ui.dashboard import serve_dashboard
 
 __all__ = ["build_hive", "run_daemon"]
@@ -22,9 +23,10 @@ __all__ = ["build_hive", "run_daemon"]
 log = logging.getLogger(__name__)
 
 
-def build_hive(settings: Settings) -> Hive:
-    """The hive with every component the daemon serves."""
-    hive = Hive(settings)
+def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
+    """The hive with every component the daemon serves (on `runtime`, else the one the
+    settings name)."""
+    hive = Hive(settings, runtime)
     ops = Operations(hive)
 
     async def host_socket(tg: anyio.abc.TaskGroup) -> None:
