@@ -20,7 +20,6 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic_core import to_jsonable_python
 
 __all__ = ["Event", "Fanout", "Subscription"]
 
@@ -41,6 +40,10 @@ class Event:
     def as_json(self) -> dict[str, Any]:
         """The event as JSON types: the values it carries are encoded here, on use, so
         publishing stays free for events nobody reads."""
+        # Imported here: the harness's live stream never encodes values this way, and
+        # pydantic_core would add ~4 MB to every harness.
+        from pydantic_core import to_jsonable_python
+
         data = to_jsonable_python(self.data, fallback=str)
         return {"id": self.id, "type": str(self.type), "ts": self.ts, **data}
 

@@ -10,6 +10,8 @@ left out, because they never run.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +148,16 @@ def test_the_walk_sees_lazy_imports_and_skips_type_checking_ones(tmp_path: Path)
     }
     assert "from ui import dashboard" in found
     assert "import ui.views" not in found
+
+
+def test_the_harness_loop_and_page_load_no_pydantic() -> None:
+    """pydantic (~12 MB, ~60 ms) is the MCP server's, not the turn loop's or the page's:
+    the shared modules (protocol, fan-out) import its encoder only where they use it."""
+    probe = (
+        "import sys, hyperhive.harness, harness.agent, ui.agent_page; "
+        "print(sorted(m for m in sys.modules if m.startswith('pydantic')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    assert loaded == "[]"
