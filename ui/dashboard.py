@@ -10,7 +10,6 @@ commands are.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -32,8 +31,8 @@ from ui.http import (
 )
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
-from ui.sse import bus_stream, format_event, sse_response
-from ui.templating import Templates, static_files
+from ui.sse import PING_SECONDS, format_event, sse_response
+from ui.templating import NO_STORE, create_templates, static_files
 from ui.views import REGIONS, Views, event_script_data
 
 __all__ = ["create_dashboard", "serve_dashboard"]
@@ -69,11 +68,12 @@ class _Encoded:
 
 
 class Dashboard:
-    def __init__(self, ops: Operations, closing: anyio.Event) -> None:
+    def __init__(self, ops: Operations, closing: anyio.Event, ping: float = PING_SECONDS) -> None:
         self.ops = ops
         self.views = Views(ops)
-        self.templates = Templates()
+        self.templates = create_templates()
         self.closing = closing
+        self.ping = ping
         self.encode = _Encoded()
         self.event_types = event_script_data()
 
@@ -81,20 +81,26 @@ class Dashboard:
 
     async def index(self, request: Request) -> Response:
         context = await self.views.page(_host(request))
-        return self.templates.response(
-            request, "dashboard.html", page="dashboard", events=self.event_types, **context
+        return self.templates.TemplateResponse(
+            request,
+            "dashboard.html",
+            {"page": "dashboard", "events": self.event_types, **context},
+            headers=NO_STORE,
         )
 
     async def reconcile_page(self, request: Request) -> Response:
         context = await self.views.region("reconcile", _host(request))
         notify = await self.views.notify()
-        return self.templates.response(
+        return self.templates.TemplateResponse(
             request,
             "reconcile.html",
-            page="reconcile",
-            reconcile=context,
-            notify=notify,
-            events=self.event_types,
+            {
+                "page": "reconcile",
+                "reconcile": context,
+                "notify": notify,
+                "events": self.event_types,
+            },
+            headers=NO_STORE,
         )
 
     async def logs_page(self, request: Request) -> Response:
@@ -104,37 +110,34 @@ class Dashboard:
             return HTMLResponse(f"no agent named {chosen!r}", 404)
         lines = await self.ops.logs(chosen, 400) if chosen else []
         notify = await self.views.notify()
-        return self.templates.response(
-            request,
-            "logs.html",
-            page="logs",
-            names=names,
-            agent=chosen,
-            lines=lines,
-            notify=notify,
-            events=self.event_types,
-        )
+        context = {
+            "page": "logs",
+            "names": names,
+            "agent": chosen,
+            "lines": lines,
+            "notify": notify,
+            "events": self.event_types,
+        }
+        return self.templates.TemplateResponse(request, "logs.html", context, headers=NO_STORE)
 
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in REGIONS:
             return HTMLResponse(f"no region {name!r}", 404)
         context = await self.views.region(name, _host(request))
-        html = self.templates.render(f"_{name}.html", csrf=request.state.csrf, **{name: context})
-        return HTMLResponse(html, headers={"cache-control": "no-store"})
+        return self.templates.TemplateResponse(
+            request, f"_{name}.html", {name: context}, headers=NO_STORE
+        )
 
     async def events(self, request: Request) -> Response:
-        # Subscribe before answering so nothing published after the page's fetch is lost.
-        def stream() -> Any:
-            async def chunks() -> Any:
-                with self.ops.subscribe(buffer=5_000) as sub:
-                    hello = format_event(EventType.HELLO, {"applied_sha": self.ops.applied_sha()})
-                    async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
-                        yield chunk
+        # sse_response subscribes before it asks for the greeting, so nothing published
+        # after the page's fetch is lost.
+        async def hello() -> bytes:
+            return format_event(EventType.HELLO, {"applied_sha": self.ops.applied_sha()})
 
-            return chunks()
-
-        return sse_response(stream())
+        return sse_response(
+            self.ops, self.encode, shutdown=self.closing, ping=self.ping, first=hello
+        )
 
     @action
     async def logs_api(self, request: Request) -> Response:
@@ -201,9 +204,11 @@ def create_dashboard(
     token: str | None = None,
     loopback: bool = True,
     closing: anyio.Event | None = None,
+    ping: float = PING_SECONDS,
 ) -> Guard:
-    """The dashboard app behind its guard."""
-    d = Dashboard(ops, closing or anyio.Event())
+    """The dashboard app behind its guard; `closing` ends its event streams, which ping
+    every `ping` seconds."""
+    d = Dashboard(ops, closing or anyio.Event(), ping)
     app = Starlette(
         routes=[
             Route("/", d.index),
