@@ -161,3 +161,26 @@ def test_the_harness_loop_and_page_load_no_pydantic() -> None:
         [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     assert loaded == "[]"
+
+
+# The sockets' and the dashboard's adapters, by what they serve.
+ADAPTERS = {
+    "controller.admin": "host.sock",
+    "controller.agent_api": "agent sockets",
+    "ui.dashboard": "dashboard",
+    "ui.views": "dashboard",
+}
+
+
+def test_the_adapters_go_through_the_operations_never_through_each_other() -> None:
+    """host.sock, the agent sockets and the dashboard each translate requests into calls
+    on `controller.operations`; none imports another's (the dashboard once called a host
+    socket handler)."""
+    crossing = [
+        f"{name} imports {target}"
+        for name in ADAPTERS
+        for target in sorted(imports_of(name))
+        if target in ADAPTERS and ADAPTERS[target] != ADAPTERS[name]
+    ]
+    assert crossing == []
+    assert all("controller.operations" in imports_of(name) for name in ADAPTERS)
