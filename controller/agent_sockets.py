@@ -13,7 +13,8 @@ import logging
 import anyio
 
 from controller.agent_api import AgentSession, agent_commands
-from controller.hive import Hive
+from controller.events import EventType
+from controller.operations import Operations
 from controller.sockets import serve_socket
 
 __all__ = ["serve_agent_sockets"]
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 async def serve_agent_sockets(
-    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ops: Operations, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
+    hive = ops.hive
     scopes: dict[str, anyio.CancelScope] = {}
 
     async with anyio.create_task_group() as tg:
@@ -35,13 +37,13 @@ async def serve_agent_sockets(
                     await serve_socket(
                         hive.layout.socket(name),
                         agent_commands,
-                        lambda: AgentSession(hive, name),
+                        lambda: AgentSession(ops, name),
                         task_status=task_status,
                     )
                 except OSError as exc:
                     # One agent's socket must not take the others (or the daemon) down.
                     log.error("cannot serve %s's socket: %s", name, exc)
-                    hive.bus.publish("agent.socket_failed", agent=name, error=str(exc))
+                    hive.bus.publish(EventType.AGENT_SOCKET_FAILED, agent=name, error=str(exc))
                     with contextlib.suppress(RuntimeError):  # unless it had started
                         task_status.started()
 
@@ -52,7 +54,7 @@ async def serve_agent_sockets(
             for name in sorted(set(scopes) - wanted):
                 scopes.pop(name).cancel()
 
-        with hive.bus.subscribe(types=("applied.moved",)) as sub:
+        with hive.bus.subscribe(types=(EventType.APPLIED_MOVED,)) as sub:
             await sync()
             task_status.started()
             async for _ in sub:

@@ -16,6 +16,7 @@ handed a message waits for that hand-off and then returns the message to the que
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sqlite3
@@ -26,9 +27,10 @@ from typing import Any
 
 import anyio
 
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
+from controller.values import Message
 
 __all__ = ["MAX_BODY", "MAX_WAIT", "OPERATOR", "Broker"]
 
@@ -41,9 +43,9 @@ OPERATOR = "operator"
 _COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_at"
 
 
-def message_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", "sender", "recipient", "kind", "body", "created_at", "delivered_at", "acked_at")
-    return dict(zip(keys, tuple(row), strict=True))
+def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
+    """A message from its `_COLUMNS`, in that order."""
+    return Message(*tuple(row))
 
 
 @dataclass(eq=False)
@@ -51,7 +53,7 @@ class _Waiter:
     recipient: str
     owner: int | None
     done: anyio.Event = field(default_factory=anyio.Event)
-    message: dict[str, Any] | None = None
+    message: Message | None = None
     claimed: bool = False
 
 
@@ -62,7 +64,7 @@ class _Outgoing:
     kind: str
     body: str
     done: anyio.Event = field(default_factory=anyio.Event)
-    message: dict[str, Any] | None = None
+    message: Message | None = None
     waiter: _Waiter | None = None
 
 
@@ -129,13 +131,11 @@ class Broker:
                     out.waiter.message = out.message
                     out.waiter.done.set()
                 out.done.set()
-                self.bus.publish("message.sent", message=_public(out.message))
+                self.bus.publish(EventType.MESSAGE_SENT, message=_public(out.message))
 
     # --- sending -------------------------------------------------------------------
 
-    async def send(
-        self, sender: str, recipient: str, body: str, kind: str = "message"
-    ) -> dict[str, Any]:
+    async def send(self, sender: str, recipient: str, body: str, kind: str = "message") -> Message:
         size = len(body.encode("utf-8"))
         if size > MAX_BODY:
             raise InvalidError(f"message body is {size} bytes; the limit is {MAX_BODY}")
@@ -161,7 +161,7 @@ class Broker:
                 " acked_at, lease) VALUES (?,?,?,?,?,?,?,?)",
                 (*row, waiter.owner if waiter is not None else None),
             )
-            out.message = message_dict((cur.lastrowid, *row))
+            out.message = _message((cur.lastrowid, *row))
             out.waiter = waiter
 
     def _requeue_waiter(self, waiter: _Waiter) -> None:
@@ -181,7 +181,7 @@ class Broker:
 
     # --- receiving -----------------------------------------------------------------
 
-    async def recv(self, recipient: str, wait: float, owner: int | None) -> dict[str, Any] | None:
+    async def recv(self, recipient: str, wait: float, owner: int | None) -> Message | None:
         """The oldest deliverable message, waiting up to `wait` seconds for one.
 
         With an `owner` the message is leased to it; without, it is acknowledged."""
@@ -209,14 +209,14 @@ class Broker:
 
     def _claim_or_wait(
         self, db: sqlite3.Connection, waiter: _Waiter, register: bool
-    ) -> dict[str, Any] | None:
+    ) -> Message | None:
         message = self._claim(db, waiter)
         if message is None and register:
             with self._waiters_lock:
                 self._waiters.setdefault(waiter.recipient, deque()).append(waiter)
         return message
 
-    def _claim(self, db: sqlite3.Connection, waiter: _Waiter) -> dict[str, Any] | None:
+    def _claim(self, db: sqlite3.Connection, waiter: _Waiter) -> Message | None:
         row = db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND delivered_at IS NULL "
             "ORDER BY id LIMIT 1",
@@ -230,9 +230,7 @@ class Broker:
             "UPDATE messages SET delivered_at=?, acked_at=?, lease=? WHERE id=?",
             (now, acked, waiter.owner, row["id"]),
         )
-        message = message_dict(row)
-        message["delivered_at"], message["acked_at"] = now, acked
-        return message
+        return dataclasses.replace(_message(row), delivered_at=now, acked_at=acked)
 
     def _forget(self, waiter: _Waiter) -> bool:
         """Remove a waiter that gave up; False if a sender already claimed it."""
@@ -246,7 +244,7 @@ class Broker:
 
     async def ack(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "acked_at=?", now_iso())
-        self.bus.publish("message.acked", id=message_id, recipient=recipient)
+        self.bus.publish(EventType.MESSAGE_ACKED, id=message_id, recipient=recipient)
 
     async def release(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "delivered_at=NULL, lease=NULL", None)
@@ -283,14 +281,14 @@ class Broker:
         if await self.store.call_fast(q) == 0:
             raise NotFoundError(f"message {message_id} is not leased to this connection")
 
-    async def _give_back(self, message: dict[str, Any]) -> None:
+    async def _give_back(self, message: Message) -> None:
         await self.store.call(
             lambda db: db.execute(
                 "UPDATE messages SET delivered_at=NULL, acked_at=NULL, lease=NULL WHERE id=?",
-                (message["id"],),
+                (message.id,),
             )
         )
-        await self._rehand(message["recipient"])
+        await self._rehand(message.recipient)
 
     async def release_owner(self, owner: int) -> int:
         """Return every message leased to `owner` (its connection closed)."""
@@ -310,8 +308,8 @@ class Broker:
 
     # --- reading -------------------------------------------------------------------
 
-    async def messages(self, agent: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    async def messages(self, agent: str | None = None, limit: int = 100) -> list[Message]:
+        def q(db: sqlite3.Connection) -> list[Message]:
             if agent is None:
                 rows = db.execute(
                     f"SELECT {_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (limit,)
@@ -322,20 +320,20 @@ class Broker:
                     "recipient=? ORDER BY id DESC LIMIT ?",
                     (agent, agent, limit),
                 )
-            return [message_dict(r) for r in rows]
+            return [_message(r) for r in rows]
 
         return await self.store.call(q)
 
-    async def inbox(self, recipient: str, limit: int = 100) -> list[dict[str, Any]]:
+    async def inbox(self, recipient: str, limit: int = 100) -> list[Message]:
         """Messages not yet acknowledged by `recipient`, oldest first."""
 
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[Message]:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND "
                 "acked_at IS NULL ORDER BY id LIMIT ?",
                 (recipient, limit),
             )
-            return [message_dict(r) for r in rows]
+            return [_message(r) for r in rows]
 
         return await self.store.call(q)
 
@@ -351,7 +349,8 @@ class Broker:
         return await self.store.call(q)
 
 
-def _public(message: dict[str, Any]) -> dict[str, Any]:
+def _public(message: Message) -> Message:
     """A message as events carry it: bodies are cut so one huge message cannot flood SSE."""
-    body = message["body"]
-    return {**message, "body": body if len(body) <= 4000 else body[:4000] + "…"}
+    if len(message.body) <= 4000:
+        return message
+    return dataclasses.replace(message, body=message.body[:4000] + "…")

@@ -22,7 +22,7 @@ import json
 import os
 import socket
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_result",
+    "jsonable",
     "open_transport_stream",
     "read_line",
 ]
@@ -86,8 +87,27 @@ def decode_request(line: bytes) -> Request:
     return Request(id=rid, cmd=cmd, args=args)
 
 
+def jsonable(value: object) -> JSON:
+    """The one encoder of our values (frozen dataclasses, enums, tuples) into JSON types;
+    anything else it does not know becomes its `str`."""
+    # Imported here: the harness shares this module but sends only plain JSON, and
+    # pydantic_core would add ~4 MB and ~80 ms to every harness and MCP server start.
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value, fallback=str)
+
+
+def _default(value: object) -> JSON:
+    """`json.dumps`'s hook for what it cannot encode itself. A dataclass instance is
+    handed over as its fields (json calls back for the values inside): the broker's hot
+    path then costs ~1 us per value instead of ~5 us through `jsonable`."""
+    if is_dataclass(value) and not isinstance(value, type) and hasattr(value, "__dict__"):
+        return vars(value)
+    return jsonable(value)
+
+
 def _dump(obj: Mapping[str, JSON]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+    return json.dumps(obj, separators=(",", ":"), default=_default).encode() + b"\n"
 
 
 def encode_result(rid: JSON, result: JSON) -> bytes:

@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import pytest
 
-from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.settings import Settings
 from gitstore.spec import MANAGER
+from hyperhive.daemon import build_hive
 from reconcilers.layout import Layout
 from reconcilers.proc import start_time
 from reconcilers.runtime import ContainerState
