@@ -28,7 +28,7 @@ async def _alice(hive: Hive, short_dir: Path) -> None:
     clone.add_agent("alice")
     clone.commit_push("alice")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     await wait_for(lambda: _running(hive, "alice"))
 
 

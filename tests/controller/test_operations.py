@@ -151,6 +151,7 @@ async def test_the_sockets_keep_the_contracts_json_keys(short_dir: Path) -> None
             "version",
             "harness_version",
             "runtime",
+            "sandbox",
             "applied_sha",
             "agents",
             "pending_approvals",

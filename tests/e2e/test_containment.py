@@ -58,7 +58,7 @@ async def apply_with(swarm: Swarm, **agents: str) -> None:
         clone.write(f"agents/{name}/agent.toml", f'description = "{name}"\n{extra}\n')
     clone.commit_push("agents " + " ".join(agents))
     approval = (await wait_for(lambda: swarm.hive.approvals.query("pending")))[0]
-    await swarm.hive.approvals.approve(approval["id"])
+    await swarm.hive.approvals.approve(approval.id)
     for name in agents:
         await swarm.wait_idle(name)
 

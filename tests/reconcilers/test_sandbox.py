@@ -112,7 +112,7 @@ async def _apply(hive: Hive, short_dir: Path, *names: str) -> None:
         clone.add_agent(name)
     clone.commit_push("agents")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     for name in names:
         await wait_for((hive.layout.notes_dir(name) / "probe.json").exists, timeout=20)
 
