@@ -10,6 +10,7 @@ operators clicking at once get two clean merges, never a lost one.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,8 @@ STATUSES = ("pending", "approved", "denied", "superseded", "failed")
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
+    # The claim token is approve's own business; clients see only that it is merging.
+    out["merging"] = bool(out.pop("claim"))
     out["plan"] = json.loads(out["plan"])
     out["errors"] = json.loads(out["errors"])
     return out
@@ -148,19 +151,33 @@ class ApprovalBook:
         self.bus.publish("approval.created", approval=approval)
         return int(approval["id"])
 
-    async def _decide(self, approval_id: int, status: str, **fields: str) -> dict[str, Any]:
-        def q(db: sqlite3.Connection) -> dict[str, Any]:
-            sets = ", ".join(f"{k}=?" for k in fields)
-            db.execute(
-                f"UPDATE approvals SET status=?, decided_at=?{', ' + sets if sets else ''} "
-                "WHERE id=?",
-                (status, now_iso(), *fields.values(), approval_id),
+    async def _decide(
+        self, approval_id: int, status: str, *, claim: str = "", **fields: str
+    ) -> dict[str, Any] | None:
+        """Move a pending approval to `status` in one compare-and-swap statement; None when
+        it was not pending (or someone else holds its claim). `claim` is the token of the
+        approve that holds it (an unclaimed approval has the empty claim)."""
+
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            sets = "".join(f", {k}=?" for k in fields)
+            cur = db.execute(
+                f"UPDATE approvals SET status=?, decided_at=?, claim=''{sets} "
+                "WHERE id=? AND status='pending' AND claim=?",
+                (status, now_iso(), *fields.values(), approval_id, claim),
             )
-            return _select(db, approval_id)
+            return _select(db, approval_id) if cur.rowcount else None
 
         approval = await self.store.call(q)
-        self.bus.publish(f"approval.{status}", approval=approval)
+        if approval is not None:
+            self.bus.publish(f"approval.{status}", approval=approval)
         return approval
+
+    async def _not_pending(self, approval_id: int) -> ConflictError:
+        """The conflict to raise when a decision lost its compare-and-swap."""
+        approval = await self.get(approval_id)
+        if approval["status"] == "pending":
+            return ConflictError(f"approval #{approval_id} is being approved, not pending")
+        return ConflictError(f"approval #{approval_id} is {approval['status']}, not pending")
 
     async def set_note(self, approval_id: int, note: str) -> dict[str, Any]:
         await self.store.call(
@@ -170,36 +187,77 @@ class ApprovalBook:
         self.bus.publish("approval.noted", approval=approval)
         return approval
 
-    async def supersede(self, approval_id: int, reason: str) -> None:
-        await self._decide(approval_id, "superseded", reason=reason)
+    async def supersede(self, approval_id: int, reason: str) -> bool:
+        return await self._decide(approval_id, "superseded", reason=reason) is not None
 
-    async def recover(self, approval_id: int, applied_sha: str) -> None:
-        await self._decide(
+    async def recover(self, approval_id: int, applied_sha: str) -> bool:
+        recovered = await self._decide(
             approval_id,
             "approved",
             applied_sha=applied_sha,
             approver="recovered",
             reason="found applied at start",
         )
+        return recovered is not None
 
     # --- the operator's side -------------------------------------------------------
 
-    async def _pending_one(self, approval_id: int) -> dict[str, Any]:
-        approval = await self.get(approval_id)
-        if approval["status"] != "pending":
-            raise ConflictError(f"approval #{approval_id} is {approval['status']}, not pending")
-        return approval
+    async def _claim(self, approval_id: int) -> tuple[dict[str, Any], str]:
+        """Claim a pending approval for approve (one compare-and-swap): while claimed, no
+        other decision can land on it, so a deny either wins before the merge starts or
+        loses. Returns the approval and the claim token."""
+        token = secrets.token_hex(8)
+
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            cur = db.execute(
+                "UPDATE approvals SET claim=? WHERE id=? AND status='pending' AND claim=''",
+                (token, approval_id),
+            )
+            return _select(db, approval_id) if cur.rowcount else None
+
+        approval = await self.store.call(q)
+        if approval is None:
+            raise await self._not_pending(approval_id)
+        return approval, token
+
+    async def _release(self, approval_id: int, token: str) -> None:
+        await self.store.call(
+            lambda db: db.execute(
+                "UPDATE approvals SET claim='' WHERE id=? AND claim=?", (approval_id, token)
+            )
+        )
+
+    async def _settle(
+        self, approval_id: int, token: str, status: str, **fields: str
+    ) -> dict[str, Any]:
+        settled = await self._decide(approval_id, status, claim=token, **fields)
+        # Nothing else can decide a claimed approval; losing here is a bug, not a race.
+        assert settled is not None, f"approval #{approval_id} lost its claim"
+        return settled
 
     async def approve(self, approval_id: int, approver: str = "operator") -> dict[str, Any]:
-        async with self._merge_lock:
-            approval = await self._pending_one(approval_id)
-            sha = approval["sha"]
-            plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
-            if plan.errors:
-                failed = await self._decide(
-                    approval_id, "failed", reason="; ".join(plan.errors), approver=approver
-                )
-                raise InvalidError(f"approval #{approval_id} failed: {failed['reason']}")
+        approval, token = await self._claim(approval_id)
+        try:
+            async with self._merge_lock:
+                approval, old = await self._merge(approval, token, approver)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release(approval_id, token)
+        self.on_applied(old, approval["applied_sha"])
+        return approval
+
+    async def _merge(
+        self, approval: dict[str, Any], token: str, approver: str
+    ) -> tuple[dict[str, Any], str]:
+        approval_id, sha = int(approval["id"]), str(approval["sha"])
+        plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
+        if plan.errors:
+            failed = await self._settle(
+                approval_id, token, "failed", reason="; ".join(plan.errors), approver=approver
+            )
+            raise InvalidError(f"approval #{approval_id} failed: {failed['reason']}")
+        # From here the merge and its record must agree: a cancellation waits for both.
+        with anyio.CancelScope(shield=True):
             old = await anyio.to_thread.run_sync(self.git.applied_head)
             try:
                 new = await anyio.to_thread.run_sync(
@@ -212,16 +270,22 @@ class ApprovalBook:
                     )
                 )
             except GitStoreError as exc:
-                await self._decide(approval_id, "failed", reason=str(exc), approver=approver)
+                await self._settle(approval_id, token, "failed", reason=str(exc), approver=approver)
                 raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc
-            approval = await self._decide(
-                approval_id, "approved", applied_sha=new, approver=approver, plan=_plan_json(plan)
+            approved = await self._settle(
+                approval_id,
+                token,
+                "approved",
+                applied_sha=new,
+                approver=approver,
+                plan=_plan_json(plan),
             )
-        self.on_applied(old, new)
-        return approval
+        return approved, old
 
     async def deny(
         self, approval_id: int, reason: str = "", approver: str = "operator"
     ) -> dict[str, Any]:
-        await self._pending_one(approval_id)
-        return await self._decide(approval_id, "denied", reason=reason, approver=approver)
+        denied = await self._decide(approval_id, "denied", reason=reason, approver=approver)
+        if denied is None:
+            raise await self._not_pending(approval_id)
+        return denied
