@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pygit2
 
+from gitstore.hooks import install_gate_hook
 from gitstore.spec import (
     MANAGER,
     AgentSpec,
@@ -83,6 +84,7 @@ class GitStore:
         self.applied_path = state_dir / "applied.git"
         self.lock = threading.Lock()
         self._init()
+        install_gate_hook(self.applied_path, self.proposed_path)
         self.proposed = pygit2.Repository(str(self.proposed_path))
         self.applied = pygit2.Repository(str(self.applied_path))
 
