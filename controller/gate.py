@@ -1,0 +1,310 @@
+"""The enforced gate, hive-c0re's half: its own record of every move of applied `main`.
+
+`applied.git` refuses pushes (`gitstore.hooks`), but a `git update-ref` or a `git fetch`
+inside it needs no push. So hive-c0re keeps its own record (`applied_moves` in the
+store) and the *recorded* sha, not whatever the ref says, is what runs: agents are
+reconciled to it, plans are computed against it, approvals merge onto it.
+
+Every move hive-c0re makes is write-ahead: an intent row (old -> new, why, which
+approval), then the ref moves (compare-and-swap), then one transaction marks the intent
+done together with the caller's own record (the approval's outcome). A crash leaves an
+intent whose `new` is either where applied `main` is (completed at the next start) or
+not (dropped): a merge that happened is always recorded, and a move nobody recorded is
+never mistaken for ours.
+
+`check()` compares applied `main` with the record: at start, on every resync and when
+the applied repo's refs change. An unrecorded move is an alarm (an event, the dashboard's
+banner, `status.alarm`) and is never reconciled. The operator resolves it with `reset`
+(the ref goes back to the recorded sha, compare-and-swap, recorded) or `adopt` (the found
+commit becomes the proposed branch `adopt/<sha>` and the ref goes back: a pending approval
+with a plan, approved like any other). All moves and checks hold one lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+import anyio
+
+from controller.bus import Bus
+from controller.errors import ConflictError
+from controller.store import Store, now_iso
+from gitstore.errors import GitStoreError, RefMovedError, UnknownRevError
+from gitstore.store import GitStore
+
+__all__ = ["ADOPT_PREFIX", "Alarm", "Gate", "Move", "Mover"]
+
+T = TypeVar("T")
+Settle = Callable[[sqlite3.Connection], T]
+
+ADOPT_PREFIX = "refs/heads/adopt/"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Applied `main` is not where hive-c0re's record says it is."""
+
+    code: str  # "applied_moved" | "applied_missing"
+    message: str
+    recorded_sha: str
+    found_sha: str
+
+    def as_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One recorded move of applied `main` (or an intent, until `done`)."""
+
+    id: int
+    old: str
+    new: str
+    reason: str
+    approval_id: int | None
+    approver: str
+    done: bool
+    at: str
+
+
+def _move(row: sqlite3.Row) -> Move:
+    return Move(
+        id=row["id"],
+        old=row["old"],
+        new=row["new"],
+        reason=row["reason"],
+        approval_id=row["approval_id"],
+        approver=row["approver"],
+        done=bool(row["done"]),
+        at=row["at"],
+    )
+
+
+def _alarm(recorded: str, found: str) -> Alarm:
+    if not found:
+        return Alarm(
+            "applied_missing",
+            f"applied main is gone (hive-c0re last moved it to {recorded[:12]}). Agents stay "
+            "at the recorded revision; `hive applied reset` puts the ref back.",
+            recorded,
+            found,
+        )
+    return Alarm(
+        "applied_moved",
+        f"applied main is at {found[:12]}, but hive-c0re last moved it to {recorded[:12]}: "
+        "it was moved outside hive-c0re (git update-ref, git fetch, a script). Nothing is "
+        f"reconciled from it; agents stay at {recorded[:12]}. `hive applied reset` moves it "
+        f"back; `hive applied adopt` proposes {found[:12]} as an approval.",
+        recorded,
+        found,
+    )
+
+
+class Mover:
+    """Moves applied `main` while its holder has the gate (see `Gate.moving`)."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    @property
+    def recorded(self) -> str:
+        return self._gate.recorded
+
+    async def move(
+        self,
+        new: str,
+        *,
+        reason: str,
+        settle: Settle[T],
+        approval_id: int | None = None,
+        approver: str = "",
+    ) -> T:
+        """Move applied `main` from the recorded sha to `new`, recorded; `settle(db)` runs
+        in the transaction that marks the move done, and its result is returned."""
+        gate = self._gate
+        old = gate.recorded
+        intent = await gate._intend(old, new, reason, approval_id, approver)
+        with anyio.CancelScope(shield=True):  # the ref and the record must agree
+            try:
+                await gate.git.move_applied(old, new, f"hive: {reason} by {approver or 'hive'}")
+            except RefMovedError as exc:
+                await gate._drop(intent)
+                alarm = await gate._check_locked()
+                raise ConflictError(alarm.message if alarm else str(exc)) from exc
+            except BaseException:
+                await gate._drop(intent)
+                raise
+            result = await gate.store.call(gate._done, intent, settle)
+            gate.recorded = new
+        return result
+
+
+class Gate:
+    def __init__(self, store: Store, bus: Bus, git: GitStore) -> None:
+        self.store = store
+        self.bus = bus
+        self.git = git
+        self.recorded = ""
+        self.alarm: Alarm | None = None
+        self._lock = anyio.Lock()
+
+    # --- start-up ----------------------------------------------------------------
+
+    async def open(self, settle: Callable[[sqlite3.Connection, Move], T]) -> list[T]:
+        """Read the record, finish what a crash interrupted, then check. Intents whose
+        ref moved are marked done with `settle(db, move)`, whose results are returned.
+        A state dir from before the gate has no record: its current head is recorded."""
+        async with self._lock:
+            head = await self._found()
+            intents = await self.store.call(
+                lambda db: [_move(r) for r in db.execute("SELECT * FROM applied_moves WHERE done=0")]
+            )
+            settled: list[T] = []
+            for intent in intents:
+                if head == intent.new:
+                    settled.append(
+                        await self.store.call(self._done, intent.id, lambda db, m=intent: settle(db, m))
+                    )
+                else:
+                    await self._drop(intent.id)
+            recorded = await self.store.call(_recorded)
+            if recorded is None and head:
+                recorded = head
+                await self.store.call(
+                    lambda db: db.execute(
+                        "INSERT INTO applied_moves(old, new, reason, done, at)"
+                        " VALUES ('', ?, 'recorded at first start', 1, ?)",
+                        (head, now_iso()),
+                    )
+                )
+            self.recorded = recorded or ""
+            await self._check_locked()
+            return settled
+
+    # --- checking ------------------------------------------------------------------
+
+    async def check(self) -> Alarm | None:
+        """Compare applied `main` with the record; raise or clear the alarm."""
+        async with self._lock:
+            return await self._check_locked()
+
+    async def _check_locked(self) -> Alarm | None:
+        found = await self._found()
+        alarm = None if found == self.recorded else _alarm(self.recorded, found)
+        if alarm != self.alarm:
+            self.alarm = alarm
+            self.bus.publish("applied.alarm", alarm=alarm.as_json() if alarm else None)
+        return alarm
+
+    async def _found(self) -> str:
+        try:
+            return await self.git.applied_head()
+        except UnknownRevError:
+            return ""
+
+    # --- moving --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def moving(self) -> AsyncIterator[Mover]:
+        """Hold the gate to move applied `main`; a conflict while it is in alarm."""
+        async with self._lock:
+            alarm = await self._check_locked()
+            if alarm is not None:
+                raise ConflictError(f"the gate is closed: {alarm.message}")
+            yield Mover(self)
+
+    async def reset(self, approver: str = "operator") -> dict[str, str]:
+        """Move applied `main` back to the recorded sha (compare-and-swap, recorded)."""
+        async with self._lock:
+            alarm = await self._resolvable()
+            await self._put_back(alarm, "reset", approver)
+            self.bus.publish("applied.reset", recorded_sha=self.recorded, found_sha=alarm.found_sha)
+            return {"recorded_sha": self.recorded, "found_sha": alarm.found_sha}
+
+    async def adopt(self, approver: str = "operator") -> tuple[str, str]:
+        """Propose the found commit as the branch `adopt/<sha>` and put applied `main`
+        back; returns `(ref, sha)`, which the proposals reconciler makes an approval of."""
+        async with self._lock:
+            alarm = await self._resolvable()
+            found = alarm.found_sha
+            if not found:
+                raise ConflictError("applied main is gone: there is nothing to adopt; reset it")
+            if await self.git.is_ancestor(found, self.recorded):
+                raise ConflictError(
+                    f"{found[:12]} is already part of the recorded {self.recorded[:12]} "
+                    "(applied main was moved back): adopting it would be a rollback; reset"
+                )
+            ref = f"{ADOPT_PREFIX}{found[:12]}"
+            await self.git.adopt_applied(found, ref)
+            await self._put_back(alarm, "adopt", approver)
+            self.bus.publish("applied.adopted", ref=ref, found_sha=found, recorded_sha=self.recorded)
+            return ref, found
+
+    async def _resolvable(self) -> Alarm:
+        alarm = await self._check_locked()
+        if alarm is None:
+            raise ConflictError(
+                f"applied main is where hive-c0re recorded it ({self.recorded[:12]}): "
+                "there is no alarm to resolve"
+            )
+        return alarm
+
+    async def _put_back(self, alarm: Alarm, reason: str, approver: str) -> None:
+        intent = await self._intend(alarm.found_sha, self.recorded, reason, None, approver)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.git.move_applied(
+                    alarm.found_sha, self.recorded, f"hive: {reason} by {approver}"
+                )
+            except GitStoreError as exc:
+                await self._drop(intent)
+                await self._check_locked()
+                raise ConflictError(f"{reason} failed: {exc}; check the alarm again") from exc
+            await self.store.call(self._done, intent, lambda db: None)
+        await self._check_locked()
+
+    # --- the record ----------------------------------------------------------------
+
+    async def moves(self, limit: int = 100) -> list[Move]:
+        """The recorded moves, newest first."""
+        return await self.store.call(
+            lambda db: [
+                _move(r)
+                for r in db.execute(
+                    "SELECT * FROM applied_moves WHERE done=1 ORDER BY id DESC LIMIT ?", (limit,)
+                )
+            ]
+        )
+
+    async def _intend(
+        self, old: str, new: str, reason: str, approval_id: int | None, approver: str
+    ) -> int:
+        def q(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO applied_moves(old, new, reason, approval_id, approver, done, at)"
+                " VALUES (?,?,?,?,?,0,?)",
+                (old, new, reason, approval_id, approver, now_iso()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return await self.store.call(q)
+
+    async def _drop(self, intent: int) -> None:
+        await self.store.call(
+            lambda db: db.execute("DELETE FROM applied_moves WHERE id=? AND done=0", (intent,))
+        )
+
+    @staticmethod
+    def _done(db: sqlite3.Connection, intent: int, settle: Settle[T]) -> T:
+        db.execute("UPDATE applied_moves SET done=1, at=? WHERE id=?", (now_iso(), intent))
+        return settle(db)
+
+
+def _recorded(db: sqlite3.Connection) -> str | None:
+    row = db.execute("SELECT new FROM applied_moves WHERE done=1 ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
