@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from controller.hive import Hive
 from controller.settings import Settings
 from controller.store import now_iso
-from gitstore.plan import approve_merge, compute_plan
 from reconcilers.status import AgentStatus
 from tests.helpers import Clone
 from ui.dashboard import create_dashboard
@@ -67,15 +66,25 @@ async def render(app: Any) -> tuple[int, int]:
     return status, size
 
 
-def populate(hive: Hive, root: Path) -> None:
+def push_agents(hive: Hive, root: Path) -> tuple[Clone, str]:
     clone = Clone(root / "clone", hive.git.proposed_path)
     for i in range(AGENTS - 1):
         clone.add_agent(f"agent-{i:03d}", f"worker number {i}")
-    sha = clone.commit_push("a hundred agents")
-    plan = compute_plan(hive.git, sha)
-    approve_merge(hive.git, sha, expected_base=plan.base, approval_id=1, approver="bench")
-    hive.git.mirror_applied()
-    applied = hive.git.applied_head()  # what each later proposal was cut from
+    return clone, clone.commit_push("a hundred agents")
+
+
+async def populate(hive: Hive, root: Path) -> None:
+    clone, sha = await anyio.to_thread.run_sync(push_agents, hive, root)
+    await hive.open_gate()
+    plan = await hive.git.plan(sha)
+    new = await hive.git.merge(sha, base=plan.base, approval_id=1, approver="bench")
+    async with hive.gate.moving() as mover:  # recorded, as an approve would
+        await mover.move(new, reason="bench", settle=lambda db: None)
+    applied = (await hive.load_applied()).sha  # what each later proposal was cut from
+    await anyio.to_thread.run_sync(propose, hive, clone, sha, applied)
+
+
+def propose(hive: Hive, clone: Clone, sha: str, applied: str) -> None:
     rows = []
     for i in range(PENDING):
         clone.checkout(f"change/{i}", "origin/main")
@@ -118,8 +127,8 @@ async def main() -> None:
     try:
         settings = Settings.from_env({}, state_dir=root / "state", runtime_dir=root / "run")
         hive = Hive(settings)
-        await anyio.to_thread.run_sync(populate, hive, root)
-        revs = hive.git.agent_revs(hive.git.applied, hive.git.applied_head())
+        await populate(hive, root)
+        revs = hive.applied.revs
         for name, rev in revs.items():
             await hive.records.record(
                 AgentStatus(name, rev, rev, "running", True, False, False, "Running", ""), None

@@ -36,6 +36,7 @@ async def serve(port_file: Path) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
     hive = Hive(Settings.from_env({}, state_dir=root / "state", runtime_dir=root / "run"))
+    await hive.load_applied()
     app = create_dashboard(hive)
 
     def bound(port: int) -> None:

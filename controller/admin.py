@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from pydantic import Field
 
 from controller.broker import OPERATOR
@@ -82,7 +81,7 @@ def check_recipient(hive: Hive, to: str) -> str:
 
 
 async def agent_rows(hive: Hive) -> list[dict[str, Any]]:
-    desired = await anyio.to_thread.run_sync(hive.git.applied_agents)
+    desired = await hive.git.applied_agents(hive.applied.sha or None)
     statuses = await hive.records.statuses()
     holds = await hive.records.holds()
     rows = []
@@ -103,7 +102,7 @@ async def agent_row(
     fresh: bool = False,
 ) -> dict[str, Any]:
     if fresh:
-        desired = hive.git.applied_agent(name)
+        desired = await hive.applied_agent(name)
         status = await hive.records.status(name)
         hold = await hive.records.hold(name)
     observed = await hive.runtime.observe(name)
@@ -153,9 +152,11 @@ async def status(s: HostSession, _: NoArgs) -> dict[str, Any]:
         "version": VERSION,
         "harness_version": hive.settings.harness_version,
         "runtime": hive.runtime.name,
-        "applied_sha": hive.git.applied_head(),
-        "agents": len(hive.git.agent_revs(hive.git.applied, hive.git.applied_head())),
+        "applied_sha": hive.applied.sha,
+        "agents": len(hive.applied.revs),
         "pending_approvals": await hive.approvals.count_pending(),
+        "alarm": hive.gate.alarm.as_json() if hive.gate.alarm else None,
+        "proposed_main": hive.proposed_main.as_json() if hive.proposed_main else None,
     }
 
 
@@ -189,6 +190,23 @@ async def deny(s: HostSession, a: DenyArgs) -> dict[str, Any]:
     return await s.hive.approvals.deny(a.id, a.reason)
 
 
+@host_commands.command("applied-reset", NoArgs)
+async def applied_reset(s: HostSession, _: NoArgs) -> dict[str, str]:
+    """Resolve the alarm: move applied main back to the sha hive-c0re recorded."""
+    return await s.hive.gate.reset()
+
+
+@host_commands.command("applied-adopt", NoArgs)
+async def applied_adopt(s: HostSession, _: NoArgs) -> dict[str, Any]:
+    """Resolve the alarm: propose the found sha as an approval, and put applied main back."""
+    hive = s.hive
+    ref, sha = await hive.gate.adopt()
+    approval = await hive.approval_for(ref, sha)
+    return await hive.approvals.set_note(
+        approval["id"], "adopted: applied main was moved to this commit outside hive-c0re"
+    )
+
+
 @host_commands.command("reconcile", OptionalNameArgs)
 async def reconcile(s: HostSession, a: OptionalNameArgs) -> dict[str, Any]:
     """Queue a reconcile of one agent or all."""
@@ -201,7 +219,7 @@ async def lifecycle(hive: Hive, name: str, verb: str) -> dict[str, Any]:
     """start / stop / restart / kill, shared by host.sock and the manager's tools."""
     name = _name(name)
     await _known(hive, name)
-    desired = hive.git.applied_agent(name)
+    desired = await hive.applied_agent(name)
     try:
         if verb in ("stop", "kill"):
             await hive.records.set_hold(name, f"{verb} by operator" if verb == "stop" else "killed")
@@ -304,7 +322,7 @@ async def watch(s: HostSession, _: NoArgs) -> AsyncIterator[dict[str, Any]]:
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         with s.hive.bus.subscribe() as sub:
-            yield {"type": "hello", "applied_sha": s.hive.git.applied_head()}
+            yield {"type": "hello", "applied_sha": s.hive.applied.sha}
             async for event in sub:
                 yield event.as_json()
 

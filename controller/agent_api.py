@@ -14,16 +14,14 @@ import logging
 import tomllib
 from typing import Any
 
-import anyio
 from pydantic import Field
 
 from controller.admin import agent_rows, check_recipient, lifecycle
 from controller.broker import MAX_WAIT, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
-from controller.hive import PROPOSALS, Hive
-from gitstore.commits import commit_files, point_branch
-from gitstore.repos import GitStoreError
+from controller.hive import Hive
+from gitstore.errors import GitStoreError
 from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, role_for
 
 __all__ = ["AgentSession", "agent_commands"]
@@ -130,7 +128,7 @@ async def turn_state(s: AgentSession, a: TurnArgs) -> dict[str, Any]:
 @agent_commands.command("whoami", NoArgs)
 async def whoami(s: AgentSession, _: NoArgs) -> dict[str, Any]:
     """This agent's name, role, model, prompt and allowed tools."""
-    desired = s.hive.git.applied_agent(s.agent)
+    desired = await s.hive.applied_agent(s.agent)
     spec = desired.spec if desired is not None else None
     prompt = desired.files.get("prompt.md", b"").decode("utf-8", "replace") if desired else ""
     return {
@@ -170,19 +168,7 @@ class NameArgs(Args):
 
 async def _approval_for(hive: Hive, ref: str, sha: str) -> dict[str, Any]:
     """Wait for the proposals reconciler to record the approval of `ref` at `sha`."""
-    with hive.bus.subscribe(types=("approval.created",)) as sub:
-        hive.proposal_queue.add(PROPOSALS)
-        with anyio.move_on_after(30):
-            while True:
-                found = [
-                    a
-                    for a in await hive.approvals.query("pending")
-                    if a["ref"] == ref and a["sha"] == sha
-                ]
-                if found:
-                    return found[0]
-                await sub.next()
-    raise ConflictError(f"no pending approval appeared for {ref} at {sha[:12]} within 30 s")
+    return await hive.approval_for(ref, sha)
 
 
 @agent_commands.command("request_spawn", SpawnArgs)
@@ -200,14 +186,11 @@ async def request_spawn(s: AgentSession, a: SpawnArgs) -> dict[str, Any]:
     if spec.model:
         toml += f"model = {_toml_str(spec.model)}\n"
     tomllib.loads(toml)
-    sha = await anyio.to_thread.run_sync(
-        lambda: commit_files(
-            s.hive.git,
-            f"spawn/{name}",
-            {f"agents/{name}/agent.toml": toml.encode()},
-            f"spawn {name}\n\n{a.description}".strip(),
-            (s.agent, f"{s.agent}@hive"),
-        )
+    sha = await s.hive.git.commit_files(
+        f"spawn/{name}",
+        {f"agents/{name}/agent.toml": toml.encode()},
+        f"spawn {name}\n\n{a.description}".strip(),
+        (s.agent, f"{s.agent}@hive"),
     )
     return await _approval_for(s.hive, f"refs/heads/spawn/{name}", sha)
 
@@ -223,17 +206,16 @@ async def request_apply_commit(s: AgentSession, a: ApplyArgs) -> dict[str, Any]:
     s.require_manager("request_apply_commit")
     hive = s.hive
     try:
-        commit = hive.git.commit(hive.git.proposed, a.sha)
+        sha = await hive.git.resolve_proposed(a.sha)
     except GitStoreError as exc:
         raise NotFoundError(f"{a.sha} is not in the proposed repo; push it first") from exc
-    sha = str(commit.id)
-    if hive.git.is_applied(sha):
+    if await hive.git.is_applied(sha):
         raise ConflictError(f"{sha[:12]} is already applied")
-    heads = {v: k for k, v in hive.git.proposed_heads().items()}
+    heads = {v: k for k, v in (await hive.git.proposed_heads()).items()}
     ref = heads.get(sha)
     if ref is None:
         ref = f"refs/heads/request/{sha[:12]}"
-        await anyio.to_thread.run_sync(point_branch, hive.git, ref.removeprefix("refs/heads/"), sha)
+        await hive.git.point_branch(ref.removeprefix("refs/heads/"), sha)
     approval = await _approval_for(hive, ref, sha)
     if a.note:
         approval = await hive.approvals.set_note(approval["id"], a.note)

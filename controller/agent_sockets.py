@@ -46,11 +46,7 @@ async def serve_agent_sockets(
                         task_status.started()
 
         async def sync() -> None:
-            wanted = set(
-                await anyio.to_thread.run_sync(
-                    lambda: hive.git.agent_revs(hive.git.applied, hive.git.applied_head())
-                )
-            )
+            wanted = hive.applied.names  # kept by the hive before it publishes applied.moved
             for name in sorted(wanted - set(scopes)):
                 await tg.start(serve_one, name)
             for name in sorted(set(scopes) - wanted):

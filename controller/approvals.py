@@ -1,10 +1,17 @@
 """Approvals: the queue of proposed changes and approve-by-merge / deny.
 
-An approval is bound to one sha. Approving re-plans against applied `main` as it is now
-(another approval may have landed since the card was drawn): errors or a conflict fail
-the approval with the reason and leave applied `main` untouched. The merge itself is a
-compare-and-swap (`gitstore.plan.approve_merge`), serialised here by a lock so two
-operators clicking at once get two clean merges, never a lost one.
+An approval is bound to one sha. Every decision is one compare-and-swap statement on
+`status='pending'` (`_transition`); approve first *claims* the pending row the same way,
+so a deny (or a supersede) racing it either lands before the merge starts (approve then
+fails with a conflict and nothing merges) or loses with a conflict naming the status.
+
+Approving holds the gate (`controller.gate`) and re-plans against applied `main` as it
+is now: errors or a conflict fail the approval with the reason and leave applied `main`
+untouched. The merge is written first, then moved into place by the gate (write-ahead,
+compare-and-swap), whose record and the approval's outcome commit in one transaction: a
+merge that happened is always recorded as approved. Pending plans are brought up to date
+whenever applied `main` moves (`planned` / `replanned`, driven by the proposals
+reconciler).
 """
 
 from __future__ import annotations
@@ -12,16 +19,19 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 
 from controller.bus import Bus
 from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.gate import Gate, Move, Mover
 from controller.store import Store, now_iso
-from gitstore.plan import NameCheck, Plan, approve_merge, compute_plan
-from gitstore.repos import GitStore, GitStoreError
+from gitstore.errors import GitStoreError
+from gitstore.plan import NameCheck, Plan
+from gitstore.replan import PlannedAt, Replanned
+from gitstore.store import GitStore
 from reconcilers.proposals import PendingApproval
 
 __all__ = ["STATUSES", "ApprovalBook"]
@@ -35,6 +45,8 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     out["merging"] = bool(out.pop("claim"))
     out["plan"] = json.loads(out["plan"])
     out["errors"] = json.loads(out["errors"])
+    out["mergeable"] = bool(out["mergeable"])
+    out["touched"] = json.loads(out["touched"])
     return out
 
 
@@ -46,21 +58,48 @@ def _plan_json(plan: Plan) -> str:
     return json.dumps([{"agent": s.agent, "action": s.action.value} for s in plan.steps])
 
 
+def _plan_columns(plan: Plan) -> tuple[str, str, int, str, str, str]:
+    """plan, errors, mergeable, merge_base, touched, planned_at."""
+    return (
+        _plan_json(plan),
+        json.dumps(list(plan.errors)),
+        int(plan.mergeable),
+        plan.merge_base,
+        json.dumps(list(plan.touched)),
+        now_iso(),
+    )
+
+
+def _transition(
+    db: sqlite3.Connection, approval_id: int, status: str, claim: str, fields: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The one compare-and-swap every decision is: pending (and claimed by `claim`, the
+    empty claim for all but approve's own) -> `status`; None when it was not."""
+    sets = "".join(f", {k}=?" for k in fields)
+    cur = db.execute(
+        f"UPDATE approvals SET status=?, decided_at=?, claim=''{sets} "
+        "WHERE id=? AND status='pending' AND claim=?",
+        (status, now_iso(), *fields.values(), approval_id, claim),
+    )
+    return _select(db, approval_id) if cur.rowcount else None
+
+
 class ApprovalBook:
     def __init__(
         self,
         store: Store,
         bus: Bus,
         git: GitStore,
-        on_applied: Callable[[str, str], None],
+        gate: Gate,
+        on_applied: Callable[[str, str], Awaitable[None]],
         name_problem: NameCheck | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.git = git
+        self.gate = gate
         self.on_applied = on_applied
         self.name_problem = name_problem
-        self._merge_lock = anyio.Lock()
 
     # --- reading -------------------------------------------------------------------
 
@@ -130,19 +169,9 @@ class ApprovalBook:
         def q(db: sqlite3.Connection) -> dict[str, Any]:
             cur = db.execute(
                 "INSERT INTO approvals(kind, ref, sha, base, summary, author, note, status,"
-                " plan, errors, created_at) VALUES (?,?,?,?,?,?,?,'pending',?,?,?)",
-                (
-                    kind,
-                    ref,
-                    sha,
-                    plan.base,
-                    summary,
-                    author,
-                    note,
-                    _plan_json(plan),
-                    json.dumps(list(plan.errors)),
-                    now_iso(),
-                ),
+                " plan, errors, mergeable, merge_base, touched, planned_at, created_at)"
+                " VALUES (?,?,?,?,?,?,?,'pending',?,?,?,?,?,?,?)",
+                (kind, ref, sha, plan.base, summary, author, note, *_plan_columns(plan), now_iso()),
             )
             assert cur.lastrowid is not None
             return _select(db, cur.lastrowid)
@@ -151,23 +180,54 @@ class ApprovalBook:
         self.bus.publish("approval.created", approval=approval)
         return int(approval["id"])
 
+    async def planned(self) -> list[PlannedAt]:
+        """Every pending plan computed against another applied sha than the one now."""
+
+        def q(db: sqlite3.Connection) -> list[PlannedAt]:
+            rows = db.execute(
+                "SELECT id, sha, base, merge_base, touched FROM approvals"
+                " WHERE status='pending' AND claim='' AND base != ?",
+                (self.gate.recorded,),
+            )
+            return [
+                PlannedAt(
+                    r["id"], r["sha"], r["base"], r["merge_base"], tuple(json.loads(r["touched"]))
+                )
+                for r in rows
+            ]
+
+        return await self.store.call(q)
+
+    async def replanned(self, results: Sequence[Replanned]) -> None:
+        """Store brought-up plans; a changed one is published (`approval.replanned`)."""
+
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            changed = []
+            for r in results:
+                if r.plan is None:
+                    db.execute(
+                        "UPDATE approvals SET base=? WHERE id=? AND status='pending' AND claim=''",
+                        (r.base, r.id),
+                    )
+                    continue
+                cur = db.execute(
+                    "UPDATE approvals SET base=?, plan=?, errors=?, mergeable=?, merge_base=?,"
+                    " touched=?, planned_at=? WHERE id=? AND status='pending' AND claim=''",
+                    (r.base, *_plan_columns(r.plan), r.id),
+                )
+                if cur.rowcount:
+                    changed.append(_select(db, r.id))
+            return changed
+
+        for approval in await self.store.call(q):
+            self.bus.publish("approval.replanned", approval=approval)
+
     async def _decide(
         self, approval_id: int, status: str, *, claim: str = "", **fields: str
     ) -> dict[str, Any] | None:
         """Move a pending approval to `status` in one compare-and-swap statement; None when
-        it was not pending (or someone else holds its claim). `claim` is the token of the
-        approve that holds it (an unclaimed approval has the empty claim)."""
-
-        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
-            sets = "".join(f", {k}=?" for k in fields)
-            cur = db.execute(
-                f"UPDATE approvals SET status=?, decided_at=?, claim=''{sets} "
-                "WHERE id=? AND status='pending' AND claim=?",
-                (status, now_iso(), *fields.values(), approval_id, claim),
-            )
-            return _select(db, approval_id) if cur.rowcount else None
-
-        approval = await self.store.call(q)
+        it was not pending (or someone else holds its claim)."""
+        approval = await self.store.call(_transition, approval_id, status, claim, fields)
         if approval is not None:
             self.bus.publish(f"approval.{status}", approval=approval)
         return approval
@@ -196,9 +256,37 @@ class ApprovalBook:
             "approved",
             applied_sha=applied_sha,
             approver="recovered",
-            reason="found applied at start",
+            reason="contained in applied main (it landed with another approval)",
         )
         return recovered is not None
+
+    # --- start-up ------------------------------------------------------------------
+
+    def settle_merged(self, db: sqlite3.Connection, move: Move) -> dict[str, Any] | None:
+        """For `Gate.open`: an approval whose merge landed before a crash, recorded as
+        approved in the transaction that records the move (its claim died with the crash)."""
+        if move.approval_id is None:
+            return None
+        db.execute(
+            "UPDATE approvals SET claim='' WHERE id=? AND status='pending'", (move.approval_id,)
+        )
+        return _transition(
+            db,
+            move.approval_id,
+            "approved",
+            "",
+            {
+                "applied_sha": move.new,
+                "approver": move.approver,
+                "reason": "merged before hive-c0re stopped; recorded at the next start",
+            },
+        )
+
+    async def release_claims(self) -> int:
+        """At start: no approve is running, so a claim left by a crash is released."""
+        return await self.store.call(
+            lambda db: db.execute("UPDATE approvals SET claim='' WHERE claim!=''").rowcount
+        )
 
     # --- the operator's side -------------------------------------------------------
 
@@ -227,60 +315,64 @@ class ApprovalBook:
             )
         )
 
-    async def _settle(
-        self, approval_id: int, token: str, status: str, **fields: str
-    ) -> dict[str, Any]:
-        settled = await self._decide(approval_id, status, claim=token, **fields)
+    async def _fail(self, approval_id: int, token: str, reason: str, approver: str) -> None:
+        failed = await self._decide(
+            approval_id, "failed", claim=token, reason=reason, approver=approver
+        )
         # Nothing else can decide a claimed approval; losing here is a bug, not a race.
-        assert settled is not None, f"approval #{approval_id} lost its claim"
-        return settled
+        assert failed is not None, f"approval #{approval_id} lost its claim"
 
     async def approve(self, approval_id: int, approver: str = "operator") -> dict[str, Any]:
         approval, token = await self._claim(approval_id)
         try:
-            async with self._merge_lock:
-                approval, old = await self._merge(approval, token, approver)
+            async with self.gate.moving() as mover:
+                return await self._merge(approval, token, approver, mover)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release(approval_id, token)
-        self.on_applied(old, approval["applied_sha"])
-        return approval
 
     async def _merge(
-        self, approval: dict[str, Any], token: str, approver: str
-    ) -> tuple[dict[str, Any], str]:
+        self, approval: dict[str, Any], token: str, approver: str, mover: Mover
+    ) -> dict[str, Any]:
         approval_id, sha = int(approval["id"]), str(approval["sha"])
-        plan = await anyio.to_thread.run_sync(compute_plan, self.git, sha, self.name_problem)
+        plan = await self.git.plan(sha, self.name_problem)
         if plan.errors:
-            failed = await self._settle(
-                approval_id, token, "failed", reason="; ".join(plan.errors), approver=approver
-            )
-            raise InvalidError(f"approval #{approval_id} failed: {failed['reason']}")
+            reason = "; ".join(plan.errors)
+            await self._fail(approval_id, token, reason, approver)
+            raise InvalidError(f"approval #{approval_id} failed: {reason}")
         # From here the merge and its record must agree: a cancellation waits for both.
         with anyio.CancelScope(shield=True):
-            old = await anyio.to_thread.run_sync(self.git.applied_head)
             try:
-                new = await anyio.to_thread.run_sync(
-                    lambda: approve_merge(
-                        self.git,
-                        sha,
-                        expected_base=plan.base,
-                        approval_id=approval_id,
-                        approver=approver,
-                    )
+                new = await self.git.merge(
+                    sha, base=plan.base, approval_id=approval_id, approver=approver
                 )
             except GitStoreError as exc:
-                await self._settle(approval_id, token, "failed", reason=str(exc), approver=approver)
+                await self._fail(approval_id, token, str(exc), approver)
                 raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc
-            approved = await self._settle(
-                approval_id,
-                token,
-                "approved",
-                applied_sha=new,
+            fields = {
+                "applied_sha": new,
+                "approver": approver,
+                "plan": _plan_json(plan),
+                "errors": "[]",
+            }
+
+            def settle(db: sqlite3.Connection) -> dict[str, Any]:
+                approved = _transition(db, approval_id, "approved", token, fields)
+                # Nothing else can decide a claimed approval: losing is a bug, not a race.
+                assert approved is not None, f"approval #{approval_id} lost its claim"
+                return approved
+
+            approved = await mover.move(
+                new,
+                reason=f"approval #{approval_id}",
+                approval_id=approval_id,
                 approver=approver,
-                plan=_plan_json(plan),
+                settle=settle,
             )
-        return approved, old
+            self.bus.publish("approval.approved", approval=approved)
+            # Still holding the gate, so moves are reported in the order they happened.
+            await self.on_applied(plan.base, new)
+        return approved
 
     async def deny(
         self, approval_id: int, reason: str = "", approver: str = "operator"

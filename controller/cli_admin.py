@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--type", default="", help="only types starting with this, e.g. approval")
     ev.add_argument("--limit", type=int, default=50)
     sub.add_parser("watch", help="stream events until interrupted")
+    gate = sub.add_parser("applied", help="resolve an alarm: applied main moved outside hive-c0re")
+    gate.add_argument(
+        "action",
+        choices=("reset", "adopt"),
+        help="reset: move it back to the recorded sha; adopt: propose the found sha as an "
+        "approval (and move it back until that is approved)",
+    )
     return p
 
 
@@ -102,12 +109,20 @@ def _request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return cmd, {"id": ns.id}
     if cmd == "events":
         return cmd, {"limit": ns.limit, "type": ns.type}
+    if cmd == "applied":
+        return f"applied-{ns.action}", {}
     return cmd, {}
 
 
 def _short(value: object) -> str:
     text = "" if value is None else str(value)
     return text[:12] if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def _errors_cell(approval: dict[str, Any]) -> str:
+    if approval.get("mergeable") is False and approval["status"] == "pending":
+        return "conflicts with applied main"
+    return str(len(approval["errors"]))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -145,14 +160,27 @@ def render(cmd: str, result: Any) -> str:
                     f"{p['agent']}:{p['action']}" for p in a["plan"] if p["action"] != "none"
                 )
                 or "-",
-                "errors": len(a["errors"]),
+                "errors": _errors_cell(a),
             }
             for a in result
         ]
+        if not rows:
+            return "no approvals"
+        lines = [table(rows, ["id", "kind", "status", "ref", "sha", "plan", "errors", "summary"])]
+        # What a pending approval's errors are, before anyone tries to approve it.
+        lines += [
+            f"#{a['id']}: ✗ {e}" for a in result if a["status"] == "pending" for e in a["errors"]
+        ]
+        return "\n".join(lines)
+    if cmd == "applied-reset":
         return (
-            table(rows, ["id", "kind", "status", "ref", "sha", "plan", "errors", "summary"])
-            if rows
-            else "no approvals"
+            f"applied main moved back from {result['found_sha'][:12] or 'nothing'} "
+            f"to the recorded {result['recorded_sha'][:12]}"
+        )
+    if cmd == "applied-adopt":
+        return (
+            f"approval #{result['id']} proposes {result['sha'][:12]} ({result['ref']}); "
+            f"applied main is back at the recorded sha until it is approved"
         )
     if cmd == "messages":
         return (
@@ -173,6 +201,13 @@ def render(cmd: str, result: Any) -> str:
         return line
     if cmd in ("start", "stop", "restart", "kill"):
         return table([result], ["name", "state", "ready", "hold", "message"])
+    if cmd == "status":
+        alarm, main = result.get("alarm"), result.get("proposed_main")
+        lines = [f"{k}: {v}" for k, v in result.items() if k not in ("alarm", "proposed_main")]
+        if main:
+            lines.append(f"proposed_main: {main['sha'][:12]} ({main['state']})")
+        lines.append(f"alarm: {alarm['code']}: {alarm['message']}" if alarm else "alarm: none")
+        return "\n".join(lines)
     if isinstance(result, dict):
         return "\n".join(f"{k}: {v}" for k, v in result.items())
     return json.dumps(result, indent=2)

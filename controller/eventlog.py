@@ -1,7 +1,8 @@
 """The audit log: the events that change what runs or what the operator decided, kept in
-the store's `events` table (approvals, applied moves, holds and lifecycle actions,
-questions). Messages and turn states are not copied here: they have their own tables or
-are ephemeral. Writes are batched off the bus and the table is pruned to `keep` rows.
+the store's `events` table (approvals, applied moves and the gate's alarms, resets and
+adoptions, proposed main following, holds and lifecycle actions, questions). Messages
+and turn states are not copied here: they have their own tables or are ephemeral.
+Writes are batched off the bus and the table is pruned to `keep` rows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ AUDITED = (
     "approval.failed",
     "approval.noted",
     "applied.moved",
+    "applied.alarm",
+    "applied.reset",
+    "applied.adopted",
+    "proposed.followed",
+    "proposed.diverged",
     "agent.hold",
     "agent.start",
     "agent.stop",

@@ -154,21 +154,24 @@ class Gate:
 
     # --- start-up ----------------------------------------------------------------
 
-    async def open(self, settle: Callable[[sqlite3.Connection, Move], T]) -> list[T]:
+    async def open(self, settle: Callable[[sqlite3.Connection, Move], T]) -> list[tuple[Move, T]]:
         """Read the record, finish what a crash interrupted, then check. Intents whose
-        ref moved are marked done with `settle(db, move)`, whose results are returned.
+        ref moved are marked done with `settle(db, move)`; each comes back with its result.
         A state dir from before the gate has no record: its current head is recorded."""
         async with self._lock:
             head = await self._found()
             intents = await self.store.call(
-                lambda db: [_move(r) for r in db.execute("SELECT * FROM applied_moves WHERE done=0")]
+                lambda db: [
+                    _move(r) for r in db.execute("SELECT * FROM applied_moves WHERE done=0")
+                ]
             )
-            settled: list[T] = []
+            settled: list[tuple[Move, T]] = []
             for intent in intents:
                 if head == intent.new:
-                    settled.append(
-                        await self.store.call(self._done, intent.id, lambda db, m=intent: settle(db, m))
+                    result = await self.store.call(
+                        self._done, intent.id, lambda db, m=intent: settle(db, m)
                     )
+                    settled.append((intent, result))
                 else:
                     await self._drop(intent.id)
             recorded = await self.store.call(_recorded)
@@ -182,6 +185,8 @@ class Gate:
                     )
                 )
             self.recorded = recorded or ""
+            if self.recorded:
+                await self.git.stand_by(self.recorded)
             await self._check_locked()
             return settled
 
@@ -202,7 +207,7 @@ class Gate:
 
     async def _found(self) -> str:
         try:
-            return await self.git.applied_head()
+            return await self.git.applied_ref()
         except UnknownRevError:
             return ""
 
@@ -223,6 +228,7 @@ class Gate:
             alarm = await self._resolvable()
             await self._put_back(alarm, "reset", approver)
             self.bus.publish("applied.reset", recorded_sha=self.recorded, found_sha=alarm.found_sha)
+            await self._check_locked()
             return {"recorded_sha": self.recorded, "found_sha": alarm.found_sha}
 
     async def adopt(self, approver: str = "operator") -> tuple[str, str]:
@@ -241,7 +247,10 @@ class Gate:
             ref = f"{ADOPT_PREFIX}{found[:12]}"
             await self.git.adopt_applied(found, ref)
             await self._put_back(alarm, "adopt", approver)
-            self.bus.publish("applied.adopted", ref=ref, found_sha=found, recorded_sha=self.recorded)
+            self.bus.publish(
+                "applied.adopted", ref=ref, found_sha=found, recorded_sha=self.recorded
+            )
+            await self._check_locked()
             return ref, found
 
     async def _resolvable(self) -> Alarm:
@@ -265,7 +274,6 @@ class Gate:
                 await self._check_locked()
                 raise ConflictError(f"{reason} failed: {exc}; check the alarm again") from exc
             await self.store.call(self._done, intent, lambda db: None)
-        await self._check_locked()
 
     # --- the record ----------------------------------------------------------------
 
@@ -306,5 +314,7 @@ class Gate:
 
 
 def _recorded(db: sqlite3.Connection) -> str | None:
-    row = db.execute("SELECT new FROM applied_moves WHERE done=1 ORDER BY id DESC LIMIT 1").fetchone()
+    row = db.execute(
+        "SELECT new FROM applied_moves WHERE done=1 ORDER BY id DESC LIMIT 1"
+    ).fetchone()
     return None if row is None else str(row[0])

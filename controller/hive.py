@@ -13,7 +13,10 @@ socket (plus what later components add). Triggers only *queue keys*:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -22,12 +25,16 @@ from anyio.abc import TaskStatus
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
 from controller.bus import Bus
+from controller.errors import ConflictError
 from controller.eventlog import EventLog
+from controller.gate import Gate
 from controller.questions import Questions
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
-from gitstore.repos import GitStore
+from gitstore.follow import MainState, ProposedMain
+from gitstore.store import GitStore
+from gitstore.tree import AgentTree
 from gitstore.watch import serve_ref_watcher
 from reconcilers.agents import AgentsReconciler, CrashPolicy
 from reconcilers.layout import Layout
@@ -36,10 +43,29 @@ from reconcilers.proposals import ProposalsReconciler
 from reconcilers.queue import Backoff, Result, WorkQueue
 from reconcilers.runtime import ContainerState, Runtime
 
-__all__ = ["PROPOSALS", "Hive"]
+__all__ = ["PROPOSALS", "Applied", "Hive"]
 
 log = logging.getLogger(__name__)
 PROPOSALS = "proposals"
+GATE = "gate"
+APPROVAL_WAIT = 30.0  # seconds a proposal may take to become an approval
+AGENT_TREE_CACHE = 1024
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Applied `main` as hive-c0re last saw it move: its sha and `{name: subtree oid}`.
+
+    Only hive-c0re moves applied `main`, so this cache is exact between moves, and the
+    hot readers (`status`, who may be messaged, the dashboard) need no git at all."""
+
+    sha: str
+    revs: Mapping[str, str]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, sha: str, revs: Mapping[str, str]) -> Applied:
+        return cls(sha, MappingProxyType(dict(revs)), frozenset(revs))
 
 
 class Hive:
@@ -52,13 +78,22 @@ class Hive:
         self.store = Store(settings.state_dir / "hive.sqlite")
         self.git = GitStore(settings.state_dir)
         self.records = StoreRecords(self.store, self.bus)
-        # Who may be messaged is asked on every send; only approve changes it.
-        self.applied_names = frozenset(
-            self.git.agent_revs(self.git.applied, self.git.applied_head())
-        )
+        self.gate = Gate(self.store, self.bus, self.git)
+        # How proposed `main` stands to applied `main`, as the proposals reconciler saw it.
+        self.proposed_main: ProposedMain | None = None
+        # Read at the start of `serve()` (`load_applied`), then kept by `applied_moved`.
+        self.applied = Applied.of("", {})
+        self._applied_lock = anyio.Lock()
+        # (name, subtree oid) -> parsed agent: a rev's content never changes.
+        self._agent_trees: OrderedDict[tuple[str, str], AgentTree] = OrderedDict()
         self.runtime: Runtime = runtime or self._make_runtime()
         self.approvals = ApprovalBook(
-            self.store, self.bus, self.git, self.applied_moved, self.runtime.name_problem
+            self.store,
+            self.bus,
+            self.git,
+            self.gate,
+            self.applied_moved,
+            self.runtime.name_problem,
         )
         backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.agents = AgentsReconciler(
@@ -79,8 +114,11 @@ class Hive:
         self.eventlog = EventLog(self.store, self.bus)
         self.questions = Questions(self.store, self.bus, self.broker)
         self.turns: dict[str, dict[str, Any]] = {}
-        self.proposals = ProposalsReconciler(self.git, self.approvals, self.runtime.name_problem)
+        self.proposals = ProposalsReconciler(
+            self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
+        )
         self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
+        self.gate_queue = WorkQueue(self._check_gate, workers=1, backoff=backoff)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
         self.dashboard_port: int | None = None  # set by the dashboard once it listens
 
@@ -113,20 +151,88 @@ class Hive:
     def proposals_changed(self, reason: str) -> None:
         self.proposal_queue.add(PROPOSALS)
 
-    def applied_moved(self, old: str, new: str) -> None:
-        before = self.git.agent_revs(self.git.applied, old)
-        after = self.git.agent_revs(self.git.applied, new)
-        changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
-        self.applied_names = frozenset(after)
-        self.bus.publish("applied.moved", old=old, new=new, agents=changed)
-        for name in changed:
-            self.agent_queue.add(name)
+    async def approval_for(self, ref: str, sha: str) -> dict[str, Any]:
+        """Queue a proposals pass and wait for the pending approval of `ref` at `sha`."""
+        with self.bus.subscribe(types=("approval.created",)) as sub:
+            self.proposal_queue.add(PROPOSALS)
+            with anyio.move_on_after(APPROVAL_WAIT):
+                while True:
+                    found = [
+                        a
+                        for a in await self.approvals.query("pending")
+                        if a["ref"] == ref and a["sha"] == sha
+                    ]
+                    if found:
+                        return found[0]
+                    await sub.next()
+        raise ConflictError(
+            f"no pending approval appeared for {ref} at {sha[:12]} within {APPROVAL_WAIT:.0f} s"
+        )
+
+    async def _check_gate(self, _key: str) -> Result:
+        await self.gate.check()
+        return Result()
+
+    def applied_changed(self, reason: str) -> None:
+        """Applied's refs may have moved (ours or not): the gate compares them."""
+        self.gate_queue.add(GATE)
+
+    def _main_seen(self, main: ProposedMain) -> None:
+        previous, self.proposed_main = self.proposed_main, main
+        if main.followed_from is not None:
+            self.bus.publish("proposed.followed", old=main.followed_from, new=main.sha)
+        if main.state is MainState.DIVERGED and (
+            previous is None or previous.as_json() != main.as_json()
+        ):
+            self.bus.publish("proposed.diverged", sha=main.sha, applied_sha=self.applied.sha)
+
+    @property
+    def applied_names(self) -> frozenset[str]:
+        """Who may be messaged (asked on every send): the agents of applied `main`."""
+        return self.applied.names
+
+    async def load_applied(self) -> Applied:
+        """Read applied `main` into the cache (at start; `applied_moved` keeps it)."""
+        async with self._applied_lock:
+            sha, revs = await self.git.applied_state()
+            self.applied = Applied.of(sha, revs)
+            return self.applied
+
+    async def applied_agent(self, name: str) -> AgentTree | None:
+        """One agent of the cached applied `main`, parsed; git only for an unseen rev."""
+        applied = self.applied
+        rev = applied.revs.get(name)
+        if rev is None:
+            return None
+        key = (name, rev)
+        found = self._agent_trees.get(key)
+        if found is None:
+            found = await self.git.applied_agent(name, applied.sha)
+            if found is None:
+                return None
+            self._agent_trees[key] = found
+            while len(self._agent_trees) > AGENT_TREE_CACHE:
+                self._agent_trees.popitem(last=False)
+        else:
+            self._agent_trees.move_to_end(key)
+        return found
+
+    async def applied_moved(self, old: str, new: str) -> None:
+        async with self._applied_lock:
+            known = self.applied
+            before = known.revs if known.sha == old else await self.git.applied_revs(old)
+            after = await self.git.applied_revs(new)
+            self.applied = Applied.of(new, after)
+            changed = _changed(before, after)
+            self.bus.publish("applied.moved", old=old, new=new, agents=changed)
+            for name in changed:
+                self.agent_queue.add(name)
+            # Proposed main follows, pending plans are brought up to date.
+            self.proposal_queue.add(PROPOSALS)
 
     async def resync(self) -> list[str]:
         """Queue every agent that drifted from its desired state; returns their names."""
-        desired = await anyio.to_thread.run_sync(
-            lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
-        )
+        desired = await self.git.applied_revs()
         statuses = await self.records.statuses()
         names = set(desired) | set(statuses) | set(await self.runtime.names())
         drifted = []
@@ -153,10 +259,7 @@ class Hive:
             self.agents.forgive(name)
             self.agent_queue.add(name)
             return [name]
-        desired = await anyio.to_thread.run_sync(
-            lambda: self.git.agent_revs(self.git.applied, self.git.applied_head())
-        )
-        names = sorted(set(desired) | set(await self.runtime.names()))
+        names = sorted(self.applied.names | set(await self.runtime.names()))
         for n in names:
             self.agents.forgive(n)
             self.agent_queue.add(n)
@@ -176,20 +279,32 @@ class Hive:
     async def serve(self, *, task_status: TaskStatus[Hive] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
             async with anyio.create_task_group() as tg:
+                # The audit log first: what the gate finds at start is an event too.
+                await tg.start(self.eventlog.serve)
+                await self.open_gate()
+                await self.load_applied()
                 serve_runtime = getattr(self.runtime, "serve", None)
                 if serve_runtime is not None:
                     await tg.start(serve_runtime)
-                await tg.start(self.eventlog.serve)
                 await tg.start(self.store.serve_checkpoints)
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)
                 await tg.start(self.agent_queue.serve)
                 await tg.start(self.proposal_queue.serve)
+                await tg.start(self.gate_queue.serve)
                 tg.start_soon(self._watch_exits)
                 await tg.start(
                     lambda task_status: serve_ref_watcher(
                         self.git.proposed_path,
                         self.proposals_changed,
+                        resync=self.settings.resync_interval,
+                        task_status=task_status,
+                    )
+                )
+                await tg.start(
+                    lambda task_status: serve_ref_watcher(
+                        self.git.applied_path,
+                        self.applied_changed,
                         resync=self.settings.resync_interval,
                         task_status=task_status,
                     )
@@ -206,10 +321,31 @@ class Hive:
             self.bus.publish("agent.exited", agent=name)
             self.agent_queue.add(name)
 
+    async def open_gate(self) -> None:
+        """At start: the gate reads its record and finishes what a crash interrupted (a
+        merge that landed is recorded, its approval approved); claims left are released."""
+        for move, approval in await self.gate.open(self.approvals.settle_merged):
+            if approval is not None:
+                self.bus.publish("approval.approved", approval=approval)
+            if move.old != move.new:
+                changed = _changed(
+                    await self.git.applied_revs(move.old), await self.git.applied_revs(move.new)
+                )
+                self.bus.publish(
+                    "applied.moved", old=move.old, new=move.new, agents=changed, recovered=True
+                )
+        await self.approvals.release_claims()
+
     async def _resync_loop(self) -> None:
         while True:
             try:
+                await self.gate.check()
                 await self.resync()
             except Exception:
                 log.exception("resync failed")
             await anyio.sleep(self.settings.resync_interval)
+
+
+def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The agents whose subtree differs between two `{name: rev}` maps."""
+    return sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))

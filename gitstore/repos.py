@@ -7,38 +7,37 @@ copying them through the object databases (`copy_objects`): no shared alternates
 `refs/hive/applied` (not a branch: it never becomes an approval) so plans are computed in
 the proposed repo and people can rebase onto what runs.
 
-Every call here is blocking; callers run them in a worker thread.
+These are blocking helpers over `pygit2.Repository` objects, for `gitstore` only:
+`gitstore.store.GitStore` owns the repositories and calls them in a worker thread under
+its lock; nothing outside the package sees a pygit2 object.
 """
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
 
-from gitstore.hooks import install_gate_hook
-from gitstore.spec import (
-    MANAGER,
-    AgentSpec,
-    InvalidNameError,
-    InvalidSpecError,
-    check_name,
-    parse_spec,
-)
+from gitstore.errors import GitStoreError, UnknownRevError
+from gitstore.spec import MANAGER
+from gitstore.tree import build_tree
 
 __all__ = [
     "APPLIED_MIRROR",
     "MAIN",
-    "AgentTree",
-    "GitStore",
-    "GitStoreError",
-    "UnknownRevError",
-    "agent_in",
+    "CommitInfo",
+    "branch_heads",
+    "contained_in",
     "copy_objects",
+    "describe",
+    "init_repos",
+    "is_ancestor_or_self",
+    "lookup_commit",
+    "mirror_applied",
     "ref_target",
-    "tree_revs",
+    "signature",
 ]
 
 MAIN = "refs/heads/main"
@@ -47,203 +46,138 @@ _SIGNATURE = ("hive-c0re", "hive-c0re@localhost")
 _MANAGER_TOML = b'description = "the manager: coordinates the swarm"\n'
 
 
-class GitStoreError(Exception):
-    """Raised when a repository operation fails in a way the caller should report."""
-
-
-class UnknownRevError(GitStoreError):
-    """Raised when a sha or ref does not name a commit in the repository."""
-
-
 @dataclass(frozen=True)
-class AgentTree:
-    """One `agents/<name>/` directory at a rev: its subtree oid is the agent's rev."""
+class CommitInfo:
+    """What callers show of a commit: its sha, message, author and parents."""
 
-    name: str
-    rev: str
-    spec: AgentSpec | None
-    error: str | None
-    files: dict[str, bytes]
+    sha: str
+    message: str
+    author_name: str
+    author_email: str
+    parents: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        """The first line of the message."""
+        text = self.message.strip()
+        return text.splitlines()[0] if text else ""
+
+    @property
+    def author(self) -> str:
+        return f"{self.author_name} <{self.author_email}>"
+
+
+def signature() -> pygit2.Signature:
+    return pygit2.Signature(*_SIGNATURE)
+
+
+def init_repos(proposed_path: Path, applied_path: Path) -> None:
+    """Create whichever of the two repositories is missing (the manager's commit)."""
+    proposed_path.parent.mkdir(parents=True, exist_ok=True)
+    if not proposed_path.exists():
+        repo = pygit2.init_repository(str(proposed_path), bare=True)
+        repo.set_head(MAIN)
+        blob = repo.create_blob(_MANAGER_TOML)
+        root = build_tree(repo, {f"agents/{MANAGER}/agent.toml": blob})
+        repo.create_commit(MAIN, signature(), signature(), "hive: declare the manager", root, [])
+    if not applied_path.exists():
+        applied = pygit2.init_repository(str(applied_path), bare=True)
+        applied.set_head(MAIN)
+        proposed = pygit2.Repository(str(proposed_path))
+        head = ref_target(proposed, MAIN)
+        copy_objects(proposed, applied, head)
+        applied.create_reference_direct(MAIN, head, False, "hive: initial")
+        proposed.create_reference_direct(APPLIED_MIRROR, head, True)
 
 
 def ref_target(repo: pygit2.Repository, name: str) -> pygit2.Oid:
-    target = repo.references[name].resolve().target
+    try:
+        target = repo.references[name].resolve().target
+    except KeyError as exc:
+        raise UnknownRevError(f"no ref {name} in {repo.path}") from exc
     assert isinstance(target, pygit2.Oid), name
     return target
 
 
-def _signature() -> pygit2.Signature:
-    return pygit2.Signature(*_SIGNATURE)
+def lookup_commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
+    """The commit `sha` (full or a unique prefix) names; `UnknownRevError` otherwise."""
+    try:
+        obj = repo.get(sha)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UnknownRevError(f"{sha!r} is not a commit id") from exc
+    if not isinstance(obj, pygit2.Commit):
+        raise UnknownRevError(f"{sha} is not a commit in {repo.path}")
+    return obj
 
 
-class GitStore:
-    """Opens (or creates) the repos and reads the desired-state tree at any rev."""
+def describe(commit: pygit2.Commit) -> CommitInfo:
+    return CommitInfo(
+        sha=str(commit.id),
+        message=commit.message,
+        author_name=commit.author.name,
+        author_email=commit.author.email,
+        parents=tuple(str(p) for p in commit.parent_ids),
+    )
 
-    def __init__(self, state_dir: Path) -> None:
-        self.proposed_path = state_dir / "proposed.git"
-        self.applied_path = state_dir / "applied.git"
-        self.lock = threading.Lock()
-        self._init()
-        install_gate_hook(self.applied_path, self.proposed_path)
-        self.proposed = pygit2.Repository(str(self.proposed_path))
-        self.applied = pygit2.Repository(str(self.applied_path))
 
-    def _init(self) -> None:
-        self.proposed_path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.proposed_path.exists():
-            repo = pygit2.init_repository(str(self.proposed_path), bare=True)
-            repo.set_head(MAIN)
-            blob = repo.create_blob(_MANAGER_TOML)
-            root = _build_tree(repo, {f"agents/{MANAGER}/agent.toml": blob})
-            repo.create_commit(
-                MAIN, _signature(), _signature(), "hive: declare the manager", root, []
-            )
-        if not self.applied_path.exists():
-            applied = pygit2.init_repository(str(self.applied_path), bare=True)
-            applied.set_head(MAIN)
-            proposed = pygit2.Repository(str(self.proposed_path))
-            head = ref_target(proposed, MAIN)
-            copy_objects(proposed, applied, head)
-            applied.create_reference_direct(MAIN, head, False, "hive: initial")
-            proposed.create_reference_direct(APPLIED_MIRROR, head, True)
+def branch_heads(repo: pygit2.Repository) -> dict[str, str]:
+    """Every branch of a repo and the commit it points to."""
+    heads: dict[str, str] = {}
+    for ref in repo.references.iterator():
+        if ref.name.startswith("refs/heads/"):
+            target = ref.resolve().target
+            if isinstance(target, pygit2.Oid):
+                heads[ref.name] = str(target)
+    return heads
 
-    # --- refs --------------------------------------------------------------------
 
-    def applied_head(self) -> str:
-        return str(self.applied.references[MAIN].target)
+def is_ancestor_or_self(repo: pygit2.Repository, head: pygit2.Oid, sha: str) -> bool:
+    """Whether `sha` is `head` or one of its ancestors in `repo`."""
+    try:
+        oid = pygit2.Oid(hex=sha)
+    except (ValueError, TypeError) as exc:
+        raise UnknownRevError(f"{sha!r} is not a commit id") from exc
+    if oid == head:
+        return True
+    if oid not in repo.odb:
+        return False
+    return bool(repo.descendant_of(head, oid))
 
-    def proposed_heads(self) -> dict[str, str]:
-        """Every branch of the proposed repo and the commit it points to."""
-        heads: dict[str, str] = {}
-        for ref in self.proposed.references.iterator():
-            if ref.name.startswith("refs/heads/"):
-                target = ref.resolve().target
-                if isinstance(target, pygit2.Oid):
-                    heads[ref.name] = str(target)
-        return heads
 
-    def commit(self, repo: pygit2.Repository, sha: str) -> pygit2.Commit:
+def contained_in(repo: pygit2.Repository, head: pygit2.Oid, shas: Iterable[str]) -> frozenset[str]:
+    """Those of `shas` that are `head` or its ancestors, found in one walk of the history
+    (measured: one `descendant_of` per sha is a merge-base search each, ~1.3 ms with a
+    hundred merges behind `head`, so a proposals pass over 100 branch heads took up to
+    0.48 s; this walk, 7 ms)."""
+    wanted: dict[pygit2.Oid, str] = {}
+    for sha in shas:
         try:
-            obj = repo.get(sha)
+            oid = pygit2.Oid(hex=sha)
         except (ValueError, TypeError) as exc:
             raise UnknownRevError(f"{sha!r} is not a commit id") from exc
-        if not isinstance(obj, pygit2.Commit):
-            raise UnknownRevError(f"{sha} is not a commit in {repo.path}")
-        return obj
-
-    def is_applied(self, sha: str) -> bool:
-        """Whether `sha` is applied `main` or one of its ancestors."""
-        head = ref_target(self.applied, MAIN)
-        oid = pygit2.Oid(hex=sha)
-        if oid == head:
-            return True
-        if oid not in self.applied.odb:
-            return False
-        return bool(self.applied.descendant_of(head, oid))
-
-    def mirror_applied(self) -> None:
-        """Copy applied `main` into proposed as `refs/hive/applied`."""
-        head = ref_target(self.applied, MAIN)
-        mirror = self.proposed.references.get(APPLIED_MIRROR)
-        if mirror is not None and mirror.target == head:
-            return  # unchanged: writing the ref again would only wake the ref watcher
-        copy_objects(self.applied, self.proposed, head)
-        self.proposed.create_reference_direct(APPLIED_MIRROR, head, True)
-
-    # --- the desired-state tree ----------------------------------------------------
-
-    def agents_at(self, repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, AgentTree]:
-        """Every `agents/<name>/` of a tree, parsed; bad names and specs carry an error."""
-        out: dict[str, AgentTree] = {}
-        try:
-            agents = tree / "agents"
-        except KeyError:
-            return out
-        if not isinstance(agents, pygit2.Tree):
-            return out
-        for entry in agents:
-            if isinstance(entry, pygit2.Tree):
-                out[entry.name or ""] = _agent_tree(entry)
-        return out
-
-    def applied_agents(self, sha: str | None = None) -> dict[str, AgentTree]:
-        commit = self.commit(self.applied, sha or self.applied_head())
-        return self.agents_at(self.applied, commit.tree)
-
-    def applied_agent(self, name: str, sha: str | None = None) -> AgentTree | None:
-        """One agent at applied `main` (or `sha`), without reading the others."""
-        return agent_in(self.commit(self.applied, sha or self.applied_head()).tree, name)
-
-    def agent_revs(self, repo: pygit2.Repository, sha: str) -> dict[str, str]:
-        """`{name: subtree oid}` at a commit: cheap, no blob is read."""
-        return tree_revs(self.commit(repo, sha).tree)
+        if oid in repo.odb:  # a commit applied never saw cannot be in its history
+            wanted[oid] = sha
+    found: set[str] = set()
+    if not wanted:
+        return frozenset()
+    for commit in repo.walk(head):
+        sha_of = wanted.pop(commit.id, None)
+        if sha_of is not None:
+            found.add(sha_of)
+            if not wanted:
+                break
+    return frozenset(found)
 
 
-def _agents_dir(tree: pygit2.Tree) -> pygit2.Tree | None:
-    try:
-        agents = tree / "agents"
-    except KeyError:
-        return None
-    return agents if isinstance(agents, pygit2.Tree) else None
-
-
-def tree_revs(tree: pygit2.Tree) -> dict[str, str]:
-    """`{name: subtree oid}` of a desired-state tree."""
-    agents = _agents_dir(tree)
-    if agents is None:
-        return {}
-    return {str(e.name): str(e.id) for e in agents if isinstance(e, pygit2.Tree)}
-
-
-def agent_in(tree: pygit2.Tree, name: str) -> AgentTree | None:
-    """One `agents/<name>/` of a tree, parsed."""
-    agents = _agents_dir(tree)
-    if agents is None or name not in agents:
-        return None
-    entry = agents / name
-    return _agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
-
-
-def _agent_tree(entry: pygit2.Tree) -> AgentTree:
-    name = entry.name or ""
-    files = {
-        str(f.name): f.data
-        for f in entry
-        if isinstance(f, pygit2.Blob) and f.name in ("agent.toml", "agent.nix", "prompt.md")
-    }
-    spec: AgentSpec | None = None
-    error: str | None = None
-    try:
-        check_name(name)
-        if "agent.toml" not in files:
-            raise InvalidSpecError("agent.toml is missing")
-        spec = parse_spec(files["agent.toml"])
-    except (InvalidNameError, InvalidSpecError) as exc:
-        error = str(exc)
-    return AgentTree(name=name, rev=str(entry.id), spec=spec, error=error, files=files)
-
-
-def _build_tree(repo: pygit2.Repository, files: dict[str, pygit2.Oid]) -> pygit2.Oid:
-    """A tree from a flat `{path: blob oid}` mapping."""
-    nested: dict[str, object] = {}
-    for path, oid in files.items():
-        parts = path.split("/")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})  # type: ignore[assignment]
-        node[parts[-1]] = oid
-
-    def write(node: dict[str, object]) -> pygit2.Oid:
-        builder = repo.TreeBuilder()
-        for name, value in sorted(node.items()):
-            if isinstance(value, dict):
-                builder.insert(name, write(value), pygit2.enums.FileMode.TREE)
-            else:
-                assert isinstance(value, pygit2.Oid)
-                builder.insert(name, value, pygit2.enums.FileMode.BLOB)
-        return builder.write()
-
-    return write(nested)
+def mirror_applied(
+    applied: pygit2.Repository, proposed: pygit2.Repository, head: pygit2.Oid
+) -> None:
+    """Copy the applied commit `head` into proposed as `refs/hive/applied`."""
+    mirror = proposed.references.get(APPLIED_MIRROR)
+    if mirror is not None and mirror.target == head:
+        return  # unchanged: writing the ref again would only wake the ref watcher
+    copy_objects(applied, proposed, head)
+    proposed.create_reference_direct(APPLIED_MIRROR, head, True)
 
 
 def copy_objects(src: pygit2.Repository, dst: pygit2.Repository, tip: pygit2.Oid) -> int:

@@ -14,12 +14,12 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from watchfiles import Change, awatch
+from watchfiles import awatch
 
 __all__ = ["serve_ref_watcher"]
 
 
-def _is_ref(root: Path, change: Change, path: str) -> bool:
+def _is_ref(root: Path, path: str) -> bool:
     rel = Path(path).relative_to(root).as_posix() if path.startswith(str(root)) else path
     if rel.endswith(".lock"):
         return False
@@ -42,7 +42,7 @@ async def serve_ref_watcher(
     async def on_changes() -> None:
         async for _ in awatch(
             root,
-            watch_filter=lambda change, path: _is_ref(root, change, path),
+            watch_filter=lambda _change, path: _is_ref(root, path),
             step=1,
             debounce=5,
             recursive=True,

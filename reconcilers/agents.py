@@ -15,10 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import anyio
-
-from gitstore.repos import AgentTree, GitStore
 from gitstore.spec import port_for, role_for
+from gitstore.store import GitStore
+from gitstore.tree import AgentTree
 from reconcilers.queue import Backoff, Result, TerminalError
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed, Runtime
 from reconcilers.status import AgentStatus, Records, Run
@@ -67,7 +66,7 @@ class AgentsReconciler:
         self._restart_at.pop(name, None)
 
     async def desired(self, name: str) -> AgentTree | None:
-        return await anyio.to_thread.run_sync(self.git.applied_agent, name)
+        return await self.git.applied_agent(name)
 
     async def reconcile(self, name: str) -> Result:
         started = time.monotonic()

@@ -23,10 +23,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
-import pygit2
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from gitstore.errors import GitStoreError
 from gitstore.spec import MANAGER, check_name
+from gitstore.store import clone_repository
 from reconcilers.layout import Layout
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
@@ -232,17 +233,29 @@ class ProcessRuntime:
     # --- acting --------------------------------------------------------------------
 
     async def create(self, build: AgentBuild) -> None:
+        await anyio.to_thread.run_sync(self._make_dirs, build.name)
+        clone = self.layout.agents_clone()
+        if build.name == MANAGER and not clone.exists():
+            try:
+                await clone_repository(self.proposed_repo, clone)
+            except GitStoreError as exc:
+                raise ContainerError(str(exc)) from exc
+        # Last: build.json is what makes the agent exist, so a failed create leaves none.
         await anyio.to_thread.run_sync(self._write_build, build)
 
-    def _write_build(self, build: AgentBuild) -> None:
-        base = self.layout.agent_dir(build.name)
-        for path in (base, self.layout.claude_dir(build.name), self.layout.notes_dir(build.name)):
+    def _make_dirs(self, name: str) -> None:
+        layout = self.layout
+        for path in (
+            layout.agent_dir(name),
+            layout.claude_dir(name),
+            layout.notes_dir(name),
+            layout.socket_dir(name),
+        ):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.layout.socket_dir(build.name).mkdir(parents=True, exist_ok=True, mode=0o700)
-        if build.name == MANAGER and not self.layout.agents_clone().exists():
-            pygit2.clone_repository(str(self.proposed_repo), str(self.layout.agents_clone()))
+
+    def _write_build(self, build: AgentBuild) -> None:
         _write_json(
-            base / "build.json",
+            self.layout.agent_dir(build.name) / "build.json",
             {
                 "rev": build.rev,
                 "harness_version": build.harness_version,

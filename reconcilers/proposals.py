@@ -1,23 +1,27 @@
 """The proposals reconciler: proposed branch heads -> pending approvals.
 
 Level-triggered: every run reads all branch heads and all pending approvals and makes
-them agree. One pending approval per branch head not contained in applied `main`; a
-newer head on the same branch supersedes the older pending approval (an approval is
-bound to its sha); a deleted branch supersedes its pending approval; a pending approval
-whose sha is already applied (hive-c0re died between merging and recording) is recovered
-as approved. Plans are computed in a worker thread (pygit2 is blocking).
+them agree, in three steps. `reconcile_main`: proposed `main` follows applied `main`
+(`gitstore.follow`). `reconcile_heads`: one pending approval per branch head not
+contained in applied `main`; a newer head on the same branch supersedes the older pending
+approval (an approval is bound to its sha); a deleted branch supersedes its pending
+approval; a pending approval whose sha applied `main` now contains (it landed with
+another approval) is recovered as approved. `reconcile_plans`: every pending plan made
+against an older applied `main` is brought up to date, recomputed only where the move
+can change it (`gitstore.replan`). Every git read is a `GitStore` call (a worker-thread
+hop each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import anyio
-
-from gitstore.plan import NameCheck, Plan, compute_plan
-from gitstore.repos import GitStore
+from gitstore.follow import ProposedMain
+from gitstore.plan import NameCheck, Plan
+from gitstore.replan import PlannedAt, Replanned
+from gitstore.store import GitStore
 
 __all__ = ["Approvals", "PendingApproval", "ProposalsReconciler", "kind_of"]
 
@@ -49,6 +53,14 @@ class Approvals(Protocol):
         """Compare-and-swap pending -> approved (found applied); False when it lost."""
         ...
 
+    async def planned(self) -> list[PlannedAt]:
+        """Pending plans computed against an older applied `main`."""
+        ...
+
+    async def replanned(self, results: Sequence[Replanned]) -> None:
+        """Store plans brought up to applied `main`."""
+        ...
+
 
 def kind_of(ref: str) -> str:
     return "spawn" if ref.startswith("refs/heads/spawn/") else "apply_commit"
@@ -56,22 +68,35 @@ def kind_of(ref: str) -> str:
 
 class ProposalsReconciler:
     def __init__(
-        self, git: GitStore, approvals: Approvals, name_problem: NameCheck | None = None
+        self,
+        git: GitStore,
+        approvals: Approvals,
+        name_problem: NameCheck | None = None,
+        on_main: Callable[[ProposedMain], None] = lambda main: None,
     ) -> None:
         self.git = git
         self.approvals = approvals
         self.name_problem = name_problem
+        self.on_main = on_main
 
     async def reconcile(self) -> None:
+        await self.reconcile_main()
+        await self.reconcile_heads()
+        await self.reconcile_plans()
+
+    async def reconcile_main(self) -> None:
+        """Proposed `main` follows applied `main` (fast-forward, else say how it stands)."""
+        self.on_main(await self.git.follow_main())
+
+    async def reconcile_heads(self) -> None:
+        """Branch heads and pending approvals agree: recover, supersede, open."""
         pending = {p.ref: p for p in await self.approvals.pending()}
-
-        def read() -> tuple[dict[str, str], set[str], str]:
-            # One worker-thread hop for every git read of the pass.
-            heads = self.git.proposed_heads()
-            shas = set(heads.values()) | {p.sha for p in pending.values()}
-            return heads, {sha for sha in shas if self.git.is_applied(sha)}, self.git.applied_head()
-
-        heads, applied, applied_head = await anyio.to_thread.run_sync(read)
+        heads = await self.git.proposed_heads()
+        applied = await self.git.applied_among(
+            set(heads.values()) | {p.sha for p in pending.values()}
+        )
+        recovering = any(p.sha in applied for p in pending.values())
+        applied_head = await self.git.applied_head() if recovering else ""
         for approval in pending.values():
             if approval.sha in applied:
                 await self.approvals.recover(approval.id, applied_head)
@@ -89,18 +114,22 @@ class ProposalsReconciler:
             if (ref, sha) not in known:
                 await self.open_approval(ref, sha, pending.get(ref))
 
-    async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
-        def read() -> tuple[Plan, str, str]:
-            return compute_plan(self.git, sha, self.name_problem), *self._describe(sha)
+    async def reconcile_plans(self) -> None:
+        """Pending plans are true against applied `main` as it is now."""
+        planned = await self.approvals.planned()
+        if planned:
+            await self.approvals.replanned(await self.git.replan(planned, self.name_problem))
 
-        plan, summary, author = await anyio.to_thread.run_sync(read)
+    async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
+        plan = await self.git.plan(sha, self.name_problem)
+        commit = await self.git.describe(sha)
         if pending is not None:
             await self.approvals.supersede(pending.id, f"{ref} moved to {sha[:12]}")
         await self.approvals.open(
-            kind=kind_of(ref), ref=ref, sha=sha, plan=plan, summary=summary, author=author
+            kind=kind_of(ref),
+            ref=ref,
+            sha=sha,
+            plan=plan,
+            summary=commit.summary,
+            author=commit.author,
         )
-
-    def _describe(self, sha: str) -> tuple[str, str]:
-        commit = self.git.commit(self.git.proposed, sha)
-        summary = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
-        return summary, f"{commit.author.name} <{commit.author.email}>"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.protocol import Client, connect_client
 from controller.settings import Settings
+from gitstore.errors import RefMovedError
+from gitstore.store import GitStore
 
 FAKE_HARNESS = Path(__file__).parent / "fakes" / "sleeper.py"
 
@@ -158,3 +161,39 @@ async def stop_agents(hive: Hive, limit: int = 16) -> int:
         for name in names:
             tg.start_soon(stop, name)
     return len(names)
+
+
+@contextmanager
+def holding_git_lock(store: GitStore) -> Iterator[threading.Event]:
+    """Another thread holds the store's lock (as a slow git operation would) until the
+    returned event is set."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:  # the lock every hop takes; what a slow operation holds
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+        yield release
+    finally:
+        release.set()
+        thread.join()
+
+
+async def land(store: GitStore, sha: str, approval_id: int = 1, approver: str = "op") -> str:
+    """Merge `sha` into applied main as approve does (the merge, then the compare-and-swap
+    move), but without hive-c0re's record: for gitstore tests, and to stand for what a
+    script (or a crash) leaves behind. A move that lost the compare-and-swap to another
+    writer is merged again onto what that writer left."""
+    while True:
+        head = await store.applied_head()
+        new = await store.merge(sha, base=head, approval_id=approval_id, approver=approver)
+        try:
+            await store.move_applied(head, new, f"test: approval #{approval_id}")
+        except RefMovedError:
+            continue
+        return new

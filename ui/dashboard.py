@@ -102,8 +102,7 @@ class Dashboard:
         )
 
     async def _names(self) -> list[str]:
-        applied = await anyio.to_thread.run_sync(self.hive.git.applied_agents)
-        return sorted(set(await self.hive.runtime.names()) | set(applied))
+        return sorted(set(await self.hive.runtime.names()) | self.hive.applied.names)
 
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -118,7 +117,7 @@ class Dashboard:
         def stream() -> Any:
             async def chunks() -> Any:
                 with self.hive.bus.subscribe(buffer=5_000) as sub:
-                    hello = format_event("hello", {"applied_sha": self.hive.git.applied_head()})
+                    hello = format_event("hello", {"applied_sha": self.hive.applied.sha})
                     async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
                         yield chunk
 

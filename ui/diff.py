@@ -1,154 +1,47 @@
-"""The diff of an approval: what its branch changes, as files, hunks and lines.
+"""The diffs the dashboard shows on approval cards, kept in an LRU.
 
-The diff is taken from the merge base of the approval's `base` (applied `main` when it
-was proposed) and its `sha` to the `sha`, like a pull request's: a branch cut from an old
-`main` does not show as reverting what landed since. Both ends are immutable commits, so
-a rendered diff is cached by `(base, sha)` and the dashboard never recomputes it.
-
-Everything here is blocking pygit2; callers run it in a worker thread.
+The diff itself (`gitstore.diff`: files, hunks, lines) is computed by the `GitStore`. Both
+ends of an approval's diff are immutable commits, so a rendered diff is cached by
+`(base, sha)` and the dashboard never recomputes it; the misses of one page are fetched
+in one worker-thread hop.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-import pygit2
+from gitstore.diff import ApprovalDiff, FileDiff, Hunk, Line
+from gitstore.store import GitStore
 
-__all__ = ["ApprovalDiff", "DiffCache", "FileDiff", "Hunk", "Line", "approval_diff"]
-
-MAX_LINES = 2000
-
-
-@dataclass(frozen=True)
-class Line:
-    kind: str  # "add", "del", "ctx"
-    old: int | None
-    new: int | None
-    text: str
-
-
-@dataclass(frozen=True)
-class Hunk:
-    header: str
-    lines: tuple[Line, ...]
-
-
-@dataclass(frozen=True)
-class FileDiff:
-    path: str
-    status: str  # added, deleted, modified, renamed
-    additions: int
-    deletions: int
-    binary: bool
-    hunks: tuple[Hunk, ...]
-
-
-@dataclass(frozen=True)
-class ApprovalDiff:
-    message: str
-    files: tuple[FileDiff, ...] = ()
-    truncated: bool = False
-    error: str | None = None
-    additions: int = field(default=0)
-    deletions: int = field(default=0)
-
-
-_STATUS = {
-    pygit2.enums.DeltaStatus.ADDED: "added",
-    pygit2.enums.DeltaStatus.DELETED: "deleted",
-    pygit2.enums.DeltaStatus.RENAMED: "renamed",
-}
-_KINDS = {"+": "add", "-": "del", " ": "ctx"}
-
-
-def approval_diff(
-    repo: pygit2.Repository, base: str, sha: str, max_lines: int = MAX_LINES
-) -> ApprovalDiff:
-    """What `sha` changes relative to its merge base with `base`, at most `max_lines`."""
-    try:
-        commit = repo.get(sha)
-        if not isinstance(commit, pygit2.Commit):
-            return ApprovalDiff(message="", error=f"{sha[:12]} is not in the proposed repo")
-        start_oid = repo.merge_base(pygit2.Oid(hex=base), commit.id) if base else None
-        start = repo.get(start_oid) if start_oid is not None else None
-        old_tree = start.tree if isinstance(start, pygit2.Commit) else None
-        if old_tree is None:
-            diff = commit.tree.diff_to_tree(swap=True)
-        else:
-            diff = repo.diff(old_tree, commit.tree, context_lines=3)
-        diff.find_similar()
-    except (KeyError, ValueError, pygit2.GitError) as exc:
-        return ApprovalDiff(message="", error=f"cannot diff {sha[:12]}: {exc}")
-    files: list[FileDiff] = []
-    budget = max_lines
-    truncated = False
-    for patch in diff:
-        if patch is None:
-            continue
-        delta = patch.delta
-        hunks: list[Hunk] = []
-        for hunk in patch.hunks:
-            if budget <= 0:
-                truncated = True
-                break
-            lines = []
-            for line in hunk.lines:
-                kind = _KINDS.get(line.origin)
-                if kind is None:
-                    continue  # "no newline at end of file" markers and the like
-                lines.append(
-                    Line(
-                        kind,
-                        line.old_lineno if line.old_lineno >= 0 else None,
-                        line.new_lineno if line.new_lineno >= 0 else None,
-                        line.content.rstrip("\n"),
-                    )
-                )
-            budget -= len(lines)
-            hunks.append(Hunk(hunk.header.strip(), tuple(lines)))
-        _, additions, deletions = patch.line_stats
-        files.append(
-            FileDiff(
-                path=delta.new_file.path or delta.old_file.path,
-                status=_STATUS.get(delta.status, "modified"),
-                additions=additions,
-                deletions=deletions,
-                binary=bool(delta.is_binary),
-                hunks=tuple(hunks),
-            )
-        )
-    return ApprovalDiff(
-        message=commit.message.strip(),
-        files=tuple(files),
-        truncated=truncated,
-        additions=sum(f.additions for f in files),
-        deletions=sum(f.deletions for f in files),
-    )
+__all__ = ["ApprovalDiff", "DiffCache", "FileDiff", "Hunk", "Line"]
 
 
 class DiffCache:
     """An LRU of rendered diffs; keys are immutable commit pairs, so entries never go stale."""
 
-    def __init__(self, repo_path: str, size: int = 512) -> None:
-        # A repository object of our own: the hive's are used from other threads.
-        self.repo = pygit2.Repository(repo_path)
+    def __init__(self, git: GitStore, size: int = 512) -> None:
+        self.git = git
         self.size = size
         self._entries: OrderedDict[tuple[str, str], ApprovalDiff] = OrderedDict()
-        # pygit2 objects are not safe to share across threads; one diff at a time.
-        self._lock = threading.Lock()
 
-    def get(self, base: str, sha: str) -> ApprovalDiff:
-        key = (base, sha)
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
+    async def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[ApprovalDiff]:
+        """The diffs of `(base, sha)` pairs, in order; errors are diffs too, never cached."""
+        found: dict[tuple[str, str], ApprovalDiff] = {}
+        for key in pairs:
+            entry = self._entries.get(key)
+            if entry is not None:
                 self._entries.move_to_end(key)
-                return found
-            made = approval_diff(self.repo, base, sha)
-            if made.error is None:
-                self._entries[key] = made
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
-            return made
+                found[key] = entry
+        missing = list(dict.fromkeys(k for k in pairs if k not in found))
+        if missing:
+            for key, made in zip(missing, await self.git.approval_diffs(missing), strict=True):
+                found[key] = made
+                if made.error is None:
+                    self._entries[key] = made
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return [found[key] for key in pairs]
+
+    async def get(self, base: str, sha: str) -> ApprovalDiff:
+        return (await self.get_many([(base, sha)]))[0]

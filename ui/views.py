@@ -2,7 +2,8 @@
 
 Each region is rendered on its own (`/region/<name>`) so a live update refetches only
 the regions an event touches. Reads go through the hive's own readers (`agent_rows`,
-`approvals.query`, `broker.messages`, ...); blocking git work runs in a worker thread.
+`approvals.query`, `broker.messages`, ...); applied `main` comes from the hive's cache,
+anything else of git from `GitStore` calls (a worker-thread hop each, off the loop).
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import anyio
-
 from controller.admin import agent_rows
 from controller.hive import Hive
-from ui.diff import ApprovalDiff, DiffCache
+from ui.diff import DiffCache
 from ui.graph import talk_graph
 
 __all__ = ["REGIONS", "Views"]
@@ -28,7 +27,7 @@ RUNS_PER_AGENT = 12
 class Views:
     def __init__(self, hive: Hive) -> None:
         self.hive = hive
-        self.diffs = DiffCache(str(hive.git.proposed_path))
+        self.diffs = DiffCache(hive.git)
 
     async def agents(self, host: str) -> dict[str, Any]:
         rows = await agent_rows(self.hive)
@@ -51,10 +50,8 @@ class Views:
         recent = await self.hive.approvals.query(None, limit=HISTORY_ROWS + total_pending)
         decided = [a for a in recent if a["status"] != "pending"][:HISTORY_ROWS]
 
-        def diffs() -> list[ApprovalDiff]:
-            return [self.diffs.get(a["base"], a["sha"]) for a in pending]
-
-        for approval, diff in zip(pending, await anyio.to_thread.run_sync(diffs), strict=True):
+        diffs = await self.diffs.get_many([(a["base"], a["sha"]) for a in pending])
+        for approval, diff in zip(pending, diffs, strict=True):
             approval["diff"] = diff
         return {"pending": pending, "total_pending": total_pending, "decided": decided}
 
@@ -68,7 +65,7 @@ class Views:
     async def messages(self) -> dict[str, Any]:
         rows = await self.hive.broker.messages(None, MESSAGE_ROWS)
         counts = await self.hive.broker.counts()
-        names = await anyio.to_thread.run_sync(self.hive.git.applied_agents)
+        names = self.hive.applied.names
         return {"messages": rows, "graph": talk_graph(names, counts), "agent_names": sorted(names)}
 
     async def notify(self) -> dict[str, Any]:
@@ -80,7 +77,7 @@ class Views:
             "thinking": sorted(
                 n for n, t in self.hive.turns.items() if t.get("state") == "thinking"
             ),
-            "applied_sha": self.hive.git.applied_head(),
+            "applied_sha": self.hive.applied.sha,
         }
 
     async def reconcile(self) -> dict[str, Any]:
@@ -91,9 +88,8 @@ class Views:
         for run in runs:
             if len(by_agent[run["name"]]) < RUNS_PER_AGENT:
                 by_agent[run["name"]].append(run)
-        desired = await anyio.to_thread.run_sync(
-            lambda: self.hive.git.agent_revs(self.hive.git.applied, self.hive.git.applied_head())
-        )
+        applied = self.hive.applied
+        desired = applied.revs
         names = sorted(set(desired) | set(statuses))
         longest = max((r["duration_ms"] for r in runs), default=1.0) or 1.0
         rows = []
@@ -108,11 +104,11 @@ class Views:
                     "runs": by_agent.get(name, []),
                 }
             )
-        heads = await anyio.to_thread.run_sync(self.hive.git.proposed_heads)
+        heads = await self.hive.git.proposed_heads()
         return {
             "rows": rows,
             "longest": longest,
-            "applied_head": self.hive.git.applied_head(),
+            "applied_head": applied.sha,
             "proposed_heads": sorted(heads.items()),
         }
 

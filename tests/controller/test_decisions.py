@@ -43,14 +43,14 @@ async def test_approve_racing_deny_has_exactly_one_winner_and_applied_main_agree
         # One branch per round, each adding its own file outside agents/: the merges never
         # conflict and nothing has to be reconciled, so every round is a pure decision race.
         for i in range(ROUNDS):
-            clone.checkout(f"race/{i}", base)
+            git(clone.path, "checkout", "-qB", f"race/{i}", base)
             clone.write(f"notes/{i}.md", f"round {i}\n")
             clone.commit(f"round {i}")
         git(clone.path, "push", "-q", "origin", *(f"race/{i}" for i in range(ROUNDS)))
         approvals = await wait_for(lambda: _pending(hive, ROUNDS), timeout=60)
         winners = {"approve": 0, "deny": 0}
         for i, approval in enumerate(sorted(approvals, key=lambda a: a["id"])):
-            before = hive.git.applied_head()
+            before = await hive.git.applied_head()
             outcomes: dict[str, Any] = {}
             async with anyio.create_task_group() as tg:
                 # Spread deny over the whole approve: before it starts, while it plans,
@@ -63,7 +63,7 @@ async def test_approve_racing_deny_has_exactly_one_winner_and_applied_main_agree
             assert lost.code == "conflict", (i, lost)
             winners[won[0]] += 1
             final = await hive.approvals.get(approval["id"])
-            after = hive.git.applied_head()
+            after = await hive.git.applied_head()
             if won == ["approve"]:
                 assert final["status"] == "approved"
                 assert final["applied_sha"] == after != before

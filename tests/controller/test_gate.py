@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pygit2
+import anyio
 import pytest
 
 from controller.hive import Hive
@@ -63,17 +63,16 @@ async def test_a_push_into_applied_git_is_refused_and_nothing_is_created(
     async with running_hive(hive_settings(short_dir)) as hive:
         head = hive.applied.sha
         clone, _ = mallory_commit(short_dir, hive.git.applied_path)
-        pushed = subprocess.run(
+        pushed = await anyio.run_process(
             ["git", "push", "origin", "HEAD:main"],
             cwd=clone.path,
             env={**os.environ, **GIT_ENV},
-            capture_output=True,
-            text=True,
+            check=False,
         )
         assert pushed.returncode != 0
-        assert "applied.git does not accept pushes" in pushed.stderr
-        assert str(hive.git.proposed_path) in pushed.stderr
-        assert await hive.git.applied_head() == head
+        assert "applied.git does not accept pushes" in pushed.stderr.decode()
+        assert str(hive.git.proposed_path) in pushed.stderr.decode()
+        assert await hive.git.applied_ref() == head
         await hive.resync()
         await hive.agent_queue.wait_idle()
         assert "mallory" not in await agent_names(hive)
@@ -117,7 +116,7 @@ async def test_a_move_behind_the_daemons_back_is_an_alarm_and_is_never_reconcile
         assert info.value.code == "conflict"
         assert "the gate is closed" in info.value.message
         assert (await hive.approvals.get(approval["id"]))["status"] == "pending"
-        assert await hive.git.applied_head() == found
+        assert await hive.git.applied_ref() == found
 
 
 async def test_reset_moves_applied_main_back_to_the_recorded_sha(short_dir: Path) -> None:
@@ -127,14 +126,15 @@ async def test_reset_moves_applied_main_back_to_the_recorded_sha(short_dir: Path
             with pytest.raises(ProtocolError, match="there is no alarm to resolve"):
                 await client.call("applied-reset")
         clone, found = mallory_commit(short_dir, hive.git.applied_path)
-        # pygit2 behind the daemon's back, this time: no hook, no lock, no record.
-        repo = pygit2.Repository(str(hive.git.applied_path))
-        repo.references["refs/heads/main"].set_target(found)
+        # git update-ref behind the daemon's back, this time: no hook, no lock, no record.
+        applied = hive.git.applied_path
+        git(applied, "fetch", "-q", str(clone.path), "HEAD")  # the objects, no ref
+        git(applied, "update-ref", "refs/heads/main", found)
         assert await hive.gate.check() is not None
         async with admin(hive) as client:
             reset = await client.call("applied-reset")
         assert reset == {"recorded_sha": recorded, "found_sha": found}
-        assert await hive.git.applied_head() == recorded
+        assert await hive.git.applied_ref() == recorded
         assert await alarmed(hive) is None
         types = [e["type"] for e in reversed(await applied_events(hive))]
         assert types == ["applied.alarm", "applied.reset", "applied.alarm"]
@@ -147,7 +147,7 @@ async def test_reset_moves_applied_main_back_to_the_recorded_sha(short_dir: Path
         async with admin(hive) as client:
             approved = await client.call("approve", id=approval["id"])
         assert git(hive.git.applied_path, "rev-parse", "main^") == recorded
-        assert approved["applied_sha"] == await hive.git.applied_head()
+        assert approved["applied_sha"] == await hive.git.applied_ref()
 
 
 async def test_adopt_turns_the_found_sha_into_an_approval_that_is_approved_normally(
@@ -166,7 +166,7 @@ async def test_adopt_turns_the_found_sha_into_an_approval_that_is_approved_norma
         assert {"agent": "mallory", "action": "create"} in approval["plan"]
         assert approval["errors"] == []
         # Until it is approved, applied main is back at the recorded sha and nothing runs.
-        assert await hive.git.applied_head() == recorded
+        assert await hive.git.applied_ref() == recorded
         assert await alarmed(hive) is None
         assert "mallory" not in await agent_names(hive)
         async with admin(hive) as client:

@@ -81,7 +81,7 @@ async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> 
         assert "moved to" in old[0]["reason"]
         assert [a["sha"] for a in await pending(hive)] == [second]
         # An already-applied head makes no approval.
-        git(clone.path, "push", "-q", "origin", f"{hive.git.applied_head()}:refs/heads/noop")
+        git(clone.path, "push", "-q", "origin", f"{await hive.git.applied_head()}:refs/heads/noop")
         await anyio.sleep(0.3)
         assert len(await pending(hive)) == 1
 
@@ -103,7 +103,7 @@ async def test_approve_merges_and_the_agent_runs_with_the_new_rev(short_dir: Pat
             assert result["applied_sha"] == sha
             with pytest.raises(ProtocolError, match="not pending"):
                 await client.call("approve", id=approval["id"])
-        rev = hive.git.applied_agent("alice")
+        rev = await hive.git.applied_agent("alice")
         assert rev is not None
         await wait_for(lambda: running_at(hive, "alice", rev.rev))
         await wait_for(lambda: (hive.layout.notes_dir("alice") / "env").exists())
@@ -147,7 +147,7 @@ async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
         assert {"agent": "bob", "action": "update"} in a2["plan"]
         assert {"agent": "alice", "action": "none"} in a2["plan"]
         await hive.approvals.approve(a2["id"])
-        bob_rev = hive.git.applied_agent("bob")
+        bob_rev = await hive.git.applied_agent("bob")
         assert bob_rev is not None
         await wait_for(lambda: running_at(hive, "bob", bob_rev.rev))
         await hive.agent_queue.wait_idle()
@@ -206,13 +206,13 @@ async def test_deny_records_the_reason_and_applies_nothing(short_dir: Path) -> N
         clone.commit("let me in")
         clone.push("sneaky")
         (approval,) = await wait_for(lambda: pending(hive))
-        head = hive.git.applied_head()
+        head = await hive.git.applied_head()
         async with admin(hive) as client:
             denied = await client.call("deny", id=approval["id"], reason="no thanks")
         assert denied["status"] == "denied"
         assert denied["reason"] == "no thanks"
         assert denied["decided_at"]
-        assert hive.git.applied_head() == head
+        assert (await hive.git.applied_head()) == head
         await anyio.sleep(0.2)
         # The same head does not come back as a new approval.
         assert await pending(hive) == []
@@ -226,13 +226,13 @@ async def test_an_invalid_spec_cannot_be_approved(short_dir: Path) -> None:
         clone.push("bad")
         (approval,) = await wait_for(lambda: pending(hive))
         assert any("enabled" in e for e in approval["errors"])
-        head = hive.git.applied_head()
+        head = await hive.git.applied_head()
         async with admin(hive) as client:
             with pytest.raises(ProtocolError) as info:
                 await client.call("approve", id=approval["id"])
         assert info.value.code == "invalid"
         assert "enabled" in info.value.message
-        assert hive.git.applied_head() == head
+        assert (await hive.git.applied_head()) == head
         assert (await hive.approvals.get(approval["id"]))["status"] == "failed"
 
 
@@ -251,11 +251,11 @@ async def test_a_conflicting_approval_fails_with_a_clear_error(short_dir: Path) 
         approvals = await wait_for(lambda: _len2(hive))
         by_ref = {a["ref"]: a for a in approvals}
         await hive.approvals.approve(by_ref["refs/heads/one"]["id"])
-        head = hive.git.applied_head()
+        head = await hive.git.applied_head()
         async with admin(hive) as client:
             with pytest.raises(ProtocolError, match=r"conflicts in: agents/alice/agent\.toml"):
                 await client.call("approve", id=by_ref["refs/heads/two"]["id"])
-        assert hive.git.applied_head() == head
+        assert (await hive.git.applied_head()) == head
 
 
 async def _len2(hive: Hive) -> list[dict[str, Any]] | None:
@@ -283,7 +283,7 @@ async def test_two_concurrent_approvals_both_land(short_dir: Path) -> None:
             for a in approvals:
                 tg.start_soon(approve, a["id"])
         assert {r["status"] for r in results} == {"approved"}
-        assert set(hive.git.applied_agents()) == {"alice", "bob", "hm1nd"}
+        assert set(await hive.git.applied_agents()) == {"alice", "bob", "hm1nd"}
         await wait_for(lambda: running_at(hive, "alice"))
         await wait_for(lambda: running_at(hive, "bob"))
 

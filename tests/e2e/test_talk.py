@@ -211,7 +211,7 @@ async def test_request_spawn_becomes_an_approval_and_the_agent_runs(swarm: Swarm
     assert {"agent": "scout", "action": "create"} in approval["plan"]
     await swarm.hive.approvals.approve(approval["id"])
     await wait_for(lambda: swarm.turn_state("scout") == "idle", timeout=30)
-    spec = swarm.hive.git.applied_agent("scout")
+    spec = await swarm.hive.git.applied_agent("scout")
     assert spec is not None and spec.spec is not None
     assert spec.spec.description == "looks around"
 

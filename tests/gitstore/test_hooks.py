@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from gitstore.repos import GitStore
+from gitstore.store import GitStore
 from tests.helpers import GIT_ENV, Clone, git
 
 

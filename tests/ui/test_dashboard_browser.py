@@ -59,7 +59,7 @@ async def test_approve_from_the_dashboard_runs_the_agent(swarm: UiSwarm, page: P
     await wait_for(lambda: swarm.turn_state("alice") == "idle", timeout=30)
     await expect(page.get_by_test_id("turn-alice")).to_have_text("idle", timeout=10_000)
     await expect(page.get_by_test_id("agent-alice")).to_contain_text("running")
-    assert swarm.hive.git.applied_head() == decided["applied_sha"]
+    assert (await swarm.hive.git.applied_head()) == decided["applied_sha"]
 
 
 async def test_deny_with_a_reason(swarm: UiSwarm, page: Page) -> None:
@@ -72,7 +72,7 @@ async def test_deny_with_a_reason(swarm: UiSwarm, page: Page) -> None:
     await expect(row).to_contain_text("no mallory here")
     denied = await swarm.hive.approvals.get(approval["id"])
     assert (denied["status"], denied["reason"]) == ("denied", "no mallory here")
-    assert swarm.hive.git.applied_agent("mallory") is None
+    assert (await swarm.hive.git.applied_agent("mallory")) is None
 
 
 async def test_answer_a_question_and_cancel_another(swarm: UiSwarm, page: Page) -> None:
@@ -167,7 +167,9 @@ async def test_agent_actions_reconcile_page_and_logs(swarm: UiSwarm, page: Page)
     await page.get_by_test_id("rebuild-bob").click()
     await expect(page.get_by_test_id("agent-bob").locator(".result")).to_contain_text("done")
     await page.goto(swarm.dashboard + "/reconcile")
-    await expect(page.get_by_test_id("applied-head")).to_have_text(swarm.hive.git.applied_head())
+    await expect(page.get_by_test_id("applied-head")).to_have_text(
+        await swarm.hive.git.applied_head()
+    )
     recon = page.get_by_test_id("recon-bob")
     await expect(recon).to_contain_text("Ready=True")
     await expect(recon.locator(".timeline .run").first).to_be_visible()

@@ -10,38 +10,38 @@ from pathlib import Path
 
 import aiohttp
 import anyio
-import pygit2
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gitstore.store import GitStore
 from tests.helpers import Clone
 from ui import credentials, slash
-from ui.diff import approval_diff
+from ui.diff import DiffCache
 from ui.graph import talk_graph
 from ui.security import Guard, session_value
 from ui.server import bind, serve_app
 
 
-def _repo(tmp_path: Path) -> tuple[pygit2.Repository, Clone, str]:
-    bare = tmp_path / "r.git"
-    pygit2.init_repository(str(bare), bare=True)
-    clone = Clone(tmp_path / "c", bare)
+def _repo(tmp_path: Path) -> tuple[DiffCache, Clone, str]:
+    store = GitStore(tmp_path / "state")
+    clone = Clone(tmp_path / "c", store.proposed_path)
     clone.write("agents/a/agent.toml", 'description = "one"\n')
     clone.write("agents/a/prompt.md", "l1\nl2\nl3\nl4\nl5\n")
     base = clone.commit_push("base")
-    return pygit2.Repository(str(bare)), clone, base
+    return DiffCache(store), clone, base
 
 
-def test_diff_shows_files_hunks_and_line_kinds(tmp_path: Path) -> None:
-    repo, clone, base = _repo(tmp_path)
+@pytest.mark.anyio
+async def test_diff_shows_files_hunks_and_line_kinds(tmp_path: Path) -> None:
+    diffs, clone, base = _repo(tmp_path)
     clone.write("agents/a/prompt.md", "l1\nl2\nL3 changed\nl4\nl5\n")
     clone.write("agents/b/agent.toml", 'description = "two"\n')
     clone.remove("agents/a/agent.toml")
     sha = clone.commit_push("change")
-    diff = approval_diff(repo, base, sha)
+    diff = await diffs.get(base, sha)
     assert diff.message == "change"
     by_path = {f.path: f for f in diff.files}
     assert {p: f.status for p, f in by_path.items()} == {
@@ -57,21 +57,37 @@ def test_diff_shows_files_hunks_and_line_kinds(tmp_path: Path) -> None:
     assert (diff.additions, diff.deletions) == (2, 2)
 
 
-def test_diff_is_against_the_merge_base_not_a_newer_main(tmp_path: Path) -> None:
-    repo, clone, base = _repo(tmp_path)
+@pytest.mark.anyio
+async def test_diff_is_against_the_merge_base_not_a_newer_main(tmp_path: Path) -> None:
+    diffs, clone, base = _repo(tmp_path)
     clone.checkout("feature", base)
     clone.write("agents/f/agent.toml", 'description = "f"\n')
     sha = clone.commit_push("feature", "feature")
     clone.checkout("main2", base)
     clone.write("agents/m/agent.toml", 'description = "m"\n')
     newer_main = clone.commit_push("main moved", "main")
-    diff = approval_diff(repo, newer_main, sha)
+    diff = await diffs.get(newer_main, sha)
     assert [f.path for f in diff.files] == ["agents/f/agent.toml"]  # no revert of agents/m
 
 
-def test_diff_of_an_unknown_sha_is_an_error_not_an_exception(tmp_path: Path) -> None:
-    repo, _, base = _repo(tmp_path)
-    assert approval_diff(repo, base, "0" * 40).error is not None
+@pytest.mark.anyio
+async def test_diff_of_an_unknown_sha_is_an_error_not_an_exception(tmp_path: Path) -> None:
+    diffs, _, base = _repo(tmp_path)
+    assert (await diffs.get(base, "0" * 40)).error is not None
+    assert (await diffs.get("not hex", base)).error is not None
+
+
+@pytest.mark.anyio
+async def test_diffs_are_cached_and_a_page_of_misses_is_one_batch(tmp_path: Path) -> None:
+    diffs, clone, base = _repo(tmp_path)
+    clone.write("agents/b/agent.toml", 'description = "two"\n')
+    one = clone.commit_push("one", "one")
+    clone.write("agents/c/agent.toml", 'description = "three"\n')
+    two = clone.commit_push("two", "two")
+    first = await diffs.get_many([(base, one), (base, two), (base, one)])
+    assert [d.message for d in first] == ["one", "two", "one"]
+    again = await diffs.get_many([(base, two), (base, one)])
+    assert again[0] is first[1] and again[1] is first[0]
 
 
 def test_graph_lays_out_edges_with_counts() -> None:

@@ -1,0 +1,99 @@
+"""The desired-state tree: `agents/<name>/` directories read into frozen values.
+
+An agent's *rev* is the oid of its subtree, so comparing revs never reads a blob; specs
+are parsed only for the agents a caller asks about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pygit2
+
+from gitstore.spec import AgentSpec, InvalidNameError, InvalidSpecError, check_name, parse_spec
+
+__all__ = ["AgentTree", "agent_in", "agents_at", "build_tree", "tree_revs"]
+
+_FILES = ("agent.toml", "agent.nix", "prompt.md")
+
+
+@dataclass(frozen=True)
+class AgentTree:
+    """One `agents/<name>/` directory at a rev: its subtree oid is the agent's rev."""
+
+    name: str
+    rev: str
+    spec: AgentSpec | None
+    error: str | None
+    files: dict[str, bytes]
+
+
+def _agents_dir(tree: pygit2.Tree) -> pygit2.Tree | None:
+    try:
+        agents = tree / "agents"
+    except KeyError:
+        return None
+    return agents if isinstance(agents, pygit2.Tree) else None
+
+
+def tree_revs(tree: pygit2.Tree) -> dict[str, str]:
+    """`{name: subtree oid}` of a desired-state tree."""
+    agents = _agents_dir(tree)
+    if agents is None:
+        return {}
+    return {str(e.name): str(e.id) for e in agents if isinstance(e, pygit2.Tree)}
+
+
+def agents_at(tree: pygit2.Tree) -> dict[str, AgentTree]:
+    """Every `agents/<name>/` of a tree, parsed; bad names and specs carry an error."""
+    agents = _agents_dir(tree)
+    if agents is None:
+        return {}
+    return {str(e.name): _agent_tree(e) for e in agents if isinstance(e, pygit2.Tree)}
+
+
+def agent_in(tree: pygit2.Tree, name: str) -> AgentTree | None:
+    """One `agents/<name>/` of a tree, parsed, without reading the others."""
+    agents = _agents_dir(tree)
+    if agents is None or name not in agents:
+        return None
+    entry = agents / name
+    return _agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
+
+
+def _agent_tree(entry: pygit2.Tree) -> AgentTree:
+    name = entry.name or ""
+    files = {str(f.name): f.data for f in entry if isinstance(f, pygit2.Blob) and f.name in _FILES}
+    spec: AgentSpec | None = None
+    error: str | None = None
+    try:
+        check_name(name)
+        if "agent.toml" not in files:
+            raise InvalidSpecError("agent.toml is missing")
+        spec = parse_spec(files["agent.toml"])
+    except (InvalidNameError, InvalidSpecError) as exc:
+        error = str(exc)
+    return AgentTree(name=name, rev=str(entry.id), spec=spec, error=error, files=files)
+
+
+def build_tree(repo: pygit2.Repository, files: dict[str, pygit2.Oid]) -> pygit2.Oid:
+    """A tree from a flat `{path: blob oid}` mapping."""
+    nested: dict[str, object] = {}
+    for path, oid in files.items():
+        parts = path.split("/")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[parts[-1]] = oid
+
+    def write(node: dict[str, object]) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for name, value in sorted(node.items()):
+            if isinstance(value, dict):
+                builder.insert(name, write(value), pygit2.enums.FileMode.TREE)
+            else:
+                assert isinstance(value, pygit2.Oid)
+                builder.insert(name, value, pygit2.enums.FileMode.BLOB)
+        return builder.write()
+
+    return write(nested)
