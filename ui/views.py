@@ -78,6 +78,9 @@ class Views:
                 n for n, t in self.hive.turns.items() if t.get("state") == "thinking"
             ),
             "applied_sha": self.hive.applied.sha,
+            # The gate's alarm (applied main moved outside hive-c0re) and proposed main.
+            "alarm": self.hive.gate.alarm,
+            "proposed_main": self.hive.proposed_main,
         }
 
     async def reconcile(self) -> dict[str, Any]:

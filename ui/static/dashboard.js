@@ -7,6 +7,7 @@
     [/^question\./, ["questions", "notify"]],
     [/^message\./, ["messages"]],
     [/^(agent\.|applied\.moved)/, ["agents", "notify", "reconcile"]],
+    [/^(applied\.|proposed\.)/, ["notify", "reconcile"]],
     [/^reconcile\.run/, ["agents", "reconcile"]],
   ];
   const dirty = new Set();
@@ -54,12 +55,14 @@
       let data = {};
       try { data = JSON.parse(e.data); } catch (err) { return; }
       if (e.type === "approval.created") notify("hyperhive: approval #" + data.approval.id, data.approval.summary || data.approval.ref);
+      if (e.type === "applied.alarm" && data.alarm) notify("hyperhive: gate alarm", data.alarm.message);
       if (e.type === "question.asked") notify("hyperhive: " + data.question.asker + " asks", data.question.question);
     };
-    for (const type of ["approval.created", "approval.approved", "approval.denied", "approval.superseded", "approval.failed", "approval.noted",
+    for (const type of ["approval.created", "approval.approved", "approval.denied", "approval.superseded", "approval.failed", "approval.noted", "approval.replanned",
       "question.asked", "question.answered", "question.cancelled", "question.expired", "message.sent", "message.acked",
       "agent.status", "agent.hold", "agent.turn", "agent.exited", "agent.removed", "agent.start", "agent.stop", "agent.restart", "agent.kill",
-      "applied.moved", "reconcile.run"]) es.addEventListener(type, handle);
+      "applied.moved", "applied.alarm", "applied.reset", "applied.adopted", "proposed.followed", "proposed.diverged",
+      "reconcile.run"]) es.addEventListener(type, handle);
     window.hiveEvents = es;
   }
   if (document.querySelector("[data-region]")) connect();
