@@ -13,15 +13,17 @@ from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
 from controller.settings import Settings
 from controller.sockets import serve_socket
+from reconcilers.runtime import Runtime
 
 __all__ = ["build_hive", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
 
-def build_hive(settings: Settings) -> Hive:
-    """The hive with every component the daemon serves."""
-    hive = Hive(settings)
+def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
+    """The hive with every component the daemon serves (on `runtime`, else the one the
+    settings name)."""
+    hive = Hive(settings, runtime)
 
     async def host_socket(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(

@@ -37,10 +37,12 @@ from gitstore.store import GitStore
 from gitstore.tree import AgentTree
 from gitstore.watch import serve_ref_watcher
 from reconcilers.agents import AgentsReconciler, CrashPolicy
+from reconcilers.backoff import Backoff
+from reconcilers.clock import Clock, SystemClock
 from reconcilers.layout import Layout
 from reconcilers.process import ProcessRuntime, default_harness_command
 from reconcilers.proposals import ProposalsReconciler
-from reconcilers.queue import Backoff, Result, WorkQueue
+from reconcilers.queue import Result, WorkQueue
 from reconcilers.runtime import ContainerState, Runtime
 
 __all__ = ["PROPOSALS", "Applied", "Hive"]
@@ -69,8 +71,11 @@ class Applied:
 
 
 class Hive:
-    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self, settings: Settings, runtime: Runtime | None = None, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.layout = Layout(settings.state_dir, settings.runtime_dir)
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -106,19 +111,28 @@ class Hive:
                 settings.crash_window,
                 Backoff(settings.crash_backoff, settings.backoff_cap),
             ),
+            clock=self.clock,
         )
         self.agent_queue = WorkQueue(
-            self.agents.reconcile, workers=settings.workers, backoff=backoff
+            self.agents.reconcile, workers=settings.workers, backoff=backoff, clock=self.clock
         )
         self.broker = Broker(self.store, self.bus)
         self.eventlog = EventLog(self.store, self.bus)
-        self.questions = Questions(self.store, self.bus, self.broker)
+        self.questions = Questions(
+            self.store,
+            self.bus,
+            self.broker,
+            clock=self.clock,
+            poll=settings.question_poll,
+        )
         self.turns: dict[str, dict[str, Any]] = {}
         self.proposals = ProposalsReconciler(
             self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
         )
-        self.proposal_queue = WorkQueue(self._reconcile_proposals, workers=1, backoff=backoff)
-        self.gate_queue = WorkQueue(self._check_gate, workers=1, backoff=backoff)
+        self.proposal_queue = WorkQueue(
+            self._reconcile_proposals, workers=1, backoff=backoff, clock=self.clock
+        )
+        self.gate_queue = WorkQueue(self._check_gate, workers=1, backoff=backoff, clock=self.clock)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
         self.dashboard_port: int | None = None  # set by the dashboard once it listens
 
@@ -343,7 +357,7 @@ class Hive:
                 await self.resync()
             except Exception:
                 log.exception("resync failed")
-            await anyio.sleep(self.settings.resync_interval)
+            await self.clock.sleep(self.settings.resync_interval)
 
 
 def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:

@@ -4,7 +4,9 @@ A question is free text (no options), a radio choice (options) or checkboxes (op
 `multi`). It ends answered, cancelled or expired, and each ending reaches the asker's
 inbox as an `operator_answered` message (JSON body), so the manager learns the outcome
 through the same durable path as any other message. Expiry is driven by one task that
-sleeps until the nearest deadline; it is woken when a question is asked.
+sleeps until the nearest deadline; it is woken when a question is asked, and re-reads the
+pending questions every `poll` seconds at the latest. Deadlines are wall-clock times
+(they are stored), read from the injected clock, so a test moves time on by hand.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -20,7 +22,8 @@ import anyio
 from controller.broker import OPERATOR, Broker
 from controller.bus import Bus
 from controller.errors import ConflictError, InvalidError, NotFoundError
-from controller.store import Store, now_iso
+from controller.store import Store
+from reconcilers.clock import Clock, SystemClock, iso, wait_event
 
 __all__ = ["MAX_TTL", "STATUSES", "Questions"]
 
@@ -38,10 +41,20 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 class Questions:
-    def __init__(self, store: Store, bus: Bus, broker: Broker) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        broker: Broker,
+        *,
+        clock: Clock | None = None,
+        poll: float = 60.0,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.broker = broker
+        self.clock: Clock = clock or SystemClock()
+        self.poll = poll
         self._wake = anyio.Event()
 
     async def ask(
@@ -61,17 +74,16 @@ class Questions:
             raise InvalidError("multi needs options to choose from")
         if ttl_seconds is not None and not 0 < ttl_seconds <= MAX_TTL:
             raise InvalidError(f"ttl_seconds must be between 1 and {MAX_TTL}")
+        now = self.clock.utcnow()
         expires = None
         if ttl_seconds is not None:
-            expires = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat(
-                timespec="milliseconds"
-            )
+            expires = iso(now + timedelta(seconds=ttl_seconds))
 
         def q(db: sqlite3.Connection) -> int:
             cur = db.execute(
                 "INSERT INTO questions(asker, question, options, multi, status, created_at,"
                 " expires_at) VALUES (?,?,?,?,'pending',?,?)",
-                (asker, question, json.dumps(options), int(multi), now_iso(), expires),
+                (asker, question, json.dumps(options), int(multi), iso(now), expires),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -136,11 +148,13 @@ class Questions:
     async def _resolve(
         self, question: dict[str, Any], status: str, answer: object
     ) -> dict[str, Any]:
+        decided = iso(self.clock.utcnow())
+
         def q(db: sqlite3.Connection) -> int:
             return db.execute(
                 "UPDATE questions SET status=?, answer=?, decided_at=? WHERE id=? AND "
                 "status='pending'",
-                (status, json.dumps(answer), now_iso(), question["id"]),
+                (status, json.dumps(answer), decided, question["id"]),
             ).rowcount
 
         if await self.store.call(q) == 0:
@@ -165,8 +179,10 @@ class Questions:
         task_status.started()
         while True:
             self._wake = anyio.Event()
-            now = datetime.now(UTC)
-            nearest: float | None = None
+            # Both readings before the store is read: the deadline then does not slip
+            # by however long the query took.
+            now, started = self.clock.utcnow(), self.clock.now()
+            nearest = self.poll
             for question in await self.query("pending", limit=10_000):
                 if question["expires_at"] is None:
                     continue
@@ -175,6 +191,5 @@ class Questions:
                     with contextlib.suppress(ConflictError):
                         await self._resolve(question, "expired", None)
                 else:
-                    nearest = left if nearest is None else min(nearest, left)
-            with anyio.move_on_after(nearest if nearest is not None else 3600):
-                await self._wake.wait()
+                    nearest = min(nearest, left)
+            await wait_event(self.clock, self._wake, started + nearest)

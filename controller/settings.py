@@ -1,6 +1,12 @@
 """Settings: flags, then environment, then defaults (see DESIGN.md, "Commands").
 
-Intervals, backoff and deadlines live here so tests pass tiny values and never sleep.
+Intervals, backoff and deadlines live here so tests pass tiny values and never sleep
+(all in seconds): the periodic resync; the work queues' workers and the backoff of a
+failing reconcile (`backoff_base` doubling up to `backoff_cap`); the crash loop (an
+agent that crashes `crash_limit` times within `crash_window` is Stalled; restarts wait
+`crash_backoff` doubling up to `backoff_cap`, the first one none); the grace a stopping
+agent gets before SIGKILL; and how often the question expiry re-reads pending questions
+at the latest (it also wakes at the nearest deadline and on every new question).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Settings:
     crash_window: float = 120.0
     crash_backoff: float = 1.0
     stop_grace: float = 5.0
+    question_poll: float = 60.0
     harness_version: str = HARNESS_VERSION
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
@@ -77,6 +84,7 @@ class Settings:
         if settings.runtime not in ("process", "nixos"):
             raise ValueError(f"unknown runtime {settings.runtime!r}: use process or nixos")
         parse_address(settings.dashboard)
+        settings.check_intervals()
         # The longest socket path: an agent's, while it is staged under a temporary name.
         longest = settings.runtime_dir / "agents" / ("x" * 31) / ".mcp.sock.4194304"
         if len(str(longest).encode()) > _SUN_PATH_MAX:
@@ -86,3 +94,25 @@ class Settings:
                 "use a shorter --runtime-dir / HIVE_RUNTIME_DIR"
             )
         return settings
+
+    def check_intervals(self) -> None:
+        """Refuse intervals and counts that would spin, divide by zero or never fire."""
+        for name in (
+            "resync_interval",
+            "backoff_base",
+            "backoff_cap",
+            "crash_window",
+            "crash_backoff",
+            "question_poll",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.stop_grace < 0:
+            raise ValueError(f"stop_grace must not be negative, not {self.stop_grace!r}")
+        for name in ("workers", "crash_limit"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+        if self.backoff_base > self.backoff_cap or self.crash_backoff > self.backoff_cap:
+            raise ValueError("backoff_base and crash_backoff must not exceed backoff_cap")

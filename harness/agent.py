@@ -28,6 +28,7 @@ from controller.bus import Bus
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
 from harness.history import History, TurnStatus, open_history
+from reconcilers.backoff import Backoff
 
 __all__ = ["Agent", "AgentConfig", "wake_prompt"]
 
@@ -106,6 +107,7 @@ class Agent:
         self._client: Client | None = None
         self._control: Client | None = None
         self._compact = False
+        self._backoff = Backoff(config.retry_base, config.retry_cap)
 
     # --- operator controls ---------------------------------------------------------
 
@@ -187,9 +189,8 @@ class Agent:
                     failures += 1
                     self._client = None
                     await self._report("offline", f"hive socket: {exc}")
-                    await anyio.sleep(
-                        min(self.config.retry_cap, self.config.retry_base * 2 ** min(failures, 6))
-                    )
+                    # A lost socket waits one doubling longer than a failed turn does.
+                    await anyio.sleep(self._backoff.delay(failures + 1))
 
     async def _connected_loop(self) -> None:
         self._client = await connect_client(self.config.socket)
@@ -212,7 +213,7 @@ class Agent:
                     continue
                 await self._client.call("release", id=message["id"])
                 failures += 1
-                delay = min(self.config.retry_cap, self.config.retry_base * 2 ** (failures - 1))
+                delay = self._backoff.delay(failures)
                 reason = self.reason if result is None else _failure(result)
                 await self._report("offline", f"{reason}; retrying in {delay:.0f}s")
                 await anyio.sleep(delay)

@@ -10,15 +10,15 @@ restart of hive-c0re gives a crash-looping agent a fresh chance, as a human woul
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from gitstore.spec import port_for, role_for
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
-from reconcilers.queue import Backoff, Result, TerminalError
+from reconcilers.backoff import Backoff
+from reconcilers.clock import Clock, SystemClock, iso
+from reconcilers.queue import Result, TerminalError
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed, Runtime
 from reconcilers.status import AgentStatus, Records, Run
 
@@ -51,12 +51,14 @@ class AgentsReconciler:
         *,
         harness_version: str,
         crash: CrashPolicy | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.git = git
         self.runtime = runtime
         self.records = records
         self.harness_version = harness_version
         self.crash = crash or CrashPolicy()
+        self.clock: Clock = clock or SystemClock()
         self._crashes: dict[str, deque[float]] = {}
         self._restart_at: dict[str, float] = {}
 
@@ -69,8 +71,8 @@ class AgentsReconciler:
         return await self.git.applied_agent(name)
 
     async def reconcile(self, name: str) -> Result:
-        started = time.monotonic()
-        started_iso = _iso_now()
+        started = self.clock.now()
+        started_iso = iso(self.clock.utcnow())
         desired = await self.desired(name)
         hold = await self.records.hold(name)
         observed = await self.runtime.observe(name)
@@ -141,7 +143,7 @@ class AgentsReconciler:
         if state is ContainerState.RUNNING:
             return
         if state is ContainerState.CRASHED:
-            now = time.monotonic()
+            now = self.clock.now()
             crashes = self._crashes.setdefault(name, deque())
             due = self._restart_at.get(name)
             if due is None:
@@ -179,7 +181,7 @@ class AgentsReconciler:
         started: float,
         started_iso: str,
     ) -> None:
-        duration = (time.monotonic() - started) * 1000
+        duration = (self.clock.now() - started) * 1000
         rev = desired.rev if desired else ""
         run = None
         if out.action != "none" or out.outcome != "ok":
@@ -223,7 +225,3 @@ class AgentsReconciler:
         previous = await self.records.status(name)
         if run is not None or previous != status:
             await self.records.record(status, run)
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")

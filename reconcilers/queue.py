@@ -1,17 +1,29 @@
-"""A work queue in the controller-runtime mould.
+"""A work queue in the controller-runtime mould (`processNextWorkItem`, kopf's queueing).
 
-Requests are keys (agent names), never events. A key waiting in the queue is there once,
-however often it is added. A key being reconciled is never handed to a second worker: if
-it is added meanwhile it is marked dirty and runs again after the current run. A run that
-raises backs off exponentially per key (capped); `TerminalError` is recorded and not
-retried; `Result(requeue_after=...)` asks for a later run. Time comes from an injectable
-clock so tests need no long sleeps.
+Requests are keys (agent names), never events. A ready key waits in the queue once,
+however often it is added, and is handed to exactly one worker: ready keys sit in one
+FIFO whose length a semaphore counts, so every `add` wakes one idle worker and different
+keys run concurrently, up to `workers` at once. A key being reconciled is never handed
+out again: added meanwhile it is marked dirty and runs once more after the current run.
+
+Delayed runs (`add_after`, `Result(requeue_after=...)`, the backoff after a failure) live
+in one heap served by one timer task, with at most one due time per key: the earliest
+asked for wins, and an immediate `add` runs the key now and drops its delayed run (that
+run reads everything afresh and asks again if it still needs one). A run that raises
+backs off exponentially per key; `TerminalError` is recorded and not retried.
+
+`wait_idle()` returns, to every caller, once no key is ready, running or due; keys
+delayed into the future do not count (a key backing off for a minute would otherwise
+hold every caller for that minute; a test with a fake clock advances it and waits again).
+`wait_settled()` waits for the delayed keys too: the queue then does nothing more until
+a key is added. Every run is counted and timed per key (`stats`: plain attributes, for
+metrics). Time comes from an injectable clock, so tests need no sleeps.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +31,10 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskStatus
 
-__all__ = ["Backoff", "Result", "TerminalError", "WorkQueue"]
+from reconcilers.backoff import Backoff
+from reconcilers.clock import Clock, SystemClock, wait_event
+
+__all__ = ["KeyStats", "Reconcile", "Result", "TerminalError", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +48,16 @@ class TerminalError(Exception):
     """Raised by a reconcile that cannot succeed by retrying (e.g. an invalid spec)."""
 
 
-@dataclass(frozen=True)
-class Backoff:
-    base: float = 0.5
-    cap: float = 60.0
+@dataclass
+class KeyStats:
+    """One key's reconciles so far: plain counters, for metrics."""
 
-    def delay(self, failures: int) -> float:
-        if failures <= 0:
-            return 0.0
-        return min(self.cap, self.base * math.pow(2, failures - 1))
+    runs: int = 0
+    failures: int = 0  # runs that raised, `TerminalError` included
+    consecutive_failures: int = 0  # since the last success: what the backoff counts
+    last_duration: float = 0.0  # seconds, on the queue's clock
+    total_duration: float = 0.0
+    last_error: str = ""
 
 
 Reconcile = Callable[[str], Awaitable[Result]]
@@ -49,105 +65,171 @@ Reconcile = Callable[[str], Awaitable[Result]]
 
 class WorkQueue:
     def __init__(
-        self, reconcile: Reconcile, *, workers: int = 4, backoff: Backoff | None = None
+        self,
+        reconcile: Reconcile,
+        *,
+        workers: int = 4,
+        backoff: Backoff | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"a work queue needs at least one worker, not {workers}")
         self._reconcile = reconcile
-        self._workers = workers
+        self.workers = workers
         self.backoff = backoff or Backoff()
-        self._queue: deque[str] = deque()
+        self.clock: Clock = clock or SystemClock()
+        self._ready: deque[str] = deque()
         self._queued: set[str] = set()
+        self._available = anyio.Semaphore(0)  # counts `_ready`: one token per ready key
         self._active: set[str] = set()
         self._dirty: set[str] = set()
-        self.failures: dict[str, int] = {}
-        self._wakeup = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._settled = anyio.Event()
+        self._due: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []  # may hold stale entries; `_due` rules
+        self._timer_wake = anyio.Event()
+        self._changed = anyio.Event()
+        self.stats: dict[str, KeyStats] = {}
         self.runs = 0
+        self.retries = 0
+        self.peak_active = 0
+
+    # --- adding ----------------------------------------------------------------------
 
     def add(self, key: str) -> bool:
-        """Queue `key`; returns False if it was already waiting."""
+        """Queue `key` to run now; False if a run it would cause was already waiting."""
+        self._due.pop(key, None)
         if key in self._active:
+            if key in self._dirty:
+                return False
             self._dirty.add(key)
             return True
         if key in self._queued:
             return False
         self._queued.add(key)
-        self._queue.append(key)
-        self._wakeup.set()
+        self._ready.append(key)
+        self._available.release()
         return True
 
     def add_after(self, key: str, delay: float) -> None:
-        if self._tg is None:
-            raise RuntimeError("the work queue is not running")
+        """Queue `key` to run in `delay` seconds (now when <= 0); an earlier due time of
+        the same key is kept."""
         if delay <= 0:
             self.add(key)
             return
+        due = self.clock.now() + delay
+        current = self._due.get(key)
+        if current is not None and current <= due:
+            return
+        self._due[key] = due
+        if not self._heap or due < self._heap[0][0]:
+            self._timer_wake.set()
+        heapq.heappush(self._heap, (due, key))
+        if len(self._heap) > 2 * len(self._due) + 64:
+            self._heap = [(d, k) for k, d in self._due.items()]
+            heapq.heapify(self._heap)
 
-        async def later() -> None:
-            await anyio.sleep(delay)
-            self.add(key)
-
-        self._tg.start_soon(later)
+    # --- observing -------------------------------------------------------------------
 
     @property
-    def pending(self) -> int:
-        return len(self._queue) + len(self._active)
+    def depth(self) -> int:
+        """Keys ready to run, waiting for a worker."""
+        return len(self._ready)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def delayed(self) -> int:
+        return len(self._due)
+
+    @property
+    def idle(self) -> bool:
+        """No key is ready, running or due (see the module docstring)."""
+        if self._queued or self._active:
+            return False
+        now = self.clock.now()
+        return all(due > now for due in self._due.values())
 
     async def wait_idle(self) -> None:
-        """Return once nothing is queued or running (tests and benchmarks use it)."""
-        while self._queue or self._active:
-            self._settled = anyio.Event()
-            await self._settled.wait()
+        """Return once the queue is `idle`; any number of callers may wait."""
+        while not self.idle:
+            await self._changed.wait()
+
+    async def wait_settled(self) -> None:
+        """Return once nothing is ready, running or delayed."""
+        while self._queued or self._active or self._due:
+            await self._changed.wait()
+
+    # --- serving ---------------------------------------------------------------------
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
-            self._tg = tg
-            for _ in range(self._workers):
-                tg.start_soon(self._worker)
+            tg.start_soon(self._serve_timer)
+            for _ in range(self.workers):
+                tg.start_soon(self._work)
             task_status.started()
 
-    async def _next(self) -> str:
+    async def _serve_timer(self) -> None:
         while True:
-            for _ in range(len(self._queue)):
-                key = self._queue.popleft()
-                if key in self._active:
-                    self._queue.append(key)
-                    continue
-                self._queued.discard(key)
-                return key
-            self._wakeup = anyio.Event()
-            await self._wakeup.wait()
+            self._timer_wake = anyio.Event()
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                due, key = heapq.heappop(self._heap)
+                if self._due.get(key) == due:
+                    self.add(key)
+            deadline = self._heap[0][0] if self._heap else None
+            await wait_event(self.clock, self._timer_wake, deadline)
 
-    async def _worker(self) -> None:
+    async def _work(self) -> None:
         while True:
-            key = await self._next()
+            await self._available.acquire()
+            key = self._ready.popleft()
+            self._queued.discard(key)
             self._active.add(key)
+            self.peak_active = max(self.peak_active, len(self._active))
             try:
                 result = await self._run(key)
             finally:
                 self._active.discard(key)
-            self.runs += 1
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.add(key)
-            elif result is not None and result.requeue_after is not None:
+            elif result.requeue_after is not None:
                 self.add_after(key, result.requeue_after)
-            self._settled.set()
-            # Wake a sibling that may be waiting for this key to be released.
-            self._wakeup.set()
+            # Wake every waiter at once (each re-checks): one shared event, replaced.
+            self._changed.set()
+            self._changed = anyio.Event()
 
-    async def _run(self, key: str) -> Result | None:
+    async def _run(self, key: str) -> Result:
+        stats = self.stats.setdefault(key, KeyStats())
+        started = self.clock.now()
+        result = Result()
         try:
             result = await self._reconcile(key)
         except TerminalError as exc:
             log.warning("reconcile %s failed for good: %s", key, exc)
-            self.failures.pop(key, None)
-            return None
-        except Exception:
-            failures = self.failures.get(key, 0) + 1
-            self.failures[key] = failures
-            delay = self.backoff.delay(failures)
-            log.exception("reconcile %s failed (%d); retrying in %.2fs", key, failures, delay)
-            return Result(requeue_after=delay)
-        self.failures.pop(key, None)
+            stats.failures += 1
+            stats.consecutive_failures = 0
+            stats.last_error = str(exc) or type(exc).__name__
+        except Exception as exc:
+            stats.failures += 1
+            stats.consecutive_failures += 1
+            stats.last_error = str(exc) or type(exc).__name__
+            delay = self.backoff.delay(stats.consecutive_failures)
+            log.exception(
+                "reconcile %s failed (%d); retrying in %.2fs",
+                key,
+                stats.consecutive_failures,
+                delay,
+            )
+            self.retries += 1
+            result = Result(requeue_after=delay)
+        else:
+            stats.consecutive_failures = 0
+            stats.last_error = ""
+        duration = self.clock.now() - started
+        stats.runs += 1
+        stats.last_duration = duration
+        stats.total_duration += duration
+        self.runs += 1
         return result

@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 
 from controller.bus import Event
 from harness.agent import Agent
+from reconcilers.backoff import Backoff
 from ui import credentials, slash
 from ui.agent_view import view
 from ui.http import BadRequestError, action, read_json, text_field
@@ -212,8 +213,7 @@ async def serve_agent_page(
     if not loopback and token is None:
         log.warning("agent page bound to %s without HIVE_WEB_TOKEN", host)
     status: anyio.abc.TaskStatus[None] = task_status
-    delay = 1.0
-    while True:
+    for delay in Backoff(base=1.0, cap=30.0).delays():
         closing = anyio.Event()
         app = create_agent_page(agent, config_dir, token=token, loopback=loopback, closing=closing)
         try:
@@ -230,4 +230,3 @@ async def serve_agent_page(
             log.exception("%s page failed; restarting in %.0fs", agent.config.name, delay)
         status = anyio.TASK_STATUS_IGNORED
         await anyio.sleep(delay)
-        delay = min(30.0, delay * 2)

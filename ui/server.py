@@ -23,6 +23,8 @@ import uvicorn
 from anyio.abc import TaskStatus
 from starlette.types import ASGIApp
 
+from reconcilers.backoff import Backoff
+
 __all__ = ["bind", "bind_with_retry", "serve_app"]
 
 log = logging.getLogger(__name__)
@@ -54,16 +56,16 @@ async def bind_with_retry(
     host: str, port: int, *, what: str, base: float = 0.5, cap: float = 30.0
 ) -> socket.socket:
     """Bind, retrying with exponential backoff while the address is taken."""
-    delay = base
+    delays = Backoff(base, cap).delays()
     while True:
         try:
             return bind(host, port)
         except OSError as exc:
+            delay = next(delays)
             log.warning(
                 "%s: cannot bind %s:%d (%s); retrying in %.1fs", what, host, port, exc, delay
             )
         await anyio.sleep(delay)
-        delay = min(cap, delay * 2)
 
 
 async def serve_app(

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from controller.hive import Hive
+from controller.hive import PROPOSALS, Hive
 from controller.protocol import ProtocolError, connect_client
 from tests.helpers import Clone, admin, git, hive_settings, running_hive, wait_for
 
@@ -81,8 +81,11 @@ async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> 
         assert "moved to" in old[0]["reason"]
         assert [a["sha"] for a in await pending(hive)] == [second]
         # An already-applied head makes no approval.
+        await hive.proposal_queue.wait_idle()
+        runs = hive.proposal_queue.runs
         git(clone.path, "push", "-q", "origin", f"{await hive.git.applied_head()}:refs/heads/noop")
-        await anyio.sleep(0.3)
+        await wait_for(lambda: hive.proposal_queue.runs > runs)  # a run that saw the push
+        await hive.proposal_queue.wait_idle()
         assert len(await pending(hive)) == 1
 
 
@@ -213,8 +216,9 @@ async def test_deny_records_the_reason_and_applies_nothing(short_dir: Path) -> N
         assert denied["reason"] == "no thanks"
         assert denied["decided_at"]
         assert (await hive.git.applied_head()) == head
-        await anyio.sleep(0.2)
         # The same head does not come back as a new approval.
+        hive.proposal_queue.add(PROPOSALS)
+        await hive.proposal_queue.wait_idle()
         assert await pending(hive) == []
 
 

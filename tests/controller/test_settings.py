@@ -47,8 +47,15 @@ def test_flags_beat_the_environment() -> None:
         ({"dashboard": "localhost"}, "must be HOST:PORT"),
         ({"dashboard": "127.0.0.1:99999"}, "must be HOST:PORT"),
         ({"runtime_dir": "/tmp/" + "x" * 80}, "too long for unix socket paths"),
+        ({"workers": 0}, "workers must be a whole number >= 1"),
+        ({"crash_limit": 0}, "crash_limit must be a whole number >= 1"),
+        ({"resync_interval": 0}, "resync_interval must be a positive number of seconds"),
+        ({"question_poll": float("inf")}, "question_poll must be a positive number"),
+        ({"crash_window": -1}, "crash_window must be a positive number"),
+        ({"stop_grace": -1}, "stop_grace must not be negative"),
+        ({"backoff_base": 5, "backoff_cap": 1}, "must not exceed backoff_cap"),
     ],
 )
-def test_bad_settings_are_refused_with_a_reason(overrides: dict[str, str], message: str) -> None:
+def test_bad_settings_are_refused_with_a_reason(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env({"HOME": "/h"}, **overrides)
