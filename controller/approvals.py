@@ -303,7 +303,7 @@ class ApprovalBook:
             )
             return _select(db, approval_id) if cur.rowcount else None
 
-        approval = await self.store.call(q)
+        approval = await self.store.call_fast(q)
         if approval is None:
             raise await self._not_pending(approval_id)
         return approval, token
@@ -324,12 +324,16 @@ class ApprovalBook:
 
     async def approve(self, approval_id: int, approver: str = "operator") -> dict[str, Any]:
         approval, token = await self._claim(approval_id)
+        decided = False
         try:
             async with self.gate.moving() as mover:
-                return await self._merge(approval, token, approver, mover)
+                approved = await self._merge(approval, token, approver, mover)
+                decided = True
+                return approved
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._release(approval_id, token)
+            if not decided:  # a decision clears the claim itself; anything else, here
+                with anyio.CancelScope(shield=True):
+                    await self._release(approval_id, token)
 
     async def _merge(
         self, approval: dict[str, Any], token: str, approver: str, mover: Mover

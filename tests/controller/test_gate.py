@@ -13,6 +13,7 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError
+from controller.store import Store
 from tests.helpers import GIT_ENV, Clone, admin, git, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -34,10 +35,16 @@ async def agent_names(hive: Hive) -> set[str]:
         return {r["name"] for r in await client.call("agents")}
 
 
-async def applied_events(hive: Hive) -> list[dict[str, Any]]:
-    async with admin(hive) as client:
-        rows: list[dict[str, Any]] = await client.call("events", type="applied")
-    return rows
+async def applied_events(hive: Hive, n: int) -> list[dict[str, Any]]:
+    """The audit log's `applied.*` entries, oldest first, once `n` have been written."""
+
+    async def logged() -> list[dict[str, Any]] | None:
+        async with admin(hive) as client:
+            rows: list[dict[str, Any]] = await client.call("events", type="applied")
+        return rows[::-1] if len(rows) >= n else None
+
+    found: list[dict[str, Any]] = await wait_for(logged)
+    return found
 
 
 def mallory_commit(root: Path, applied: Path) -> tuple[Clone, str]:
@@ -102,7 +109,7 @@ async def test_a_move_behind_the_daemons_back_is_an_alarm_and_is_never_reconcile
         assert "mallory" not in await agent_names(hive)
         assert (await hive.runtime.observe("mallory")).state.value == "missing"
         assert (await status(hive))["applied_sha"] == recorded
-        events = await applied_events(hive)
+        events = await applied_events(hive, 1)
         assert [e["type"] for e in events] == ["applied.alarm"]
         assert events[0]["alarm"]["found_sha"] == found
         # Nothing can be approved on top of an unrecorded move.
@@ -136,7 +143,7 @@ async def test_reset_moves_applied_main_back_to_the_recorded_sha(short_dir: Path
         assert reset == {"recorded_sha": recorded, "found_sha": found}
         assert await hive.git.applied_ref() == recorded
         assert await alarmed(hive) is None
-        types = [e["type"] for e in reversed(await applied_events(hive))]
+        types = [e["type"] for e in await applied_events(hive, 3)]
         assert types == ["applied.alarm", "applied.reset", "applied.alarm"]
         assert "mallory" not in await agent_names(hive)
         # The gate is open again: an approval lands on the recorded sha.
@@ -173,7 +180,7 @@ async def test_adopt_turns_the_found_sha_into_an_approval_that_is_approved_norma
             approved = await client.call("approve", id=approval["id"])
         assert approved["applied_sha"] == found  # a fast-forward onto the recorded sha
         await wait_for(lambda: _running(hive, "mallory"))
-        types = [e["type"] for e in reversed(await applied_events(hive))]
+        types = [e["type"] for e in await applied_events(hive, 4)]
         assert types == ["applied.alarm", "applied.adopted", "applied.alarm", "applied.moved"]
 
 
@@ -199,3 +206,48 @@ async def test_an_alarm_found_at_start_keeps_agents_at_the_recorded_revision(
         await hive.agent_queue.wait_idle()
         assert "mallory" not in await agent_names(hive)
         await wait_for(lambda: _running(hive, "hm1nd"))
+
+
+async def test_a_state_dir_from_before_the_gate_records_its_head_at_first_start(
+    short_dir: Path,
+) -> None:
+    settings = hive_settings(short_dir)
+    async with running_hive(settings) as hive:
+        proposer = Clone(short_dir / "clone", hive.git.proposed_path)
+        proposer.add_agent("alice")
+        proposer.commit_push("alice")
+        (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
+        head = (await hive.approvals.approve(approval["id"]))["applied_sha"]
+    # What a state dir from before the gate looks like: no record of any move.
+    store = Store(settings.state_dir / "hive.sqlite")
+    store.call_sync(lambda db: db.execute("DELETE FROM applied_moves"))
+    store.close()
+    async with running_hive(settings) as hive:
+        assert await alarmed(hive) is None
+        assert hive.applied.sha == head
+        (first,) = await hive.gate.moves()
+        assert (first.new, first.reason) == (head, "recorded at first start")
+        await wait_for(lambda: _running(hive, "alice"))
+
+
+async def test_an_approve_racing_an_unseen_move_is_refused_and_stays_pending(
+    short_dir: Path,
+) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        proposer = Clone(short_dir / "clone", hive.git.proposed_path)
+        proposer.write("notes/x.md", "x")
+        proposer.commit_push("a note", "note")
+        (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
+        clone, found = mallory_commit(short_dir, hive.git.applied_path)
+        # Approve at once: whether the gate has seen the move yet or finds it at the
+        # compare-and-swap, the answer is the same.
+        fetch_into_applied(hive.git.applied_path, clone)
+        async with admin(hive) as client:
+            with pytest.raises(ProtocolError, match="the gate is closed") as info:
+                await client.call("approve", id=approval["id"])
+        assert info.value.code == "conflict"
+        stored = await hive.approvals.get(approval["id"])
+        assert (stored["status"], stored["merging"]) == ("pending", False)
+        assert await hive.git.applied_ref() == found
+        assert (await alarmed(hive)) is not None
+        assert [m.reason for m in await hive.gate.moves()] == ["recorded at first start"]
