@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.version import HARNESS_VERSION
+from controller import version
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
@@ -62,7 +62,7 @@ class Settings:
     crash_backoff: float = 1.0
     stop_grace: float = 5.0
     question_poll: float = 60.0
-    harness_version: str = HARNESS_VERSION
+    harness_version: str = field(default_factory=version.harness_version)
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
