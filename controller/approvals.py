@@ -10,8 +10,7 @@ is now: errors or a conflict fail the approval with the reason and leave applied
 untouched. The merge is written first, then moved into place by the gate (write-ahead,
 compare-and-swap), whose record and the approval's outcome commit in one transaction: a
 merge that happened is always recorded as approved. Pending plans are brought up to date
-whenever applied `main` moves (`planned` / `replanned`, driven by the proposals
-reconciler).
+whenever applied `main` moves (`replanned`, driven by the proposals reconciler).
 """
 
 from __future__ import annotations
@@ -140,10 +139,30 @@ class ApprovalBook:
     # --- the proposals reconciler's side (reconcilers.proposals.Approvals) ---------
 
     async def pending(self) -> list[PendingApproval]:
-        return [
-            PendingApproval(a["id"], a["ref"], a["sha"], a["kind"])
-            for a in await self.query("pending")
-        ]
+        def q(db: sqlite3.Connection) -> list[PendingApproval]:
+            rows = db.execute(
+                "SELECT id, ref, sha, kind, base, merge_base, touched, claim FROM approvals"
+                " WHERE status='pending' ORDER BY id"
+            )
+            return [
+                PendingApproval(
+                    r["id"],
+                    r["ref"],
+                    r["sha"],
+                    r["kind"],
+                    PlannedAt(
+                        r["id"],
+                        r["sha"],
+                        r["base"],
+                        r["merge_base"],
+                        tuple(json.loads(r["touched"])),
+                    ),
+                    merging=bool(r["claim"]),
+                )
+                for r in rows
+            ]
+
+        return await self.store.call(q)
 
     async def known(self, heads: Mapping[str, str]) -> set[tuple[str, str]]:
         def q(db: sqlite3.Connection) -> set[tuple[str, str]]:
@@ -179,24 +198,6 @@ class ApprovalBook:
         approval = await self.store.call(q)
         self.bus.publish("approval.created", approval=approval)
         return int(approval["id"])
-
-    async def planned(self) -> list[PlannedAt]:
-        """Every pending plan computed against another applied sha than the one now."""
-
-        def q(db: sqlite3.Connection) -> list[PlannedAt]:
-            rows = db.execute(
-                "SELECT id, sha, base, merge_base, touched FROM approvals"
-                " WHERE status='pending' AND claim='' AND base != ?",
-                (self.gate.recorded,),
-            )
-            return [
-                PlannedAt(
-                    r["id"], r["sha"], r["base"], r["merge_base"], tuple(json.loads(r["touched"]))
-                )
-                for r in rows
-            ]
-
-        return await self.store.call(q)
 
     async def replanned(self, results: Sequence[Replanned]) -> None:
         """Store brought-up plans; a changed one is published (`approval.replanned`)."""
@@ -346,33 +347,26 @@ class ApprovalBook:
             raise InvalidError(f"approval #{approval_id} failed: {reason}")
         # From here the merge and its record must agree: a cancellation waits for both.
         with anyio.CancelScope(shield=True):
-            try:
-                new = await self.git.merge(
-                    sha, base=plan.base, approval_id=approval_id, approver=approver
-                )
-            except GitStoreError as exc:
-                await self._fail(approval_id, token, str(exc), approver)
-                raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc
-            fields = {
-                "applied_sha": new,
-                "approver": approver,
-                "plan": _plan_json(plan),
-                "errors": "[]",
-            }
 
-            def settle(db: sqlite3.Connection) -> dict[str, Any]:
+            def settle(db: sqlite3.Connection, new: str) -> dict[str, Any]:
+                fields = {
+                    "applied_sha": new,
+                    "approver": approver,
+                    "plan": _plan_json(plan),
+                    "errors": "[]",
+                }
                 approved = _transition(db, approval_id, "approved", token, fields)
                 # Nothing else can decide a claimed approval: losing is a bug, not a race.
                 assert approved is not None, f"approval #{approval_id} lost its claim"
                 return approved
 
-            approved = await mover.move(
-                new,
-                reason=f"approval #{approval_id}",
-                approval_id=approval_id,
-                approver=approver,
-                settle=settle,
-            )
+            try:
+                new, approved = await mover.approve(
+                    sha, approval_id=approval_id, approver=approver, settle=settle
+                )
+            except GitStoreError as exc:
+                await self._fail(approval_id, token, str(exc), approver)
+                raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc
             self.bus.publish("approval.approved", approval=approved)
             # Still holding the gate, so moves are reported in the order they happened.
             await self.on_applied(plan.base, new)

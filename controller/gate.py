@@ -143,6 +143,48 @@ class Mover:
             gate.recorded = new
         return result
 
+    async def approve(
+        self,
+        sha: str,
+        *,
+        approval_id: int,
+        approver: str,
+        settle: Callable[[sqlite3.Connection, str], T],
+    ) -> tuple[str, T]:
+        """Approve-by-merge the proposed `sha` onto the recorded sha, in one git hop: the
+        intent is written from that hop once the merge commit is known, before the ref
+        moves. Returns the new sha and `settle(db, new)`, run in the transaction that
+        marks the move done. A `GitStoreError` (a conflict, already applied) means
+        nothing moved and nothing was recorded."""
+        gate = self._gate
+        old = gate.recorded
+        intents: list[int] = []
+
+        def intend(new: str) -> None:
+            reason = f"approval #{approval_id}"
+            intents.append(
+                gate.store.call_sync(_insert_intent, old, new, reason, approval_id, approver)
+            )
+
+        with anyio.CancelScope(shield=True):  # the ref and the record must agree
+            try:
+                new = await gate.git.approve(
+                    sha, base=old, approval_id=approval_id, approver=approver, intend=intend
+                )
+            except RefMovedError as exc:
+                for intent in intents:
+                    await gate._drop(intent)
+                alarm = await gate._check_locked()
+                message = alarm.message if alarm else str(exc)
+                raise ConflictError(f"the gate is closed: {message}") from exc
+            except BaseException:
+                for intent in intents:
+                    await gate._drop(intent)
+                raise
+            result = await gate.store.call_fast(gate._done, intents[0], lambda db: settle(db, new))
+            gate.recorded = new
+        return new, result
+
 
 class Gate:
     def __init__(self, store: Store, bus: Bus, git: GitStore) -> None:
@@ -293,16 +335,7 @@ class Gate:
     async def _intend(
         self, old: str, new: str, reason: str, approval_id: int | None, approver: str
     ) -> int:
-        def q(db: sqlite3.Connection) -> int:
-            cur = db.execute(
-                "INSERT INTO applied_moves(old, new, reason, approval_id, approver, done, at)"
-                " VALUES (?,?,?,?,?,0,?)",
-                (old, new, reason, approval_id, approver, now_iso()),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-
-        return await self.store.call_fast(q)
+        return await self.store.call_fast(_insert_intent, old, new, reason, approval_id, approver)
 
     async def _drop(self, intent: int) -> None:
         await self.store.call(
@@ -313,6 +346,18 @@ class Gate:
     def _done(db: sqlite3.Connection, intent: int, settle: Settle[T]) -> T:
         db.execute("UPDATE applied_moves SET done=1, at=? WHERE id=?", (now_iso(), intent))
         return settle(db)
+
+
+def _insert_intent(
+    db: sqlite3.Connection, old: str, new: str, reason: str, approval_id: int | None, approver: str
+) -> int:
+    cur = db.execute(
+        "INSERT INTO applied_moves(old, new, reason, approval_id, approver, done, at)"
+        " VALUES (?,?,?,?,?,0,?)",
+        (old, new, reason, approval_id, approver, now_iso()),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def _recorded(db: sqlite3.Connection) -> str | None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import enum
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pygit2
 
 from gitstore.repos import MAIN, copy_objects, lookup_commit
 
-__all__ = ["MainState", "ProposedMain", "follow_main"]
+__all__ = ["MainState", "ProposedMain", "ProposedState", "follow_main"]
 
 
 class MainState(enum.StrEnum):
@@ -38,6 +39,17 @@ class ProposedMain:
 
     def as_json(self) -> dict[str, str]:
         return {"sha": self.sha, "state": self.state.value}
+
+
+@dataclass(frozen=True)
+class ProposedState:
+    """The proposed repo as one proposals pass reads it: `main` followed first, then
+    every branch head, and which of those heads (and the given shas) applied contains."""
+
+    head: str  # applied `main`, as hive-c0re stands by it
+    main: ProposedMain
+    heads: Mapping[str, str]
+    applied: frozenset[str]
 
 
 def follow_main(

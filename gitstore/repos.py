@@ -36,6 +36,7 @@ __all__ = [
     "is_ancestor_or_self",
     "lookup_commit",
     "mirror_applied",
+    "read_ref",
     "ref_target",
     "signature",
 ]
@@ -97,6 +98,26 @@ def ref_target(repo: pygit2.Repository, name: str) -> pygit2.Oid:
         raise UnknownRevError(f"no ref {name} in {repo.path}") from exc
     assert isinstance(target, pygit2.Oid), name
     return target
+
+
+def read_ref(repo_path: Path, name: str) -> str:
+    """The sha a direct ref points to, read from git's files (the loose ref, else
+    `packed-refs`) without opening the repository; `UnknownRevError` when absent."""
+    try:
+        loose = (repo_path / name).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        loose = ""
+    if loose and not loose.startswith("ref:"):
+        return loose
+    try:
+        packed = (repo_path / "packed-refs").read_text().splitlines()
+    except FileNotFoundError:
+        packed = []
+    for line in packed:
+        sha, _, ref = line.partition(" ")
+        if ref == name and not line.startswith(("#", "^")):
+            return sha
+    raise UnknownRevError(f"no ref {name} in {repo_path}")
 
 
 def lookup_commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 import anyio
@@ -31,7 +32,7 @@ import pygit2
 from gitstore import commits, repos
 from gitstore.diff import MAX_LINES, ApprovalDiff, approval_diff
 from gitstore.errors import GitStoreError
-from gitstore.follow import ProposedMain, follow_main
+from gitstore.follow import ProposedState, follow_main
 from gitstore.hooks import install_gate_hook
 from gitstore.plan import NameCheck, Plan, compute_plan, merge_commit, move_main
 from gitstore.replan import PlannedAt, Replanned, replan
@@ -104,8 +105,12 @@ class GitStore:
 
     async def applied_ref(self) -> str:
         """The sha the applied `main` ref points to right now, whoever moved it
-        (`UnknownRevError` when the ref is gone): what the gate compares with its record."""
-        return await self._hop(lambda: str(repos.ref_target(self._applied, MAIN)))
+        (`UnknownRevError` when the ref is gone): what the gate compares with its record.
+
+        Read from the ref files, off the lock: the gate checks after every move of the
+        ref (ours included), and this keeps those checks from queueing behind, or ahead
+        of, the reads a reconcile makes right after an approve."""
+        return await anyio.to_thread.run_sync(repos.read_ref, self.applied_path, MAIN)
 
     async def move_applied(self, old: str, new: str, message: str) -> None:
         """Move the applied `main` ref from `old` ("" when missing) to `new`, a commit of
@@ -139,11 +144,20 @@ class GitStore:
 
         await self._hop(adopt)
 
-    async def follow_main(self) -> ProposedMain:
-        """Fast-forward proposed `main` to applied when it is behind (`gitstore.follow`)."""
-        return await self._hop(
-            lambda: follow_main(self._applied, self._proposed, str(self._head()))
-        )
+    async def proposed_state(self, shas: Iterable[str] = ()) -> ProposedState:
+        """One hop for a proposals pass: proposed `main` follows applied `main` (fast-
+        forwarded when behind, `gitstore.follow`), then every branch head is read, then
+        which of those heads and `shas` applied `main` contains."""
+        wanted = tuple(shas)
+
+        def read() -> ProposedState:
+            head = self._head()
+            main = follow_main(self._applied, self._proposed, str(head))
+            heads = repos.branch_heads(self._proposed)
+            applied = repos.contained_in(self._applied, head, (*heads.values(), *wanted))
+            return ProposedState(str(head), main, MappingProxyType(heads), applied)
+
+        return await self._hop(read)
 
     async def applied_revs(self, sha: str | None = None) -> dict[str, str]:
         """`{name: subtree oid}` at applied `main` (or `sha`): cheap, no blob is read."""
@@ -246,6 +260,38 @@ class GitStore:
             return replan(self._proposed, wanted, name_problem)
 
         return await self._hop(compute)
+
+    async def approve(
+        self,
+        sha: str,
+        *,
+        base: str,
+        approval_id: int,
+        approver: str,
+        intend: Callable[[str], None],
+    ) -> str:
+        """Approve-by-merge in one hop: the merge commit of the proposed `sha` onto
+        applied `base`, then `intend(new)` (the caller's write-ahead record, run in this
+        worker thread), then the compare-and-swap move of applied `main` from `base` to
+        it (`RefMovedError`). Returns the new applied sha."""
+
+        def approve() -> str:
+            new = merge_commit(
+                self._applied,
+                self._proposed,
+                sha,
+                base=base,
+                approval_id=approval_id,
+                approver=approver,
+            )
+            intend(new)
+            move_main(self._applied, base, new, f"hive: approval #{approval_id} by {approver}")
+            if self._stand_by is not None:
+                self._stand_by = new
+            self._mirror()
+            return new
+
+        return await self._hop(approve)
 
     async def merge(self, sha: str, *, base: str, approval_id: int, approver: str) -> str:
         """The commit approving the proposed `sha` onto applied `base` moves `main` to

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gitstore.follow import ProposedMain
+from gitstore.follow import ProposedMain, ProposedState
 from gitstore.plan import NameCheck, Plan
 from gitstore.replan import PlannedAt, Replanned
 from gitstore.store import GitStore
@@ -32,6 +32,8 @@ class PendingApproval:
     ref: str
     sha: str
     kind: str
+    planned: PlannedAt  # what its plan was computed against
+    merging: bool = False  # an approve holds it: its plan is being used right now
 
 
 class Approvals(Protocol):
@@ -51,10 +53,6 @@ class Approvals(Protocol):
 
     async def recover(self, approval_id: int, applied_sha: str) -> bool:
         """Compare-and-swap pending -> approved (found applied); False when it lost."""
-        ...
-
-    async def planned(self) -> list[PlannedAt]:
-        """Pending plans computed against an older applied `main`."""
         ...
 
     async def replanned(self, results: Sequence[Replanned]) -> None:
@@ -80,21 +78,23 @@ class ProposalsReconciler:
         self.on_main = on_main
 
     async def reconcile(self) -> None:
-        await self.reconcile_main()
-        await self.reconcile_heads()
-        await self.reconcile_plans()
-
-    async def reconcile_main(self) -> None:
-        """Proposed `main` follows applied `main` (fast-forward, else say how it stands)."""
-        self.on_main(await self.git.follow_main())
-
-    async def reconcile_heads(self) -> None:
-        """Branch heads and pending approvals agree: recover, supersede, open."""
         pending = {p.ref: p for p in await self.approvals.pending()}
-        heads = await self.git.proposed_heads()
-        applied = await self.git.applied_among(
-            set(heads.values()) | {p.sha for p in pending.values()}
-        )
+        # One worker-thread hop for every git read of the pass (main followed first).
+        state = await self.git.proposed_state(p.sha for p in pending.values())
+        self.reconcile_main(state)
+        await self.reconcile_heads(pending, state)
+        await self.reconcile_plans(pending, state)
+
+    def reconcile_main(self, state: ProposedState) -> None:
+        """Proposed `main` follows applied `main` (fast-forwarded in the read); report
+        how it stands."""
+        self.on_main(state.main)
+
+    async def reconcile_heads(
+        self, pending: Mapping[str, PendingApproval], state: ProposedState
+    ) -> None:
+        """Branch heads and pending approvals agree: recover, supersede, open."""
+        heads, applied = state.heads, state.applied
         recovering = any(p.sha in applied for p in pending.values())
         applied_head = await self.git.applied_head() if recovering else ""
         for approval in pending.values():
@@ -114,11 +114,17 @@ class ProposalsReconciler:
             if (ref, sha) not in known:
                 await self.open_approval(ref, sha, pending.get(ref))
 
-    async def reconcile_plans(self) -> None:
+    async def reconcile_plans(
+        self, pending: Mapping[str, PendingApproval], state: ProposedState
+    ) -> None:
         """Pending plans are true against applied `main` as it is now."""
-        planned = await self.approvals.planned()
-        if planned:
-            await self.approvals.replanned(await self.git.replan(planned, self.name_problem))
+        stale = [
+            p.planned
+            for p in pending.values()
+            if p.planned.base != state.head and not p.merging and p.sha not in state.applied
+        ]
+        if stale:
+            await self.approvals.replanned(await self.git.replan(stale, self.name_problem))
 
     async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
         plan = await self.git.plan(sha, self.name_problem)

@@ -1,4 +1,5 @@
-"""applied.git refuses pushes: the real `git push`, the real hook."""
+"""The git half of the gate: applied.git refuses pushes (the real `git push`, the real
+hook), and its ref is read as git wrote it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from gitstore.errors import UnknownRevError
 from gitstore.store import GitStore
 from tests.helpers import GIT_ENV, Clone, git
 
@@ -81,3 +85,18 @@ def test_the_hook_is_installed_again_at_start_for_an_existing_state_dir(tmp_path
     assert _push(clone, reopened.applied_path).returncode != 0
     # Pushing to the proposed repo is untouched by any of this.
     assert _push(clone, reopened.proposed_path).returncode == 0
+
+
+@pytest.mark.anyio
+async def test_the_applied_ref_is_read_from_the_loose_file_or_packed_refs(
+    tmp_path: Path,
+) -> None:
+    store = GitStore(tmp_path / "state")
+    head = git(store.applied_path, "rev-parse", "main")
+    assert await store.applied_ref() == head
+    git(store.applied_path, "pack-refs", "--all")  # what a `git gc` does
+    assert not (store.applied_path / "refs" / "heads" / "main").exists()
+    assert await store.applied_ref() == head
+    git(store.applied_path, "update-ref", "-d", "refs/heads/main")
+    with pytest.raises(UnknownRevError):
+        await store.applied_ref()
