@@ -114,35 +114,6 @@ class Mover:
     def recorded(self) -> str:
         return self._gate.recorded
 
-    async def move(
-        self,
-        new: str,
-        *,
-        reason: str,
-        settle: Settle[T],
-        approval_id: int | None = None,
-        approver: str = "",
-    ) -> T:
-        """Move applied `main` from the recorded sha to `new`, recorded; `settle(db)` runs
-        in the transaction that marks the move done, and its result is returned."""
-        gate = self._gate
-        old = gate.recorded
-        intent = await gate._intend(old, new, reason, approval_id, approver)
-        with anyio.CancelScope(shield=True):  # the ref and the record must agree
-            try:
-                await gate.git.move_applied(old, new, f"hive: {reason} by {approver or 'hive'}")
-            except RefMovedError as exc:
-                await gate._drop(intent)
-                alarm = await gate._check_locked()
-                message = alarm.message if alarm else str(exc)
-                raise ConflictError(f"the gate is closed: {message}") from exc
-            except BaseException:
-                await gate._drop(intent)
-                raise
-            result = await gate.store.call_fast(gate._done, intent, settle)
-            gate.recorded = new
-        return result
-
     async def approve(
         self,
         sha: str,

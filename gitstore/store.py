@@ -293,20 +293,6 @@ class GitStore:
 
         return await self._hop(approve)
 
-    async def merge(self, sha: str, *, base: str, approval_id: int, approver: str) -> str:
-        """The commit approving the proposed `sha` onto applied `base` moves `main` to
-        (`sha` itself, or a merge commit), written but not yet referenced."""
-        return await self._hop(
-            lambda: merge_commit(
-                self._applied,
-                self._proposed,
-                sha,
-                base=base,
-                approval_id=approval_id,
-                approver=approver,
-            )
-        )
-
 
 async def clone_repository(source: Path, dest: Path) -> None:
     """A working clone of `source` at `dest` (the manager's checkout of proposed).

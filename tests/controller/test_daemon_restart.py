@@ -160,30 +160,24 @@ class Crash(Exception):
     """Stands for hive-c0re dying: raised where the record would be written."""
 
 
-def crash_before_the_record(db: object) -> None:
+def crash_before_the_record(db: object, new: str) -> None:
     raise Crash
 
 
 async def merge_then_crash(state: Path, approval_id: int, sha: str) -> str:
-    """Run approve's own path (plan, merge, the gate's intent and ref move) on the dead
+    """Run approve's own path (the merge, the gate's intent, the ref move) on the dead
     daemon's state dir, and die just before the record: what a crash there leaves."""
     store = Store(state / "hive.sqlite")
     try:
         git = GitStore(state)
         gate = Gate(store, Bus(), git)
         await gate.open(lambda db, move: None)
-        plan = await git.plan(sha)
-        new = await git.merge(sha, base=plan.base, approval_id=approval_id, approver="op")
         with pytest.raises(Crash):
             async with gate.moving() as mover:
-                await mover.move(
-                    new,
-                    reason=f"approval #{approval_id}",
-                    approval_id=approval_id,
-                    approver="op",
-                    settle=crash_before_the_record,
+                await mover.approve(
+                    sha, approval_id=approval_id, approver="op", settle=crash_before_the_record
                 )
-        return new
+        return await git.applied_ref()
     finally:
         store.close()
 

@@ -180,14 +180,20 @@ async def test_the_ref_update_is_a_compare_and_swap(store: GitStore, clone: Clon
     sha = clone.commit("alice")
     clone.push("a")
     head = await store.applied_head()
-    new = await store.merge(sha, base=head, approval_id=1, approver="op")
-    # Someone else's move lands between the merge and the ref update.
     clone.checkout("b", base)
     clone.add_agent("bob")
-    await approve(store, clone.commit_push("bob", "b"), 2)
+    bob = clone.commit_push("bob", "b")
+    git(store.applied_path, "fetch", "-q", str(store.proposed_path), bob)
+
+    def someone_else_moves_main(new: str) -> None:
+        # Between the merge and the ref update, another process moves applied main.
+        git(store.applied_path, "update-ref", "refs/heads/main", bob)
+
     with pytest.raises(RefMovedError, match=f"applied main is at .*, not at {head[:12]}"):
-        await store.move_applied(head, new, "stale")
-    assert set(await store.applied_agents()) == {"bob", "hm1nd"}
+        await store.approve(
+            sha, base=head, approval_id=1, approver="op", intend=someone_else_moves_main
+        )
+    assert git(store.applied_path, "rev-parse", "main") == bob
 
 
 async def test_concurrent_approvals_all_land_also_from_a_second_store(

@@ -59,7 +59,7 @@ async def test_every_public_method_is_async_and_no_repository_is_exposed(
 ) -> None:
     public = {n: getattr(store, n) for n in dir(store) if not n.startswith("_")}
     methods = {n for n, v in public.items() if callable(v)}
-    assert {"applied_head", "applied_revs", "plan", "merge", "describe"} <= methods
+    assert {"applied_head", "applied_revs", "plan", "approve", "describe"} <= methods
     assert [n for n in methods if not inspect.iscoroutinefunction(public[n])] == []
     data = {n: v for n, v in public.items() if n not in methods}
     assert {n: type(v).__name__ for n, v in data.items()} == {
@@ -83,8 +83,11 @@ async def test_reads_return_frozen_values_never_pygit2_objects(
         "Op Erator <op@example.test>",
         (head,),
     )
-    new = await store.merge(sha, base=plan.base, approval_id=1, approver="op")
-    await store.move_applied(plan.base, new, "test")
+    intents: list[str] = []
+    new = await store.approve(
+        sha, base=plan.base, approval_id=1, approver="op", intend=intents.append
+    )
+    assert intents == [new]
     alice = await store.applied_agent("alice")
     assert alice is not None and alice.files["prompt.md"] == b"be brief\n"
     results: dict[str, object] = {
@@ -100,7 +103,7 @@ async def test_reads_return_frozen_values_never_pygit2_objects(
         "resolve_proposed": await store.resolve_proposed(sha[:10]),
         "describe": info,
         "plan": plan,
-        "merge": new,
+        "approve": new,
         "commit_files": await store.commit_files(
             "spawn/bob", {"agents/bob/agent.toml": b'description = "b"\n'}, "bob", ("m", "m@x")
         ),
@@ -131,7 +134,7 @@ async def test_errors_come_back_as_gitstore_errors(store: GitStore) -> None:
         store.point_branch("x", "0" * 40),
         store.is_applied("zz"),
         store.plan("0" * 40),
-        store.merge("0" * 40, base=head, approval_id=1, approver="op"),
+        store.approve("0" * 40, base=head, approval_id=1, approver="op", intend=lambda new: None),
         store.move_applied(head, "0" * 40, "test"),
     ]
     for call in unknown:
@@ -141,7 +144,7 @@ async def test_errors_come_back_as_gitstore_errors(store: GitStore) -> None:
     with pytest.raises(GitStoreError, match="not valid"):
         await store.point_branch("bad..name", head)
     with pytest.raises(GitStoreError, match="already applied"):
-        await store.merge(head, base=head, approval_id=1, approver="op")
+        await store.approve(head, base=head, approval_id=1, approver="op", intend=lambda new: None)
 
 
 async def test_a_second_caller_waits_for_the_lock_while_the_loop_runs_on(
