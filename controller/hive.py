@@ -1,9 +1,12 @@
 """The composition: every controller-managed component, built once and served together.
 
-`Hive.serve()` runs, under one task group: the runtime's exit watcher, the ref watcher on
-`proposed.git`, the proposals and agents work queues, the periodic resync and the admin
-socket (plus what later components add). Triggers only *queue keys*:
-- the applied ref moved (approve): the agents whose subtree oid changed;
+`Hive.serve()` runs, under one task group: the audit log, then the gate opens (its record
+of applied moves read, a crash's leftovers finished, `controller.gate`), the runtime's
+exit watcher, the ref watchers on `proposed.git` (proposals) and `applied.git` (the
+gate's check), the proposals, gate and agents work queues, the periodic resync and the
+admin socket (plus what later components add). Triggers only *queue keys*:
+- the applied ref moved (approve): the agents whose subtree oid changed, and a proposals
+  pass (proposed main follows, pending plans are brought up to date);
 - a container exited: that agent;
 - resync: every agent whose recorded status, desired rev, observed rev, harness version
   or running state disagree (drift), found in one cheap pass instead of N reconciles;
