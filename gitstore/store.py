@@ -9,13 +9,14 @@ leave only as `GitStoreError`. A caller that waits for the lock waits in its wor
 thread (or, behind it, on a one-token limiter), so the event loop keeps serving everything
 else meanwhile.
 
-The lock covers this process; `move_applied` also takes an `flock` on applied `main` so
-a second process writing it (an operator's script, a test) cannot race the ref update.
+The lock covers this process; `approve` and `move_applied` also take an `flock` on
+applied `main` so a second process writing it (an operator's script, a test) cannot race
+the ref update.
 
 "Applied" here means the sha hive-c0re stands by (`stand_by`, set from its own record of
 applied moves by `controller.gate`), not whatever the ref says: reads, plans and the
 mirror all use it, so a move made behind hive-c0re's back is never planned against or
-reconciled. Only `applied_head()` reads the ref itself, for the gate to compare.
+reconciled. Only `applied_ref()` reads the ref itself, for the gate to compare.
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ class GitStore:
     async def is_ancestor(self, sha: str, of: str) -> bool:
         """Whether the applied commit `sha` is `of` or one of its ancestors."""
         return await self._hop(
-            lambda: repos.is_ancestor_or_self(self._applied, pygit2.Oid(hex=of), sha)
+            lambda: repos.is_ancestor_or_self(
+                self._applied, repos.lookup_commit(self._applied, of).id, sha
+            )
         )
 
     async def adopt_applied(self, sha: str, ref: str) -> None:

@@ -224,7 +224,12 @@ def test_a_merge_nobody_recorded_is_an_alarm_at_start_never_a_recovery(
     assert daemon.json("approvals")[0]["status"] == "pending"
     daemon.wait(lambda: running(daemon, "hm1nd"))
     assert "alice" not in {a["name"] for a in daemon.json("agents")}
-    assert "applied_moved" in daemon.hive("status").stdout
+    assert "alarm: applied_moved" in daemon.hive("status").stdout
+    # The operator's way out, from the CLI: back to what hive-c0re recorded.
+    out = daemon.hive("applied", "reset").stdout
+    assert f"from {sha[:12]} to the recorded {recorded[:12]}" in out
+    assert daemon.json("status")["alarm"] is None
+    assert "alarm: none" in daemon.hive("status").stdout
 
 
 def test_the_admin_cli_has_help_tables_json_and_exit_codes(daemon: Daemon) -> None:
