@@ -251,3 +251,22 @@ async def test_an_approve_racing_an_unseen_move_is_refused_and_stays_pending(
         assert await hive.git.applied_ref() == found
         assert (await alarmed(hive)) is not None
         assert [m.reason for m in await hive.gate.moves()] == ["recorded at first start"]
+
+
+async def test_a_deleted_applied_main_is_an_alarm_and_reset_puts_it_back(
+    short_dir: Path,
+) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        recorded = hive.applied.sha
+        git(hive.git.applied_path, "update-ref", "-d", "refs/heads/main")
+        alarm = await wait_for(lambda: alarmed(hive))
+        assert (alarm["code"], alarm["found_sha"]) == ("applied_missing", "")
+        async with admin(hive) as client:
+            with pytest.raises(ProtocolError, match="nothing to adopt"):
+                await client.call("applied-adopt")
+            assert await client.call("applied-reset") == {
+                "recorded_sha": recorded,
+                "found_sha": "",
+            }
+        assert git(hive.git.applied_path, "rev-parse", "main") == recorded
+        assert await alarmed(hive) is None
