@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         "--resync", type=float, metavar="SECONDS", help="periodic resync interval (default 30)"
     )
     serve.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    serve.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="process runtime: run agents without a bubblewrap sandbox, with all of the "
+        "operator's rights (they can reach host.sock, applied.git and each other) "
+        "[$HIVE_UNSANDBOXED=1]",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             dashboard=args.dashboard,
             resync_interval=args.resync,
             dashboard_enabled=False if args.no_dashboard else None,
+            unsandboxed=True if args.unsandboxed else None,
         )
     except ValueError as exc:
         print(f"hive-c0re: {exc}", file=sys.stderr)

@@ -81,6 +81,8 @@ class Views:
             # The gate's alarm (applied main moved outside hive-c0re) and proposed main.
             "alarm": self.hive.gate.alarm,
             "proposed_main": self.hive.proposed_main,
+            # "none" under --unsandboxed: every page says so (templates/_notify.html).
+            "sandbox": self.hive.runtime.sandbox,
         }
 
     async def reconcile(self) -> dict[str, Any]:
