@@ -85,7 +85,7 @@ _LIFECYCLE = {
 }
 
 HOST_SPECS: tuple[Spec, ...] = (
-    Spec("status", NoArgs, "daemon version, applied sha, counts"),
+    Spec("status", NoArgs, "daemon version, applied sha, counts, the gate's alarm", view="status"),
     Spec("repos", NoArgs, "paths of the proposed and applied repos"),
     Spec(
         "agents",
@@ -128,6 +128,24 @@ HOST_SPECS: tuple[Spec, ...] = (
         "deny an approval with a reason",
         positional=("id", "reason"),
         view="decision",
+    ),
+    Spec(
+        "applied-reset",
+        NoArgs,
+        "resolve an alarm: move applied main back to the sha hive-c0re recorded",
+        words=("applied", "reset"),
+        view="template",
+        template="applied main moved back from {found_sha:.12} to the recorded {recorded_sha:.12}",
+    ),
+    Spec(
+        "applied-adopt",
+        NoArgs,
+        "resolve an alarm: propose the found sha as an approval (applied main stays at the "
+        "recorded sha until it is approved)",
+        words=("applied", "adopt"),
+        view="template",
+        template="approval #{id} proposes {sha:.12} ({ref}); applied main is back at the "
+        "recorded sha until it is approved",
     ),
     Spec(
         "reconcile",
