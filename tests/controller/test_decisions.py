@@ -50,15 +50,15 @@ async def test_approve_racing_deny_has_exactly_one_winner_and_applied_main_agree
         git(clone.path, "push", "-q", "origin", *(f"race/{i}" for i in range(ROUNDS)))
         approvals = await wait_for(lambda: _pending(hive, ROUNDS), timeout=60)
         winners = {"approve": 0, "deny": 0, "deny lost while approve merged": 0}
-        for i, approval in enumerate(sorted(approvals, key=lambda a: a["id"])):
+        for i, approval in enumerate(sorted(approvals, key=lambda a: a.id)):
             before = await hive.git.applied_head()
             outcomes: dict[str, Any] = {}
             # Spread deny over the whole approve: well before it, together, while it
             # plans, while it merges, after it is recorded.
             offset = (i % 10 - 3) * 0.002
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_decide, hive, "approve", approval["id"], max(-offset, 0), outcomes)
-                tg.start_soon(_decide, hive, "deny", approval["id"], max(offset, 0), outcomes)
+                tg.start_soon(_decide, hive, "approve", approval.id, max(-offset, 0), outcomes)
+                tg.start_soon(_decide, hive, "deny", approval.id, max(offset, 0), outcomes)
             won = [cmd for cmd, out in outcomes.items() if not isinstance(out, ProtocolError)]
             assert len(won) == 1, (i, outcomes)
             lost = outcomes["deny" if won == ["approve"] else "approve"]
@@ -66,7 +66,7 @@ async def test_approve_racing_deny_has_exactly_one_winner_and_applied_main_agree
             winners[won[0]] += 1
             if won == ["approve"] and "is being approved" in lost.message:
                 winners["deny lost while approve merged"] += 1
-            final = await hive.approvals.get(approval["id"])
+            final = await hive.approvals.get(approval.id)
             after = await hive.git.applied_head()
             if won == ["approve"]:
                 assert final.status == "approved"
@@ -100,7 +100,7 @@ async def test_every_decision_on_a_decided_approval_is_a_conflict_naming_its_sta
             clone.commit(name)
             clone.push(name)
         approvals = await wait_for(lambda: _pending(hive, 3))
-        ids = {a["ref"].rsplit("/", 1)[-1]: a["id"] for a in approvals}
+        ids = {a.ref.rsplit("/", 1)[-1]: a.id for a in approvals}
         async with admin(hive) as client:
             await client.call("approve", id=ids["one"])
             await client.call("deny", id=ids["two"], reason="no")

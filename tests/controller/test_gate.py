@@ -119,7 +119,7 @@ async def test_a_move_behind_the_daemons_back_is_an_alarm_and_is_never_reconcile
         (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
         async with admin(hive) as client:
             with pytest.raises(ProtocolError) as info:
-                await client.call("approve", id=approval["id"])
+                await client.call("approve", id=approval.id)
         assert info.value.code == "conflict"
         assert "the gate is closed" in info.value.message
         assert (await hive.approvals.get(approval.id)).status == "pending"
@@ -152,7 +152,7 @@ async def test_reset_moves_applied_main_back_to_the_recorded_sha(short_dir: Path
         proposer.commit_push("alice", "alice")
         (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
         async with admin(hive) as client:
-            approved = await client.call("approve", id=approval["id"])
+            approved = await client.call("approve", id=approval.id)
         assert git(hive.git.applied_path, "rev-parse", "main^") == recorded
         assert approved["applied_sha"] == await hive.git.applied_ref()
 
@@ -244,9 +244,9 @@ async def test_an_approve_racing_an_unseen_move_is_refused_and_stays_pending(
         fetch_into_applied(hive.git.applied_path, clone)
         async with admin(hive) as client:
             with pytest.raises(ProtocolError, match="the gate is closed") as info:
-                await client.call("approve", id=approval["id"])
+                await client.call("approve", id=approval.id)
         assert info.value.code == "conflict"
-        stored = await hive.approvals.get(approval["id"])
+        stored = await hive.approvals.get(approval.id)
         assert (stored.status, stored.merging) == ("pending", False)
         assert await hive.git.applied_ref() == found
         assert (await alarmed(hive)) is not None
