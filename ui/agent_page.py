@@ -30,7 +30,7 @@ from reconcilers.backoff import Backoff
 from ui import credentials, slash
 from ui.agent_view import view
 from ui.http import BadRequestError, action, query_int, read_json, text_field
-from ui.security import Guard, is_loopback
+from ui.security import Guard, host_names, is_loopback
 from ui.server import serve_app
 from ui.sse import PING_SECONDS, format_event, sse_response
 from ui.templating import NO_STORE, create_templates, static_files
@@ -168,6 +168,7 @@ def create_agent_page(
     *,
     token: str | None = None,
     loopback: bool = True,
+    hosts: frozenset[str] = frozenset(),
     closing: anyio.Event | None = None,
     ping: float = PING_SECONDS,
 ) -> Guard:
@@ -186,7 +187,11 @@ def create_agent_page(
             Mount("/static", static_files(), name="static"),
         ]
     )
-    return Guard(app, name=f"agent-{agent.config.name}", token=token, loopback=loopback)
+    # CSRF tokens are signed with a key of this process: a restarted harness hands the
+    # page a fresh token on its next load.
+    return Guard(
+        app, name=f"agent-{agent.config.name}", token=token, loopback=loopback, hosts=hosts
+    )
 
 
 async def serve_agent_page(
@@ -213,7 +218,14 @@ async def serve_agent_page(
     status: anyio.abc.TaskStatus[None] = task_status
     for delay in Backoff(base=1.0, cap=30.0).delays():
         closing = anyio.Event()
-        app = create_agent_page(agent, config_dir, token=token, loopback=loopback, closing=closing)
+        app = create_agent_page(
+            agent,
+            config_dir,
+            token=token,
+            loopback=loopback,
+            hosts=host_names(host),
+            closing=closing,
+        )
         try:
             await serve_app(
                 app,

@@ -28,8 +28,9 @@ from ui.http import (
     query_int,
     read_json,
     text_field,
+    utf8_text,
 )
-from ui.security import Guard, is_loopback
+from ui.security import Guard, host_names, is_loopback, load_secret
 from ui.server import serve_app
 from ui.sse import PING_SECONDS, format_event, sse_response
 from ui.templating import NO_STORE, create_templates, static_files
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 VERBS = (*LIFECYCLE, "rebuild")
 LOG_LINES_MAX = 5000
+# The key CSRF tokens are signed with (0600): the state dir is the operator's alone.
+SECRET_FILE = "dashboard.secret"
 
 
 def _host(request: Request) -> str:
@@ -179,7 +182,10 @@ class Dashboard:
         if isinstance(answer, list):
             if not all(isinstance(a, str) for a in answer):
                 raise BadRequestError("answer must be text or a list of options")
-        elif not isinstance(answer, str):
+            answer = [utf8_text(a, "answer") for a in answer]
+        elif isinstance(answer, str):
+            answer = utf8_text(answer, "answer")
+        else:
             raise BadRequestError("answer must be text or a list of options")
         question = await self.ops.answer(question_id, answer)
         return ValuesResponse({"ok": True, "question": question})
@@ -203,11 +209,14 @@ def create_dashboard(
     *,
     token: str | None = None,
     loopback: bool = True,
+    hosts: frozenset[str] = frozenset(),
+    secret: bytes | None = None,
     closing: anyio.Event | None = None,
     ping: float = PING_SECONDS,
 ) -> Guard:
-    """The dashboard app behind its guard; `closing` ends its event streams, which ping
-    every `ping` seconds."""
+    """The dashboard app behind its guard (Host pinned to loopback and `hosts`, CSRF
+    tokens signed with `secret`); `closing` ends its event streams, which ping every
+    `ping` seconds."""
     d = Dashboard(ops, closing or anyio.Event(), ping)
     app = Starlette(
         routes=[
@@ -226,7 +235,7 @@ def create_dashboard(
             Mount("/static", static_files(), name="static"),
         ]
     )
-    return Guard(app, name="dashboard", token=token, loopback=loopback)
+    return Guard(app, name="dashboard", token=token, loopback=loopback, hosts=hosts, secret=secret)
 
 
 async def serve_dashboard(
@@ -244,7 +253,15 @@ async def serve_dashboard(
             host,
         )
     closing = anyio.Event()
-    app = create_dashboard(ops, token=token, loopback=loopback, closing=closing)
+    secret = await anyio.to_thread.run_sync(load_secret, hive.settings.state_dir / SECRET_FILE)
+    app = create_dashboard(
+        ops,
+        token=token,
+        loopback=loopback,
+        hosts=host_names(host),
+        secret=secret,
+        closing=closing,
+    )
 
     def bound(port: int) -> None:
         hive.dashboard_port = port
