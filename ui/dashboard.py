@@ -21,6 +21,7 @@ from controller.broker import OPERATOR
 from controller.bus import Event, EventType
 from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
+from ui.agent_proxy import AgentProxy
 from ui.http import (
     BadRequestError,
     ValuesResponse,
@@ -44,10 +45,6 @@ VERBS = (*LIFECYCLE, "rebuild")
 LOG_LINES_MAX = 5000
 # The key CSRF tokens are signed with (0600): the state dir is the operator's alone.
 SECRET_FILE = "dashboard.secret"
-
-
-def _host(request: Request) -> str:
-    return request.url.hostname or "127.0.0.1"
 
 
 class _Encoded:
@@ -83,7 +80,7 @@ class Dashboard:
     # --- pages -----------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
-        context = await self.views.page(_host(request))
+        context = await self.views.page()
         return self.templates.TemplateResponse(
             request,
             "dashboard.html",
@@ -92,7 +89,7 @@ class Dashboard:
         )
 
     async def reconcile_page(self, request: Request) -> Response:
-        context = await self.views.region("reconcile", _host(request))
+        context = await self.views.region("reconcile")
         notify = await self.views.notify()
         return self.templates.TemplateResponse(
             request,
@@ -127,7 +124,7 @@ class Dashboard:
         name = request.path_params["name"]
         if name not in REGIONS:
             return HTMLResponse(f"no region {name!r}", 404)
-        context = await self.views.region(name, _host(request))
+        context = await self.views.region(name)
         return self.templates.TemplateResponse(
             request, f"_{name}.html", {name: context}, headers=NO_STORE
         )
@@ -218,8 +215,12 @@ def create_dashboard(
     tokens signed with `secret`); `closing` ends its event streams, which ping every
     `ping` seconds."""
     d = Dashboard(ops, closing or anyio.Event(), ping)
+    pages = AgentProxy(ops)
     app = Starlette(
         routes=[
+            Route("/agents/{name}", pages.root),
+            Route("/agents/{name}/api/send", pages.send, methods=["POST"]),
+            Route("/agents/{name}/{path:path}", pages.page, methods=["GET", "POST"]),
             Route("/", d.index),
             Route("/reconcile", d.reconcile_page),
             Route("/logs", d.logs_page),

@@ -9,9 +9,10 @@ One pure-ASGI middleware, so no route can forget it:
   before a byte is read; a chunked body is read into a bounded buffer and refused the
   moment it passes the limit (uvicorn then closes the connection), so no request makes
   the server hold more than `max_body` bytes of it.
-- **Optional token.** When a token is configured (`HIVE_DASHBOARD_TOKEN`, or
-  `HIVE_WEB_TOKEN` for agent pages) every request needs it, as `Authorization: Bearer` or
-  as the cookie `/auth` sets (an HMAC of the token, never the token itself).
+- **Optional token.** When a token is configured (`HIVE_DASHBOARD_TOKEN`; agent pages
+  are served behind the dashboard, so it covers them too) every request needs it, as
+  `Authorization: Bearer` or as the cookie `/auth` sets (an HMAC of the token, never
+  the token itself).
 - **CSRF.** State changes are POSTs, and a POST passes only when it is same-origin (its
   `Origin`, else `Referer`, names the very host it was sent to) *and* carries a token
   the server minted: `<nonce>.<HMAC(secret, app name + nonce)>`, in the SameSite=Strict
@@ -19,8 +20,7 @@ One pure-ASGI middleware, so no route can forget it:
   client chose (or one signed with another key) does not verify and is replaced by a
   fresh one. The secret is per daemon, kept 0600 in the state dir (`load_secret`).
 
-Cookies are not isolated by port, so their names carry the app's name: the dashboard and
-each agent page keep their own.
+Cookies are not isolated by port, so their names carry the app's name.
 """
 
 from __future__ import annotations

@@ -116,3 +116,28 @@ async def test_malformed_bodies_and_queries_are_4xx_with_a_message_never_a_500(
         async with http.post(base + f"/api/approvals/{huge}/approve", headers=headers) as resp:
             assert 400 <= resp.status < 500
             assert (await resp.json())["error"]
+
+
+async def test_agent_pages_live_behind_the_dashboard_and_its_guard(
+    dashboard: tuple[Hive, str],
+) -> None:
+    hive, base = dashboard
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        html, headers = await _page(http, base + "/")
+        assert 'href="/agents/hm1nd/"' in html
+        assert "127.0.0.1:8" not in html  # no hashed TCP port anywhere
+        async with http.get(base + "/agents/hm1nd", allow_redirects=False) as resp:
+            assert resp.status == 307
+            assert resp.headers["location"] == "/agents/hm1nd/"
+        async with http.get(base + "/agents/nobody/") as resp:
+            assert resp.status == 404
+        async with http.get(base + "/agents/..%2F..%2Fhost/") as resp:
+            assert resp.status == 404
+        # The prompt is the operator's send, through the dashboard's CSRF check.
+        body = {"body": "from the page"}
+        async with http.post(base + "/agents/hm1nd/api/send", json=body) as resp:
+            assert resp.status == 403
+        async with http.post(base + "/agents/hm1nd/api/send", headers=headers, json=body) as resp:
+            assert resp.status == 200, await resp.text()
+        (sent,) = [m for m in await hive.broker.messages("hm1nd") if m.body == "from the page"]
+        assert (sent.sender, sent.recipient) == ("operator", "hm1nd")
