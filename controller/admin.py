@@ -34,6 +34,8 @@ host_commands: CommandTable[HostSession] = CommandTable()
 class HostSession:
     """A connection to host.sock: the operator, with every right."""
 
+    busy = False  # nothing the operator holds outlives a request
+
     def __init__(self, hive: Hive) -> None:
         self.hive = hive
 

@@ -38,6 +38,13 @@ class AgentSession:
         self.hive = hive
         self.agent = agent
         self.owner = hive.broker.new_owner()
+        self.leases: set[int] = set()
+
+    @property
+    def busy(self) -> bool:
+        """A connection holding a leased message (a turn in progress) never times out:
+        closing it would hand the message out again and the turn would run twice."""
+        return bool(self.leases)
 
     async def close(self) -> None:
         released = await self.hive.broker.release_owner(self.owner)
@@ -87,20 +94,33 @@ async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
 @agent_commands.command("recv", RecvArgs, watch_peer=True)
 async def recv(s: AgentSession, a: RecvArgs) -> dict[str, Any] | None:
     """The next message for this agent, waiting up to wait_seconds."""
-    return await s.hive.broker.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
+    message = await s.hive.broker.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
+    if message is not None and a.lease:
+        s.leases.add(message["id"])
+    return message
 
 
 @agent_commands.command("ack", IdArgs)
 async def ack(s: AgentSession, a: IdArgs) -> dict[str, Any]:
     """Acknowledge a leased message: its turn is done."""
-    await s.hive.broker.ack(s.agent, a.id, s.owner)
+    try:
+        await s.hive.broker.ack(s.agent, a.id, s.owner)
+    except NotFoundError:
+        s.leases.discard(a.id)  # not leased to this connection (any more)
+        raise
+    s.leases.discard(a.id)
     return {}
 
 
 @agent_commands.command("release", IdArgs)
 async def release(s: AgentSession, a: IdArgs) -> dict[str, Any]:
     """Give a leased message back: it will be delivered again."""
-    await s.hive.broker.release(s.agent, a.id, s.owner)
+    try:
+        await s.hive.broker.release(s.agent, a.id, s.owner)
+    except NotFoundError:
+        s.leases.discard(a.id)  # not leased to this connection (any more)
+        raise
+    s.leases.discard(a.id)
     return {}
 
 

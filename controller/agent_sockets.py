@@ -3,6 +3,8 @@
 The set of sockets is reconciled like everything else: on start and whenever applied
 `main` moves, every applied agent gets its socket and a removed agent loses it. Only the
 socket file is replaced, never its directory: a running container bind-mounts the dir.
+Each agent's connections count against its own cap (`Settings.agent_connections`), kept
+across re-serving its socket, so a flood from one agent never starves another.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import anyio
 
 from controller.agent_api import AgentSession, agent_commands
 from controller.hive import Hive
-from controller.sockets import serve_socket
+from controller.sockets import Slots, serve_socket
 
 __all__ = ["serve_agent_sockets"]
 
@@ -25,6 +27,7 @@ async def serve_agent_sockets(
     hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     scopes: dict[str, anyio.CancelScope] = {}
+    slots: dict[str, Slots] = {}
 
     async with anyio.create_task_group() as tg:
 
@@ -36,6 +39,10 @@ async def serve_agent_sockets(
                         hive.layout.socket(name),
                         agent_commands,
                         lambda: AgentSession(hive, name),
+                        slots=slots.setdefault(
+                            name, Slots(f"agent {name}", hive.settings.agent_connections)
+                        ),
+                        idle_timeout=hive.settings.idle_timeout,
                         task_status=task_status,
                     )
                 except OSError as exc:

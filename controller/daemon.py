@@ -12,7 +12,7 @@ from controller.admin import HostSession, host_commands
 from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
 from controller.settings import Settings
-from controller.sockets import serve_socket
+from controller.sockets import Slots, serve_socket
 from reconcilers.runtime import Runtime
 
 __all__ = ["build_hive", "run_daemon"]
@@ -31,6 +31,8 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
                 hive.layout.host_socket,
                 host_commands,
                 lambda: HostSession(hive),
+                slots=Slots("host.sock", settings.host_connections),
+                idle_timeout=settings.idle_timeout,
                 task_status=task_status,
             )
         )

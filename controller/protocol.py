@@ -6,6 +6,15 @@ A streaming command (`watch`) answers with `{"id", "event": {...}}` lines until 
 closes. Lines are capped at `MAX_LINE` bytes so a client cannot make the daemon buffer
 without bound; a longer line is refused and the connection closed (its framing is lost).
 
+Requests are strict JSON and checked before any command sees them, so that no input
+reaches a conversion that could fail on it (sqlite, `timedelta`, UTF-8): `NaN` and
+`Infinity` are not JSON (`bad_json`); numbers must be finite and integers within
++-2^63; text must be Unicode (no lone surrogates); nesting is at most `MAX_DEPTH` deep
+(each `invalid`). An `id` is null (or absent), a string of at most `MAX_ID_LENGTH`
+characters or an integer within +-(2^53 - 1), which every JSON parser keeps exact;
+any other id is `invalid` and answered with `id: null`. Answers are strict JSON too
+(`allow_nan=False`, ASCII), whatever they carry.
+
 This module is the one both sides import: the harness uses `Client`, the controller uses
 `decode_request` / `encode_*`. Both run their connections on asyncio's transports
 (`open_transport_stream`): anyio's own unix-socket stream yields to the loop on every
@@ -19,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
+import re
 import socket
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -31,6 +42,9 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_ID",
+    "MAX_ID_LENGTH",
     "MAX_LINE",
     "Client",
     "ProtocolError",
@@ -45,6 +59,14 @@ __all__ = [
 ]
 
 MAX_LINE = 1024 * 1024
+MAX_DEPTH = 32
+MAX_ID = 2**53 - 1
+MAX_ID_LENGTH = 128
+_MAX_INT = 2**63 - 1
+# More digits than any int64 has: refused before Python converts (and before its own
+# 4,300-digit limit raises a ValueError of its own).
+_MAX_INT_DIGITS = 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 JSON = Any
 
@@ -66,15 +88,98 @@ class Request:
     args: Mapping[str, JSON]
 
 
+class _InputError(Exception):
+    """Raised inside the JSON parser's hooks: the line is JSON we do not accept."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _no_constant(name: str) -> JSON:
+    raise _InputError("bad_json", f"{name} is not JSON; numbers must be finite")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _InputError("invalid", f"number {text[:40]} is out of range")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    value = int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else None
+    if value is None or abs(value) > _MAX_INT:
+        raise _InputError("invalid", f"integer {text[:40]} is out of range (+-2^63)")
+    return value
+
+
+def _strict_loads(data: bytes | str) -> JSON:
+    return json.loads(
+        data, parse_constant=_no_constant, parse_float=_parse_float, parse_int=_parse_int
+    )
+
+
+def _text_problem(text: str) -> str | None:
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return None
+    return "text must be valid Unicode (a lone surrogate is not)"
+
+
+def _shape_problem(value: JSON) -> str | None:
+    """What is wrong with a parsed request's shape (depth, text), or None. Iterative, so
+    it cannot itself run out of stack."""
+    stack: list[tuple[JSON, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem is not None:
+                return problem
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            if isinstance(item, dict):
+                for key in item:
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        return problem
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+def _id_problem(rid: JSON) -> str | None:
+    if rid is None:
+        return None
+    if isinstance(rid, str):
+        return None if len(rid) <= MAX_ID_LENGTH else f"'id' is longer than {MAX_ID_LENGTH}"
+    if isinstance(rid, int) and not isinstance(rid, bool) and abs(rid) <= MAX_ID:
+        return None
+    return "'id' must be null, a string or an integer within +-(2^53 - 1)"
+
+
 def decode_request(line: bytes) -> Request:
-    """Parse one request line; the `id` is kept even when the rest is bad."""
+    """Parse one request line; the `id` is kept even when the rest is bad (if it is a
+    valid id)."""
     try:
-        raw = json.loads(line)
+        raw = _strict_loads(line)
+    except _InputError as exc:
+        raise ProtocolError(exc.code, exc.message) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("bad_json", f"request is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("invalid", f"request nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(raw, dict):
         raise ProtocolError("bad_request", "request must be a JSON object")
     rid = raw.get("id")
+    problem = _id_problem(rid)
+    if problem is not None:
+        raise ProtocolError("invalid", problem)
+    problem = _shape_problem(raw)
+    if problem is not None:
+        raise ProtocolError("invalid", f"bad request: {problem}", rid)
     cmd = raw.get("cmd")
     args = raw.get("args", {})
     if not isinstance(cmd, str) or not cmd:
@@ -87,7 +192,9 @@ def decode_request(line: bytes) -> Request:
 
 
 def _dump(obj: Mapping[str, JSON]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+    """One line of strict JSON; ASCII (`ensure_ascii`), so it always encodes."""
+    text = json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+    return text.encode() + b"\n"
 
 
 def encode_result(rid: JSON, result: JSON) -> bytes:
@@ -173,12 +280,22 @@ async def open_transport_stream(stream: ByteStream) -> ByteStream:
     return _TransportStream(reader, writer)
 
 
-class Client:
-    """A connection to a hive socket; one call at a time (calls are serialised)."""
+class _Unsent(Exception):
+    """Raised when the server had closed the connection before reading the request."""
 
-    def __init__(self, stream: ByteStream) -> None:
+
+class Client:
+    """A connection to a hive socket; one call at a time (calls are serialised).
+
+    A client made by `connect_client` knows its socket's path: when the server had
+    closed the connection for idleness before the request (the `idle_timeout` line, or
+    a broken pipe on sending), the request was never read, and it is sent once more on a
+    fresh connection."""
+
+    def __init__(self, stream: ByteStream, path: str | None = None) -> None:
         self._stream = stream
         self._reader = BufferedByteReceiveStream(stream)
+        self._path = path
         self._lock = anyio.Lock()
         self._next = 0
 
@@ -198,20 +315,45 @@ class Client:
 
     async def call(self, cmd: str, **args: JSON) -> JSON:
         async with self._lock:
-            self._next += 1
-            rid = self._next
             try:
-                await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
-                line = await read_line(self._reader)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                raise ProtocolError("closed", f"the connection is gone: {exc!r}") from exc
-            if line is None:
-                raise ProtocolError("closed", "the server closed the connection")
-            answer = json.loads(line)
-            if answer.get("ok"):
-                return answer.get("result")
-            err = answer.get("error") or {}
-            raise ProtocolError(str(err.get("code", "error")), str(err.get("message", "")))
+                return await self._exchange(cmd, args)
+            except _Unsent as exc:
+                if self._path is None:
+                    raise ProtocolError("closed", f"the connection is gone: {exc}") from exc
+                await self._reconnect()
+                try:
+                    return await self._exchange(cmd, args)
+                except _Unsent as again:
+                    raise ProtocolError("closed", f"the connection is gone: {again}") from again
+
+    async def _exchange(self, cmd: str, args: Mapping[str, JSON]) -> JSON:
+        self._next += 1
+        rid = self._next
+        try:
+            await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _Unsent(repr(exc)) from exc
+        try:
+            line = await read_line(self._reader)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ProtocolError("closed", f"the connection is gone: {exc!r}") from exc
+        if line is None:
+            raise ProtocolError("closed", "the server closed the connection")
+        answer = json.loads(line)
+        if answer.get("ok"):
+            return answer.get("result")
+        err = answer.get("error") or {}
+        code, message = str(err.get("code", "error")), str(err.get("message", ""))
+        if code == "idle_timeout" and answer.get("id") is None:
+            raise _Unsent(message)
+        raise ProtocolError(code, message)
+
+    async def _reconnect(self) -> None:
+        assert self._path is not None
+        with contextlib.suppress(OSError, anyio.BrokenResourceError):
+            await self._stream.aclose()
+        self._stream = await _open(self._path)
+        self._reader = BufferedByteReceiveStream(self._stream)
 
     async def stream(self, cmd: str, **args: JSON) -> AsyncGenerator[JSON, None]:
         """Send a streaming command and yield each event until the server closes."""
@@ -230,15 +372,19 @@ class Client:
                     raise ProtocolError(str(err.get("code")), str(err.get("message")))
 
 
-async def connect_client(path: str | os.PathLike[str]) -> Client:
+async def _open(path: str) -> ByteStream:
     try:
-        stream = await anyio.connect_unix(os.fspath(path))
+        stream = await anyio.connect_unix(path)
     except OSError as exc:
         raise ProtocolError(
-            "unreachable", f"cannot connect to {os.fspath(path)}: {exc.strerror or exc}"
+            "unreachable", f"cannot connect to {path}: {exc.strerror or exc}"
         ) from exc
     try:
-        return Client(await open_transport_stream(stream))
+        return await open_transport_stream(stream)
     except BaseException:
         await stream.aclose()
         raise
+
+
+async def connect_client(path: str | os.PathLike[str]) -> Client:
+    return Client(await _open(os.fspath(path)), os.fspath(path))

@@ -7,6 +7,13 @@ agent that crashes `crash_limit` times within `crash_window` is Stalled; restart
 `crash_backoff` doubling up to `backoff_cap`, the first one none); the grace a stopping
 agent gets before SIGKILL; and how often the question expiry re-reads pending questions
 at the latest (it also wakes at the nearest deadline and on every new question).
+
+Limits on what a client may hold: connections at once on host.sock and on each agent's
+socket (over the cap a connection is refused with `too_many_connections`), and how long
+a connection may sit without a request before it is closed (`idle_timeout`). With the
+defaults a hive of 200 agents holds at most ~6,500 descriptors for sockets, well within
+the NixOS unit's `LimitNOFILE`; `hive-c0re serve` also raises its soft limit to the hard
+one at start.
 """
 
 from __future__ import annotations
@@ -62,6 +69,9 @@ class Settings:
     crash_backoff: float = 1.0
     stop_grace: float = 5.0
     question_poll: float = 60.0
+    host_connections: int = 64
+    agent_connections: int = 32
+    idle_timeout: float = 600.0
     harness_version: str = HARNESS_VERSION
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
@@ -104,13 +114,14 @@ class Settings:
             "crash_window",
             "crash_backoff",
             "question_poll",
+            "idle_timeout",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value < float("inf")):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if self.stop_grace < 0:
             raise ValueError(f"stop_grace must not be negative, not {self.stop_grace!r}")
-        for name in ("workers", "crash_limit"):
+        for name in ("workers", "crash_limit", "host_connections", "agent_connections"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")

@@ -3,8 +3,15 @@
 Each connection gets a *session* from a factory: the session knows who is speaking (the
 host operator, or the one agent whose socket this is) and is closed when the peer goes,
 which is how the broker returns leased messages of a dead harness. Bad input of any kind
-gets an error answer and the connection stays usable; only a line over `MAX_LINE` closes
-it, because its framing is lost.
+gets an error answer (`invalid`, never `internal`) and the connection stays usable; only
+a line over `MAX_LINE` closes it, because its framing is lost.
+
+A connection that sends nothing for `idle_timeout` seconds while nothing is in flight
+(no long-poll, no stream, no lease its session holds: `Session.busy`) is told
+`idle_timeout` in one line and closed, so forgotten connections do not pile up against
+the caps (`controller/listener.py`). The server decides before it reads another request,
+so a request the client sends after that line was never read: the client may send it
+again on a new connection (`protocol.Client` does).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from controller.commands import CommandTable
 from controller.errors import HiveError
+from controller.listener import Slots, serve_listener
 from controller.protocol import (
     MAX_LINE,
     ProtocolError,
@@ -31,27 +39,54 @@ from controller.protocol import (
     open_transport_stream,
 )
 
-__all__ = ["Session", "serve_socket"]
+__all__ = ["Session", "Slots", "serve_socket"]
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound="Session")
 
 
 class Session(Protocol):
+    @property
+    def busy(self) -> bool:
+        """Whether the connection holds something that must not time out (a lease)."""
+        ...
+
     async def close(self) -> None: ...
 
 
+# Raised by handlers for input no check caught (a number too big for a conversion, a
+# structure too deep, text that cannot be encoded): still the caller's input, so
+# `invalid`, logged so the check can be added where it belongs.
+_INPUT_ERRORS = (OverflowError, RecursionError, UnicodeError)
+
+
 class _Connection(Generic[C]):
-    def __init__(self, stream: ByteStream, table: CommandTable[C], session: C) -> None:
+    def __init__(
+        self, stream: ByteStream, table: CommandTable[C], session: C, idle_timeout: float
+    ) -> None:
         self.stream = stream
         self.reader = BufferedByteReceiveStream(stream)
         self.table = table
         self.session = session
+        self.idle_timeout = idle_timeout
 
     async def run(self) -> None:
         while True:
             try:
-                line = await self.reader.receive_until(b"\n", MAX_LINE)
+                with anyio.move_on_after(self.idle_timeout) as idle:
+                    line = await self.reader.receive_until(b"\n", MAX_LINE)
+                if idle.cancelled_caught:
+                    if self.session.busy:
+                        continue
+                    await self.stream.send(
+                        encode_error(
+                            None,
+                            "idle_timeout",
+                            f"no request for {self.idle_timeout:g} s; closing "
+                            "(nothing sent after this line was read)",
+                        )
+                    )
+                    return
             except anyio.DelimiterNotFound:
                 await self.stream.send(
                     encode_error(
@@ -86,6 +121,9 @@ class _Connection(Generic[C]):
             await self.stream.send(encode_error(rid, exc.code, exc.message))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
+        except _INPUT_ERRORS as exc:
+            log.warning("input no check caught: %s: %r", type(exc).__name__, line[:200])
+            await self.stream.send(encode_error(rid, "invalid", f"bad input: {exc}"))
         except Exception as exc:
             log.exception("command failed: %r", line[:200])
             await self.stream.send(encode_error(rid, "internal", f"{type(exc).__name__}: {exc}"))
@@ -150,10 +188,13 @@ async def serve_socket(
     table: CommandTable[C],
     new_session: Callable[[], C],
     *,
+    slots: Slots,
+    idle_timeout: float,
     mode: int = 0o600,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on `path` (replacing a stale socket) until cancelled.
+    """Listen on `path` (replacing a stale socket) until cancelled, holding at most
+    `slots.limit` connections at once (`slots` may be shared by several sockets).
 
     The socket is bound and listening under a temporary name and then renamed into
     place, so `path` never exists without a listener behind it (a client that sees the
@@ -166,21 +207,19 @@ async def serve_socket(
         os.replace(staging, path)
 
         async def handle(accepted: ByteStream) -> None:
-            session = new_session()
-            async with accepted, await open_transport_stream(accepted) as stream:
-                try:
-                    await _Connection(stream, table, session).run()
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass  # the peer went away mid-answer: nothing to tell it
-                except Exception:
-                    # One connection's failure must never take the listener down.
-                    log.exception("connection handler failed")
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await session.close()
+            try:
+                async with accepted, await open_transport_stream(accepted) as stream:
+                    session = new_session()
+                    try:
+                        await _Connection(stream, table, session, idle_timeout).run()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await session.close()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass  # the peer went away mid-answer: nothing to tell it
 
         task_status.started()
         try:
-            await listener.serve(handle)
+            await serve_listener(listener, handle, slots)
         finally:
             path.unlink(missing_ok=True)
