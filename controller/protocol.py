@@ -88,31 +88,31 @@ class Request:
     args: Mapping[str, JSON]
 
 
-class _InputError(Exception):
-    """Raised inside the JSON parser's hooks: the line is JSON we do not accept."""
+class _NotJSON(Exception):
+    """Raised inside the JSON parser for `NaN` and `Infinity`, which are not JSON."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+
+@dataclass(frozen=True)
+class _OutOfRange:
+    """A number the parser read but we do not accept; reported with the request's id."""
+
+    text: str
 
 
 def _no_constant(name: str) -> JSON:
-    raise _InputError("bad_json", f"{name} is not JSON; numbers must be finite")
+    raise _NotJSON(f"{name} is not JSON; numbers must be finite")
 
 
-def _parse_float(text: str) -> float:
+def _parse_float(text: str) -> float | _OutOfRange:
     value = float(text)
-    if not math.isfinite(value):
-        raise _InputError("invalid", f"number {text[:40]} is out of range")
-    return value
+    return value if math.isfinite(value) else _OutOfRange(text)
 
 
-def _parse_int(text: str) -> int:
-    value = int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else None
-    if value is None or abs(value) > _MAX_INT:
-        raise _InputError("invalid", f"integer {text[:40]} is out of range (+-2^63)")
-    return value
+def _parse_int(text: str) -> int | _OutOfRange:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        return _OutOfRange(text)
+    value = int(text)
+    return value if abs(value) <= _MAX_INT else _OutOfRange(text)
 
 
 def _strict_loads(data: bytes | str) -> JSON:
@@ -137,6 +137,8 @@ def _shape_problem(value: JSON) -> str | None:
             problem = _text_problem(item)
             if problem is not None:
                 return problem
+        elif isinstance(item, _OutOfRange):
+            return f"number {item.text[:40]} is out of range (integers within +-2^63)"
         elif isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
                 return f"nested deeper than {MAX_DEPTH} levels"
@@ -157,6 +159,8 @@ def _id_problem(rid: JSON) -> str | None:
         return None if len(rid) <= MAX_ID_LENGTH else f"'id' is longer than {MAX_ID_LENGTH}"
     if isinstance(rid, int) and not isinstance(rid, bool) and abs(rid) <= MAX_ID:
         return None
+    if isinstance(rid, _OutOfRange):
+        return f"'id' {rid.text[:40]} is out of range"
     return "'id' must be null, a string or an integer within +-(2^53 - 1)"
 
 
@@ -165,8 +169,8 @@ def decode_request(line: bytes) -> Request:
     valid id)."""
     try:
         raw = _strict_loads(line)
-    except _InputError as exc:
-        raise ProtocolError(exc.code, exc.message) from None
+    except _NotJSON as exc:
+        raise ProtocolError("bad_json", str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("bad_json", f"request is not valid JSON: {exc}") from exc
     except RecursionError:
