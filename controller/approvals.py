@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 
 from controller.bus import Bus
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
 from controller.store import Store, now_iso
 from gitstore.errors import GitStoreError
+from gitstore.errors import NoSpaceError as GitNoSpaceError
 from gitstore.plan import NameCheck, Plan
 from gitstore.store import GitStore
 from reconcilers.proposals import PendingApproval
@@ -206,6 +207,10 @@ class ApprovalBook:
                 new = await self.git.approve(
                     sha, expected_base=plan.base, approval_id=approval_id, approver=approver
                 )
+            except GitNoSpaceError as exc:
+                # Not the approval's fault: it stays pending, to be approved once there
+                # is space; applied main did not move.
+                raise NoSpaceError(str(exc)) from exc
             except GitStoreError as exc:
                 await self._decide(approval_id, "failed", reason=str(exc), approver=approver)
                 raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc

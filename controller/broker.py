@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from controller.bus import Bus
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, HiveError, InvalidError, NotFoundError
 from controller.store import Store, now_iso
 
 __all__ = ["MAX_BODY", "MAX_WAIT", "OPERATOR", "Broker"]
@@ -64,6 +64,7 @@ class _Outgoing:
     done: anyio.Event = field(default_factory=anyio.Event)
     message: dict[str, Any] | None = None
     waiter: _Waiter | None = None
+    failure: HiveError | None = None  # why it was not stored, when the sender may act
 
 
 class Broker:
@@ -113,12 +114,16 @@ class Broker:
                 continue
             try:
                 await self.store.call_fast(self._insert_batch, batch)
-            except Exception:
+            except Exception as exc:
                 # Nothing of the batch was stored (the transaction rolled back): its
                 # senders get an error instead of an id, and the broker carries on.
-                log.exception("storing %d message(s) failed", len(batch))
+                if isinstance(exc, HiveError):  # e.g. the disk is full: say so
+                    log.warning("storing %d message(s) failed: %s", len(batch), exc)
+                else:
+                    log.exception("storing %d message(s) failed", len(batch))
                 for out in batch:
                     out.message = None
+                    out.failure = exc if isinstance(exc, HiveError) else None
                     if out.waiter is not None:
                         self._requeue_waiter(out.waiter)
                     out.done.set()
@@ -145,6 +150,8 @@ class Broker:
         self._outbox.append(out)
         self._outbox_ready.set()
         await out.done.wait()
+        if out.failure is not None:
+            raise type(out.failure)(out.failure.message)
         if out.message is None:
             raise ConflictError("the broker stopped before the message was stored")
         return out.message

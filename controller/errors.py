@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "ForbiddenError", "HiveError", "InvalidError", "NotFoundError"]
+__all__ = [
+    "ConflictError",
+    "ForbiddenError",
+    "HiveError",
+    "InvalidError",
+    "NoSpaceError",
+    "NotFoundError",
+]
 
 
 class HiveError(Exception):
@@ -37,3 +44,9 @@ class ForbiddenError(HiveError):
     """Raised when the caller's socket does not grant the method."""
 
     code = "forbidden"
+
+
+class NoSpaceError(HiveError):
+    """Raised when a write failed because the disk is full; nothing was changed."""
+
+    code = "no_space"

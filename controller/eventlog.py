@@ -2,11 +2,15 @@
 the store's `events` table (approvals, applied moves, holds and lifecycle actions,
 questions). Messages and turn states are not copied here: they have their own tables or
 are ephemeral. Writes are batched off the bus and the table is pruned to `keep` rows.
+A batch that cannot be written (the disk is full) is kept and retried with backoff,
+gathering what arrives meanwhile (at most `keep` events), so the daemon lives on and
+the audit log catches up once there is space.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from typing import Any
 
@@ -15,8 +19,12 @@ from anyio.abc import TaskStatus
 
 from controller.bus import Bus, Event
 from controller.store import Store
+from reconcilers.backoff import Backoff
 
 __all__ = ["AUDITED", "EventLog"]
+
+log = logging.getLogger(__name__)
+RETRY = Backoff(0.5, 30.0)
 
 AUDITED = (
     "approval.created",
@@ -49,12 +57,19 @@ class EventLog:
             task_status.started()
             while True:
                 batch = [await sub.next()]
-                while True:
+                for delay in RETRY.delays():
+                    while True:
+                        try:
+                            batch.append(sub.next_nowait())
+                        except anyio.WouldBlock:
+                            break
+                    del batch[: -self.keep]
                     try:
-                        batch.append(sub.next_nowait())
-                    except anyio.WouldBlock:
+                        await self.store.call(self._write, batch)
                         break
-                await self.store.call(self._write, batch)
+                    except Exception as exc:
+                        log.warning("audit log: %d event(s) wait: %s", len(batch), exc)
+                        await anyio.sleep(delay)
 
     def _write(self, db: sqlite3.Connection, batch: list[Event]) -> None:
         db.executemany(

@@ -11,8 +11,8 @@ pending questions every `poll` seconds at the latest. Deadlines are wall-clock t
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,11 +21,13 @@ import anyio
 
 from controller.broker import OPERATOR, Broker
 from controller.bus import Bus
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
 from controller.store import Store
 from reconcilers.clock import Clock, SystemClock, iso, wait_event
 
 __all__ = ["MAX_TTL", "STATUSES", "Questions"]
+
+log = logging.getLogger(__name__)
 
 MAX_TTL = 7 * 24 * 3600
 STATUSES = ("pending", "answered", "cancelled", "expired")
@@ -188,8 +190,12 @@ class Questions:
                     continue
                 left = (datetime.fromisoformat(question["expires_at"]) - now).total_seconds()
                 if left <= 0:
-                    with contextlib.suppress(ConflictError):
+                    try:
                         await self._resolve(question, "expired", None)
+                    except ConflictError:
+                        pass  # answered or cancelled meanwhile
+                    except NoSpaceError as exc:
+                        log.warning("question #%s expires later: %s", question["id"], exc)
                 else:
                     nearest = min(nearest, left)
             await wait_event(self.clock, self._wake, started + nearest)

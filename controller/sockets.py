@@ -38,6 +38,7 @@ from controller.protocol import (
     encode_result,
     open_transport_stream,
 )
+from gitstore.errors import NoSpaceError as GitNoSpaceError
 
 __all__ = ["Session", "Slots", "serve_socket"]
 
@@ -119,6 +120,8 @@ class _Connection(Generic[C]):
             await self.stream.send(encode_error(exc.request_id, exc.code, exc.message))
         except HiveError as exc:
             await self.stream.send(encode_error(rid, exc.code, exc.message))
+        except GitNoSpaceError as exc:
+            await self.stream.send(encode_error(rid, "no_space", str(exc)))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         except _INPUT_ERRORS as exc:
