@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.version import HARNESS_VERSION
+from controller import version
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
@@ -72,7 +72,7 @@ class Settings:
     host_connections: int = 64
     agent_connections: int = 32
     idle_timeout: float = 600.0
-    harness_version: str = HARNESS_VERSION
+    harness_version: str = field(default_factory=version.harness_version)
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))

@@ -32,8 +32,8 @@ from ui.agent_view import view
 from ui.http import BadRequestError, action, read_json, text_field
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
-from ui.sse import bus_stream, format_event, sse_response
-from ui.templating import Templates, static_files
+from ui.sse import PING_SECONDS, format_event, sse_response
+from ui.templating import NO_STORE, create_templates, static_files
 
 __all__ = ["create_agent_page", "serve_agent_page"]
 
@@ -54,30 +54,27 @@ def _state(agent: Agent) -> dict[str, Any]:
 
 
 class AgentPage:
-    def __init__(self, agent: Agent, config_dir: Path, closing: anyio.Event) -> None:
+    def __init__(
+        self, agent: Agent, config_dir: Path, closing: anyio.Event, ping: float = PING_SECONDS
+    ) -> None:
         self.agent = agent
         self.config_dir = config_dir
         self.closing = closing
-        self.templates = Templates()
+        self.ping = ping
+        self.templates = create_templates()
 
     async def index(self, request: Request) -> Response:
-        return self.templates.response(
-            request,
-            "agent.html",
-            name=self.agent.config.name,
-            state=_state(self.agent),
-            help=slash.HELP,
-        )
+        context = {"name": self.agent.config.name, "state": _state(self.agent), "help": slash.HELP}
+        return self.templates.TemplateResponse(request, "agent.html", context, headers=NO_STORE)
 
     async def login_page(self, request: Request) -> Response:
         current = credentials.status(self.config_dir)
-        return self.templates.response(
-            request,
-            "login.html",
-            name=self.agent.config.name,
-            kind=current.kind,
-            stored=credentials.stored_ago(current),
-        )
+        context = {
+            "name": self.agent.config.name,
+            "kind": current.kind,
+            "stored": credentials.stored_ago(current),
+        }
+        return self.templates.TemplateResponse(request, "login.html", context, headers=NO_STORE)
 
     async def history(self, request: Request) -> Response:
         raw = request.query_params.get("limit", str(BACKFILL))
@@ -97,31 +94,32 @@ class AgentPage:
             return JSONResponse({"error": "after must be an event id"}, 400)
         after = int(raw)
         agent = self.agent
+        sent = after
 
-        async def chunks() -> Any:
-            with agent.live.subscribe(buffer=5_000) as sub:
-                sent = after
-                first = bytearray(format_event("state", _state(agent)))
-                if agent.history is not None:
-                    for e in await agent.history.recent(BACKFILL_MAX, after_id=after):
-                        first += format_event("event", view(e.id, e.turn_id, e.ts, e.event), e.id)
-                        sent = max(sent, e.id)
+        # Runs once subscribed to the live bus, so nothing falls between history and live.
+        async def backfill() -> bytes:
+            nonlocal sent
+            first = bytearray(format_event("state", _state(agent)))
+            if agent.history is not None:
+                for e in await agent.history.recent(BACKFILL_MAX, after_id=after):
+                    first += format_event("event", view(e.id, e.turn_id, e.ts, e.event), e.id)
+                    sent = max(sent, e.id)
+            return bytes(first)
 
-                def encode(event: Event) -> bytes | None:
-                    data = event.data
-                    if event.type == "event":
-                        if data["id"] <= sent:
-                            return None  # already in the backfill
-                        shown = view(data["id"], data.get("turn"), event.ts, data["event"])
-                        return format_event("event", shown, data["id"])
-                    if event.type == "state":
-                        return format_event("state", {**_state(agent), **data})
-                    return format_event(event.type, data)
+        def encode(event: Event) -> bytes | None:
+            data = event.data
+            if event.type == "event":
+                if data["id"] <= sent:
+                    return None  # already in the backfill
+                shown = view(data["id"], data.get("turn"), event.ts, data["event"])
+                return format_event("event", shown, data["id"])
+            if event.type == "state":
+                return format_event("state", {**_state(agent), **data})
+            return format_event(event.type, data)
 
-                async for chunk in bus_stream(sub, encode, self.closing, first=bytes(first)):
-                    yield chunk
-
-        return sse_response(chunks())
+        return sse_response(
+            agent.live, encode, shutdown=self.closing, ping=self.ping, first=backfill
+        )
 
     async def inbox(self, request: Request) -> Response:
         try:
@@ -172,8 +170,9 @@ def create_agent_page(
     token: str | None = None,
     loopback: bool = True,
     closing: anyio.Event | None = None,
+    ping: float = PING_SECONDS,
 ) -> Guard:
-    page = AgentPage(agent, config_dir, closing or anyio.Event())
+    page = AgentPage(agent, config_dir, closing or anyio.Event(), ping)
     app = Starlette(
         routes=[
             Route("/", page.index),

@@ -10,7 +10,6 @@ behind `ui.security.Guard` and goes through the hive's own operations (`approval
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -27,8 +26,8 @@ from controller.settings import parse_address
 from ui.http import BadRequestError, action, read_json, text_field
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
-from ui.sse import bus_stream, format_event, sse_response
-from ui.templating import Templates, static_files
+from ui.sse import PING_SECONDS, format_event, sse_response
+from ui.templating import NO_STORE, create_templates, static_files
 from ui.views import REGIONS, Views
 
 __all__ = ["create_dashboard", "serve_dashboard"]
@@ -70,24 +69,30 @@ class _Encoded:
 
 
 class Dashboard:
-    def __init__(self, hive: Hive, closing: anyio.Event) -> None:
+    def __init__(self, hive: Hive, closing: anyio.Event, ping: float = PING_SECONDS) -> None:
         self.hive = hive
         self.views = Views(hive)
-        self.templates = Templates()
+        self.templates = create_templates()
         self.closing = closing
+        self.ping = ping
         self.encode = _Encoded()
 
     # --- pages -----------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
         context = await self.views.page(_host(request))
-        return self.templates.response(request, "dashboard.html", page="dashboard", **context)
+        return self.templates.TemplateResponse(
+            request, "dashboard.html", {"page": "dashboard", **context}, headers=NO_STORE
+        )
 
     async def reconcile_page(self, request: Request) -> Response:
         context = await self.views.region("reconcile", _host(request))
         notify = await self.views.notify()
-        return self.templates.response(
-            request, "reconcile.html", page="reconcile", reconcile=context, notify=notify
+        return self.templates.TemplateResponse(
+            request,
+            "reconcile.html",
+            {"page": "reconcile", "reconcile": context, "notify": notify},
+            headers=NO_STORE,
         )
 
     async def logs_page(self, request: Request) -> Response:
@@ -97,9 +102,14 @@ class Dashboard:
             return HTMLResponse(f"no agent named {chosen!r}", 404)
         lines = await self.hive.runtime.logs(chosen, 400) if chosen else []
         notify = await self.views.notify()
-        return self.templates.response(
-            request, "logs.html", page="logs", names=names, agent=chosen, lines=lines, notify=notify
-        )
+        context = {
+            "page": "logs",
+            "names": names,
+            "agent": chosen,
+            "lines": lines,
+            "notify": notify,
+        }
+        return self.templates.TemplateResponse(request, "logs.html", context, headers=NO_STORE)
 
     async def _names(self) -> list[str]:
         return sorted(set(await self.hive.runtime.names()) | self.hive.applied.names)
@@ -109,21 +119,19 @@ class Dashboard:
         if name not in REGIONS:
             return HTMLResponse(f"no region {name!r}", 404)
         context = await self.views.region(name, _host(request))
-        html = self.templates.render(f"_{name}.html", csrf=request.state.csrf, **{name: context})
-        return HTMLResponse(html, headers={"cache-control": "no-store"})
+        return self.templates.TemplateResponse(
+            request, f"_{name}.html", {name: context}, headers=NO_STORE
+        )
 
     async def events(self, request: Request) -> Response:
-        # Subscribe before answering so nothing published after the page's fetch is lost.
-        def stream() -> Any:
-            async def chunks() -> Any:
-                with self.hive.bus.subscribe(buffer=5_000) as sub:
-                    hello = format_event("hello", {"applied_sha": self.hive.applied.sha})
-                    async for chunk in bus_stream(sub, self.encode, self.closing, first=hello):
-                        yield chunk
+        # sse_response subscribes before it asks for the greeting, so nothing published
+        # after the page's fetch is lost.
+        async def hello() -> bytes:
+            return format_event("hello", {"applied_sha": self.hive.applied.sha})
 
-            return chunks()
-
-        return sse_response(stream())
+        return sse_response(
+            self.hive.bus, self.encode, shutdown=self.closing, ping=self.ping, first=hello
+        )
 
     async def logs_api(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -194,9 +202,11 @@ def create_dashboard(
     token: str | None = None,
     loopback: bool = True,
     closing: anyio.Event | None = None,
+    ping: float = PING_SECONDS,
 ) -> Guard:
-    """The dashboard app behind its guard."""
-    d = Dashboard(hive, closing or anyio.Event())
+    """The dashboard app behind its guard; `closing` ends its event streams, which ping
+    every `ping` seconds."""
+    d = Dashboard(hive, closing or anyio.Event(), ping)
     app = Starlette(
         routes=[
             Route("/", d.index),

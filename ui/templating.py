@@ -1,8 +1,10 @@
 """Jinja2 templates and static assets shared by the dashboard and the agent page.
 
-Autoescaping is on for every template; the filters are the small formatting helpers
-both pages need (short shas, durations, ages). Assets are served from the package, so
-nothing is fetched from a CDN.
+Starlette's `Jinja2Templates` over our own environment: autoescaping on for every
+template, undefined names are errors, and the filters are the small formatting helpers
+both pages need (short shas, durations, ages). What every page needs from its request
+(the CSRF token) comes from a context processor, so handlers pass only their own
+context. Assets are served from the package, so nothing is fetched from a CDN.
 """
 
 from __future__ import annotations
@@ -14,13 +16,27 @@ from typing import Any
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
 
-__all__ = ["STATIC_DIR", "Templates", "age", "duration", "short", "static_files"]
+__all__ = [
+    "NO_STORE",
+    "STATIC_DIR",
+    "TEMPLATE_DIR",
+    "age",
+    "create_templates",
+    "duration",
+    "environment",
+    "request_context",
+    "short",
+    "static_files",
+]
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
+TEMPLATE_DIR = HERE / "templates"
+# Pages carry a per-browser CSRF token and live state: never cached.
+NO_STORE = {"cache-control": "no-store"}
 
 
 def short(sha: str | None, n: int = 10) -> str:
@@ -59,29 +75,29 @@ def _tojson_attr(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class Templates:
-    def __init__(self) -> None:
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(HERE / "templates"),
-            autoescape=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        self.env.filters.update(short=short, duration=duration, age=age, jsonattr=_tojson_attr)
+def environment() -> jinja2.Environment:
+    """The package's templates: autoescaped, strict about undefined names, our filters."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(short=short, duration=duration, age=age, jsonattr=_tojson_attr)
+    return env
 
-    def render(self, template: str, **context: Any) -> str:
-        return self.env.get_template(template).render(**context)
 
-    def response(
-        self, request: Request, template: str, status: int = 200, **context: Any
-    ) -> HTMLResponse:
-        csrf = getattr(request.state, "csrf", "")
-        return HTMLResponse(
-            self.render(template, csrf=csrf, **context),
-            status,
-            headers={"cache-control": "no-store"},
-        )
+def request_context(request: Request) -> dict[str, Any]:
+    """What every page gets from its request: the CSRF token `ui.security.Guard` issued
+    (base.html puts it where the page's script reads it)."""
+    return {"csrf": getattr(request.state, "csrf", "")}
+
+
+def create_templates() -> Jinja2Templates:
+    """`templates.TemplateResponse(request, name, context, headers=NO_STORE)` renders a
+    page; `templates.get_template(name).render(...)` a fragment."""
+    return Jinja2Templates(env=environment(), context_processors=[request_context])
 
 
 def static_files() -> StaticFiles:
