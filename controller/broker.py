@@ -12,6 +12,14 @@ registers a waiter *inside the same store lock* the writer takes, so a message i
 seen by the check or handed to the waiter in the very transaction that inserts it (one
 commit on the hot path, no polling, no lost wake-up). A waiter that gives up after it was
 handed a message waits for that hand-off and then returns the message to the queue.
+
+Quotas (`controller/quotas.py`) are checked where the message would be stored: the body
+size and the sender's rate before it is queued, the recipient's inbox inside the
+writer's transaction (exact, even within one batch: a partial index holds only the
+unacknowledged rows, with their sizes). A send may carry an `idempotency_key`: a retry
+with the same key from the same sender answers the first message's id and stores
+nothing; keys are kept as long as their message (for ever: the broker prunes nothing),
+by a unique index on `(sender, idempotency_key)`. Lists are pages (`controller/paging.py`).
 """
 
 from __future__ import annotations
@@ -27,18 +35,23 @@ from typing import Any
 import anyio
 
 from controller.bus import Bus
-from controller.errors import ConflictError, HiveError, InvalidError, NotFoundError
+from controller.errors import ConflictError, HiveError, NotFoundError
+from controller.paging import DEFAULT_BUDGET, Page
+from controller.quotas import BrokerLimits, SendRate, check_body, inbox_full
 from controller.store import Store, now_iso
+from reconcilers.clock import Clock, SystemClock
 
-__all__ = ["MAX_BODY", "MAX_WAIT", "OPERATOR", "Broker"]
+__all__ = ["MAX_KEY", "MAX_WAIT", "OPERATOR", "Broker"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 256 * 1024
 MAX_WAIT = 180.0
+MAX_KEY = 128
 OPERATOR = "operator"
 
 _COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_at"
+# What a row costs a page beyond its body: its other fields as JSON.
+_ROW_BYTES = 200
 
 
 def message_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
@@ -61,16 +74,29 @@ class _Outgoing:
     recipient: str
     kind: str
     body: str
+    size: int
+    key: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     message: dict[str, Any] | None = None
     waiter: _Waiter | None = None
     failure: HiveError | None = None  # why it was not stored, when the sender may act
+    repeated: bool = False  # the key's message was stored before: `message` is that one
 
 
 class Broker:
-    def __init__(self, store: Store, bus: Bus) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        limits: BrokerLimits | None = None,
+        clock: Clock | None = None,
+        page_bytes: int = DEFAULT_BUDGET,
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.limits = limits or BrokerLimits()
+        self.page_bytes = page_bytes
+        self._rate = SendRate(self.limits, clock or SystemClock())
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self._owners = itertools.count(1)
@@ -129,6 +155,9 @@ class Broker:
                     out.done.set()
                 continue
             for out in batch:
+                if out.failure is not None or out.repeated:
+                    out.done.set()
+                    continue
                 assert out.message is not None
                 if out.waiter is not None:
                     out.waiter.message = out.message
@@ -139,14 +168,19 @@ class Broker:
     # --- sending -------------------------------------------------------------------
 
     async def send(
-        self, sender: str, recipient: str, body: str, kind: str = "message"
+        self,
+        sender: str,
+        recipient: str,
+        body: str,
+        kind: str = "message",
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        size = len(body.encode("utf-8"))
-        if size > MAX_BODY:
-            raise InvalidError(f"message body is {size} bytes; the limit is {MAX_BODY}")
+        size = check_body(body, self.limits)
         if not self._serving:
             raise ConflictError("the broker is not running")
-        out = _Outgoing(sender, recipient, kind, body)
+        if sender != OPERATOR:
+            self._rate.spend(sender, size)
+        out = _Outgoing(sender, recipient, kind, body, size, idempotency_key)
         self._outbox.append(out)
         self._outbox_ready.set()
         await out.done.wait()
@@ -159,17 +193,48 @@ class Broker:
     def _insert_batch(self, db: sqlite3.Connection, batch: list[_Outgoing]) -> None:
         now = now_iso()
         for out in batch:
+            if out.key is not None and self._repeat(db, out):
+                continue
+            if out.recipient != OPERATOR:  # the operator never acknowledges: see quotas
+                held, held_bytes = db.execute(
+                    "SELECT count(*), total(size) FROM messages "
+                    "WHERE recipient=? AND acked_at IS NULL",
+                    (out.recipient,),
+                ).fetchone()
+                out.failure = inbox_full(
+                    out.recipient, held, int(held_bytes), out.size, self.limits
+                )
+                if out.failure is not None:
+                    continue
             waiter = self._pop_waiter(out.recipient)
             delivered = now if waiter is not None else None
             acked = now if waiter is not None and waiter.owner is None else None
             row = (out.sender, out.recipient, out.kind, out.body, now, delivered, acked)
             cur = db.execute(
                 "INSERT INTO messages(sender, recipient, kind, body, created_at, delivered_at,"
-                " acked_at, lease) VALUES (?,?,?,?,?,?,?,?)",
-                (*row, waiter.owner if waiter is not None else None),
+                " acked_at, lease, size, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*row, waiter.owner if waiter is not None else None, out.size, out.key),
             )
             out.message = message_dict((cur.lastrowid, *row))
             out.waiter = waiter
+
+    def _repeat(self, db: sqlite3.Connection, out: _Outgoing) -> bool:
+        """Whether `out` repeats a message stored before under its key (then `out`
+        answers with that message, or fails if the key was used for another)."""
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE sender=? AND idempotency_key=?",
+            (out.sender, out.key),
+        ).fetchone()
+        if row is None:
+            return False
+        if (row["recipient"], row["body"], row["kind"]) != (out.recipient, out.body, out.kind):
+            out.failure = ConflictError(
+                f"idempotency key {out.key!r} was used for message #{row['id']} to "
+                f"{row['recipient']} with another body; a new message needs a new key"
+            )
+        else:
+            out.message, out.repeated = message_dict(row), True
+        return True
 
     def _requeue_waiter(self, waiter: _Waiter) -> None:
         """Give back a waiter claimed for a message that was not stored after all."""
@@ -317,32 +382,43 @@ class Broker:
 
     # --- reading -------------------------------------------------------------------
 
-    async def messages(self, agent: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def messages(
+        self, agent: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Messages newest first, optionally to or from `agent`, one page of them."""
+        page = Page(limit, before_id=before_id, budget=self.page_bytes)
+        where, params = page.where()
+
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             if agent is None:
                 rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (limit,)
+                    f"SELECT {_COLUMNS}, size FROM messages WHERE {where} ORDER BY id DESC LIMIT ?",
+                    (*params, page.limit),
                 )
             else:
                 rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE sender=? OR "
-                    "recipient=? ORDER BY id DESC LIMIT ?",
-                    (agent, agent, limit),
+                    f"SELECT {_COLUMNS}, size FROM messages WHERE (sender=? OR recipient=?) "
+                    f"AND {where} ORDER BY id DESC LIMIT ?",
+                    (agent, agent, *params, page.limit),
                 )
-            return [message_dict(r) for r in rows]
+            return [message_dict(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
 
         return await self.store.call(q)
 
-    async def inbox(self, recipient: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Messages not yet acknowledged by `recipient`, oldest first."""
+    async def inbox(
+        self, recipient: str, limit: int = 100, after_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Messages not yet acknowledged by `recipient`, oldest first, one page of them."""
+        page = Page(limit, after_id=after_id, budget=self.page_bytes)
+        where, params = page.where()
 
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND "
-                "acked_at IS NULL ORDER BY id LIMIT ?",
-                (recipient, limit),
+                f"SELECT {_COLUMNS}, size FROM messages WHERE recipient=? AND "
+                f"acked_at IS NULL AND {where} ORDER BY id LIMIT ?",
+                (recipient, *params, page.limit),
             )
-            return [message_dict(r) for r in rows]
+            return [message_dict(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
 
         return await self.store.call(q)
 
@@ -356,6 +432,10 @@ class Broker:
             return [{"sender": s, "recipient": r, "count": n} for s, r, n in rows]
 
         return await self.store.call(q)
+
+
+def _row_size(row: sqlite3.Row) -> int:
+    return int(row["size"]) + _ROW_BYTES
 
 
 def _public(message: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ __all__ = [
     "InvalidError",
     "NoSpaceError",
     "NotFoundError",
+    "QuotaError",
+    "TooLargeError",
 ]
 
 
@@ -50,3 +52,15 @@ class NoSpaceError(HiveError):
     """Raised when a write failed because the disk is full; nothing was changed."""
 
     code = "no_space"
+
+
+class TooLargeError(HiveError):
+    """Raised when one input is bigger than its limit (a message body)."""
+
+    code = "too_large"
+
+
+class QuotaError(HiveError):
+    """Raised when a request would take a party past its quota (an inbox, a send rate)."""
+
+    code = "quota"

@@ -103,7 +103,13 @@ class Hive:
         self.agent_queue = WorkQueue(
             self.agents.reconcile, workers=settings.workers, backoff=backoff, clock=self.clock
         )
-        self.broker = Broker(self.store, self.bus)
+        self.broker = Broker(
+            self.store,
+            self.bus,
+            settings.broker_limits,
+            clock=self.clock,
+            page_bytes=settings.page_max_bytes,
+        )
         self.eventlog = EventLog(self.store, self.bus)
         self.questions = Questions(
             self.store,

@@ -14,6 +14,11 @@ a connection may sit without a request before it is closed (`idle_timeout`). Wit
 defaults a hive of 200 agents holds at most ~6,500 descriptors for sockets, well within
 the NixOS unit's `LimitNOFILE`; `hive-c0re serve` also raises its soft limit to the hard
 one at start.
+
+The broker's quotas (`controller/quotas.py`): the largest message body, what one
+agent's inbox may hold unacknowledged (messages and bytes), how fast one agent may send;
+and how many bytes one page of a list answer may hold (`controller/paging.py`). Bodies
+and pages must fit in a socket line (`protocol.MAX_LINE`, 1 MiB) with room to spare.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller import version
+from controller.protocol import MAX_LINE
+from controller.quotas import MESSAGE_COST, BrokerLimits
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
@@ -72,6 +79,11 @@ class Settings:
     host_connections: int = 64
     agent_connections: int = 32
     idle_timeout: float = 600.0
+    message_max_bytes: int = 256 * 1024
+    inbox_max_messages: int = 1000
+    inbox_max_bytes: int = 16 * 1024 * 1024
+    send_max_bytes_per_minute: int = 16 * 1024 * 1024
+    page_max_bytes: int = 512 * 1024
     harness_version: str = field(default_factory=version.harness_version)
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
@@ -121,9 +133,37 @@ class Settings:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if self.stop_grace < 0:
             raise ValueError(f"stop_grace must not be negative, not {self.stop_grace!r}")
-        for name in ("workers", "crash_limit", "host_connections", "agent_connections"):
+        for name in (
+            "workers",
+            "crash_limit",
+            "host_connections",
+            "agent_connections",
+            "message_max_bytes",
+            "inbox_max_messages",
+            "inbox_max_bytes",
+            "send_max_bytes_per_minute",
+            "page_max_bytes",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
         if self.backoff_base > self.backoff_cap or self.crash_backoff > self.backoff_cap:
             raise ValueError("backoff_base and crash_backoff must not exceed backoff_cap")
+        for name in ("message_max_bytes", "page_max_bytes"):
+            if getattr(self, name) > MAX_LINE // 2:
+                raise ValueError(f"{name} must be at most {MAX_LINE // 2} (half a socket line)")
+        if self.inbox_max_bytes < self.message_max_bytes:
+            raise ValueError("inbox_max_bytes must hold at least one message_max_bytes")
+        if self.send_max_bytes_per_minute < self.message_max_bytes + MESSAGE_COST:
+            raise ValueError(
+                "send_max_bytes_per_minute must allow at least one message_max_bytes a minute"
+            )
+
+    @property
+    def broker_limits(self) -> BrokerLimits:
+        return BrokerLimits(
+            message_bytes=self.message_max_bytes,
+            inbox_messages=self.inbox_max_messages,
+            inbox_bytes=self.inbox_max_bytes,
+            send_bytes_per_minute=self.send_max_bytes_per_minute,
+        )

@@ -131,6 +131,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX questions_status ON questions(status);
     """,
+    # 3: broker quotas (an inbox's unacknowledged rows and sizes) and idempotent sends
+    """
+    ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
+    UPDATE messages SET size = length(CAST(body AS BLOB));
+    CREATE INDEX messages_unacked ON messages(recipient, size) WHERE acked_at IS NULL;
+    CREATE UNIQUE INDEX messages_idempotency ON messages(sender, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
 )
 
 
