@@ -11,10 +11,11 @@ from typing import Any
 
 from pydantic import Field
 
-from controller.broker import OPERATOR
+from controller.broker import MAX_KEY, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.hive import Hive
+from controller.paging import MAX_LIMIT, Page
 from controller.version import VERSION
 from gitstore.spec import InvalidNameError, check_name, port_for, role_for
 from reconcilers.runtime import ContainerError
@@ -62,7 +63,14 @@ class DenyArgs(Args):
 
 class ApprovalsArgs(Args):
     status: str | None = None
-    limit: int = Field(default=200, ge=1, le=10_000)
+    limit: int = Field(default=200, ge=1, le=MAX_LIMIT)
+    before_id: int | None = Field(default=None, ge=1)
+
+
+def _page(
+    hive: Hive, limit: int, before_id: int | None = None, after_id: int | None = None
+) -> Page:
+    return Page(limit, before_id, after_id, budget=hive.settings.page_max_bytes)
 
 
 def _name(name: str) -> str:
@@ -175,7 +183,7 @@ async def agents(s: HostSession, _: NoArgs) -> list[dict[str, Any]]:
 @host_commands.command("approvals", ApprovalsArgs)
 async def approvals(s: HostSession, a: ApprovalsArgs) -> list[dict[str, Any]]:
     """Approvals, newest first, optionally of one status."""
-    return await s.hive.approvals.query(a.status, a.limit)
+    return await s.hive.approvals.query(a.status, page=_page(s.hive, a.limit, a.before_id))
 
 
 @host_commands.command("approve", IdArgs)
@@ -238,15 +246,20 @@ for _verb in ("start", "stop", "restart", "kill"):
 class SendArgs(Args):
     to: str
     body: str
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
 
 
 class MessagesArgs(Args):
     agent: str | None = None
-    limit: int = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
+    before_id: int | None = Field(default=None, ge=1)
 
 
 class QuestionsArgs(Args):
     status: str | None = "pending"
+    limit: int = Field(default=200, ge=1, le=MAX_LIMIT)
+    before_id: int | None = Field(default=None, ge=1)
+    after_id: int | None = Field(default=None, ge=0)
 
 
 class AnswerArgs(Args):
@@ -258,7 +271,7 @@ class AnswerArgs(Args):
 async def send(s: HostSession, a: SendArgs) -> dict[str, Any]:
     """Send a message to an agent as the operator."""
     to = check_recipient(s.hive, a.to)
-    message = await s.hive.broker.send("operator", to, a.body)
+    message = await s.hive.broker.send("operator", to, a.body, idempotency_key=a.idempotency_key)
     return {"id": message["id"]}
 
 
@@ -267,13 +280,14 @@ async def messages(s: HostSession, a: MessagesArgs) -> list[dict[str, Any]]:
     """Recent messages, newest first, optionally to or from one agent."""
     if a.agent is not None and a.agent != "operator":
         _name(a.agent)
-    return await s.hive.broker.messages(a.agent, a.limit)
+    return await s.hive.broker.messages(a.agent, a.limit, a.before_id)
 
 
 @host_commands.command("questions", QuestionsArgs)
 async def questions(s: HostSession, a: QuestionsArgs) -> list[dict[str, Any]]:
     """The manager's questions (pending by default)."""
-    return await s.hive.questions.query(a.status)
+    page = _page(s.hive, a.limit, a.before_id, a.after_id)
+    return await s.hive.questions.query(a.status, page=page)
 
 
 @host_commands.command("answer", AnswerArgs)
@@ -289,14 +303,17 @@ async def cancel_question(s: HostSession, a: IdArgs) -> dict[str, Any]:
 
 
 class EventsArgs(Args):
-    limit: int = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
     type: str = Field(default="", max_length=64)
+    before_id: int | None = Field(default=None, ge=1)
 
 
 @host_commands.command("events", EventsArgs)
 async def events(s: HostSession, a: EventsArgs) -> list[dict[str, Any]]:
     """The audit log, newest first: approvals, applied moves, holds, lifecycle, questions."""
-    return await s.hive.eventlog.recent(a.limit, a.type)
+    return await s.hive.eventlog.recent(
+        type_prefix=a.type, page=_page(s.hive, a.limit, a.before_id)
+    )
 
 
 @host_commands.command("watch", NoArgs, streaming=True)

@@ -18,10 +18,11 @@ import anyio
 from pydantic import Field
 
 from controller.admin import agent_rows, check_recipient, lifecycle
-from controller.broker import MAX_WAIT, OPERATOR
+from controller.broker import MAX_KEY, MAX_WAIT, OPERATOR
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from controller.hive import PROPOSALS, Hive
+from controller.paging import MAX_LIMIT
 from gitstore.errors import GitStoreError
 from gitstore.spec import MANAGER, AgentSpec, InvalidNameError, check_name, role_for
 
@@ -60,6 +61,12 @@ class AgentSession:
 class SendArgs(Args):
     to: str
     body: str
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
+
+
+class InboxArgs(Args):
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
+    after_id: int | None = Field(default=None, ge=0)
 
 
 class RecvArgs(Args):
@@ -87,7 +94,9 @@ async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
     """Send a message as this agent."""
     if a.to == s.agent:
         raise InvalidError("an agent cannot send to itself")
-    message = await s.hive.broker.send(s.agent, check_recipient(s.hive, a.to), a.body)
+    message = await s.hive.broker.send(
+        s.agent, check_recipient(s.hive, a.to), a.body, idempotency_key=a.idempotency_key
+    )
     return {"id": message["id"]}
 
 
@@ -124,10 +133,10 @@ async def release(s: AgentSession, a: IdArgs) -> dict[str, Any]:
     return {}
 
 
-@agent_commands.command("inbox", NoArgs)
-async def inbox(s: AgentSession, _: NoArgs) -> list[dict[str, Any]]:
-    """Messages to this agent not yet acknowledged."""
-    return await s.hive.broker.inbox(s.agent)
+@agent_commands.command("inbox", InboxArgs)
+async def inbox(s: AgentSession, a: InboxArgs) -> list[dict[str, Any]]:
+    """Messages to this agent not yet acknowledged, oldest first."""
+    return await s.hive.broker.inbox(s.agent, a.limit, a.after_id)
 
 
 @agent_commands.command("operator_send", OperatorSendArgs)

@@ -18,6 +18,7 @@ import anyio
 
 from controller.bus import Bus
 from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
+from controller.paging import Page
 from controller.store import Store, now_iso
 from gitstore.errors import GitStoreError
 from gitstore.errors import NoSpaceError as GitNoSpaceError
@@ -63,19 +64,28 @@ class ApprovalBook:
 
     # --- reading -------------------------------------------------------------------
 
-    async def query(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def query(
+        self, status: str | None = None, limit: int = 1000, page: Page | None = None
+    ) -> list[dict[str, Any]]:
+        """Approvals newest first; with a `page` (a client's list), one page of them."""
         if status is not None and status not in STATUSES:
             raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        where, params = page.where() if page is not None else ("1", ())
+        limit = page.limit if page is not None else limit
 
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             if status is None:
-                rows = db.execute("SELECT * FROM approvals ORDER BY id DESC LIMIT ?", (limit,))
+                rows = db.execute(
+                    f"SELECT * FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
+                    (*params, limit),
+                )
             else:
                 rows = db.execute(
-                    "SELECT * FROM approvals WHERE status=? ORDER BY id DESC LIMIT ?",
-                    (status, limit),
+                    f"SELECT * FROM approvals WHERE status=? AND {where} ORDER BY id DESC LIMIT ?",
+                    (status, *params, limit),
                 )
-            return [_row(r) for r in rows]
+            found = (_row(r) for r in rows)
+            return page.take(found) if page is not None else list(found)
 
         return await self.store.call(q)
 

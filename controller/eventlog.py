@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from controller.bus import Bus, Event
+from controller.paging import Page
 from controller.store import Store
 from reconcilers.backoff import Backoff
 
@@ -78,12 +79,20 @@ class EventLog:
         )
         db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (self.keep,))
 
-    async def recent(self, limit: int = 100, type_prefix: str = "") -> list[dict[str, Any]]:
+    async def recent(
+        self, limit: int = 100, type_prefix: str = "", page: Page | None = None
+    ) -> list[dict[str, Any]]:
+        """Events newest first; with a `page` (a client's list), one page of them."""
+        where, params = page.where() if page is not None else ("1", ())
+        limit = page.limit if page is not None else limit
+
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = db.execute(
-                "SELECT id, ts, type, data FROM events WHERE type LIKE ? ORDER BY id DESC LIMIT ?",
-                (type_prefix.replace("%", "") + "%", limit),
+                f"SELECT id, ts, type, data FROM events WHERE type LIKE ? AND {where} "
+                "ORDER BY id DESC LIMIT ?",
+                (type_prefix.replace("%", "") + "%", *params, limit),
             )
-            return [{"id": i, "ts": ts, "type": t, **json.loads(d)} for i, ts, t, d in rows]
+            found = ({"id": i, "ts": ts, "type": t, **json.loads(d)} for i, ts, t, d in rows)
+            return page.take(found) if page is not None else list(found)
 
         return await self.store.call(q)

@@ -22,6 +22,7 @@ import anyio
 from controller.broker import OPERATOR, Broker
 from controller.bus import Bus
 from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
+from controller.paging import Page
 from controller.store import Store
 from reconcilers.clock import Clock, SystemClock, iso, wait_event
 
@@ -106,18 +107,29 @@ class Questions:
             raise NotFoundError(f"no question #{question_id}")
         return found
 
-    async def query(self, status: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
+    async def query(
+        self, status: str | None = "pending", limit: int = 200, page: Page | None = None
+    ) -> list[dict[str, Any]]:
+        """Pending (or any status's) questions oldest first, all questions newest first;
+        with a `page` (a client's list), one page of them."""
         if status is not None and status not in STATUSES:
             raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        where, params = page.where() if page is not None else ("1", ())
+        limit = page.limit if page is not None else limit
 
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             if status is None:
-                rows = db.execute("SELECT * FROM questions ORDER BY id DESC LIMIT ?", (limit,))
+                rows = db.execute(
+                    f"SELECT * FROM questions WHERE {where} ORDER BY id DESC LIMIT ?",
+                    (*params, limit),
+                )
             else:
                 rows = db.execute(
-                    "SELECT * FROM questions WHERE status=? ORDER BY id LIMIT ?", (status, limit)
+                    f"SELECT * FROM questions WHERE status=? AND {where} ORDER BY id LIMIT ?",
+                    (status, *params, limit),
                 )
-            return [_row(r) for r in rows]
+            found = (_row(r) for r in rows)
+            return page.take(found) if page is not None else list(found)
 
         return await self.store.call(q)
 
