@@ -15,11 +15,12 @@ handed a message waits for that hand-off and then returns the message to the que
 
 Quotas (`controller/quotas.py`) are checked where the message would be stored: the body
 size and the sender's rate before it is queued, the recipient's inbox inside the
-writer's transaction (exact, even within one batch: a partial index holds only the
-unacknowledged rows, with their sizes). A send may carry an `idempotency_key`: a retry
-with the same key from the same sender answers the first message's id and stores
-nothing; keys are kept as long as their message (for ever: the broker prunes nothing),
-by a unique index on `(sender, idempotency_key)`. Lists are pages (`controller/paging.py`).
+writer's transaction (exact, even within one batch: triggers keep each inbox's count
+and bytes in the `inboxes` table as messages are stored and acknowledged). A send may
+carry an `idempotency_key`: a retry with the same key from the same sender answers the
+first message's id and stores nothing; keys are kept as long as their message (for
+ever: the broker prunes nothing), by a unique index on `(sender, idempotency_key)`.
+Lists are pages (`controller/paging.py`).
 """
 
 from __future__ import annotations
@@ -196,14 +197,11 @@ class Broker:
             if out.key is not None and self._repeat(db, out):
                 continue
             if out.recipient != OPERATOR:  # the operator never acknowledges: see quotas
-                held, held_bytes = db.execute(
-                    "SELECT count(*), total(size) FROM messages "
-                    "WHERE recipient=? AND acked_at IS NULL",
-                    (out.recipient,),
+                row = db.execute(
+                    "SELECT held, bytes FROM inboxes WHERE recipient=?", (out.recipient,)
                 ).fetchone()
-                out.failure = inbox_full(
-                    out.recipient, held, int(held_bytes), out.size, self.limits
-                )
+                held, held_bytes = (row[0], row[1]) if row is not None else (0, 0)
+                out.failure = inbox_full(out.recipient, held, held_bytes, out.size, self.limits)
                 if out.failure is not None:
                     continue
             waiter = self._pop_waiter(out.recipient)

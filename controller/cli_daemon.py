@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close a socket connection idle this long (default 600)",
     )
+    serve.add_argument(
+        "--inbox-max-messages",
+        type=int,
+        metavar="N",
+        help="unacknowledged messages one agent's inbox holds (default 1000)",
+    )
+    serve.add_argument(
+        "--inbox-max-bytes",
+        type=int,
+        metavar="BYTES",
+        help="bytes of unacknowledged messages one agent's inbox holds (default 16 MiB)",
+    )
     serve.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             host_connections=args.host_connections,
             agent_connections=args.agent_connections,
             idle_timeout=args.idle_timeout,
+            inbox_max_messages=args.inbox_max_messages,
+            inbox_max_bytes=args.inbox_max_bytes,
             dashboard_enabled=False if args.no_dashboard else None,
         )
     except ValueError as exc:

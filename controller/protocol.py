@@ -63,10 +63,11 @@ MAX_DEPTH = 32
 MAX_ID = 2**53 - 1
 MAX_ID_LENGTH = 128
 _MAX_INT = 2**63 - 1
-# More digits than any int64 has: refused before Python converts (and before its own
-# 4,300-digit limit raises a ValueError of its own).
-_MAX_INT_DIGITS = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What a line needs to hold for the parsed value to need a look: an escape (the only way
+# to a lone surrogate), an exponent or 19 digits (the only ways out of range), and more
+# brackets than MAX_DEPTH (the only way too deep).
+_NUMBER_TO_CHECK = re.compile(rb"\d[eE]|\d{19}")
 
 JSON = Any
 
@@ -92,33 +93,12 @@ class _NotJSON(Exception):
     """Raised inside the JSON parser for `NaN` and `Infinity`, which are not JSON."""
 
 
-@dataclass(frozen=True)
-class _OutOfRange:
-    """A number the parser read but we do not accept; reported with the request's id."""
-
-    text: str
-
-
 def _no_constant(name: str) -> JSON:
     raise _NotJSON(f"{name} is not JSON; numbers must be finite")
 
 
-def _parse_float(text: str) -> float | _OutOfRange:
-    value = float(text)
-    return value if math.isfinite(value) else _OutOfRange(text)
-
-
-def _parse_int(text: str) -> int | _OutOfRange:
-    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        return _OutOfRange(text)
-    value = int(text)
-    return value if abs(value) <= _MAX_INT else _OutOfRange(text)
-
-
-def _strict_loads(data: bytes | str) -> JSON:
-    return json.loads(
-        data, parse_constant=_no_constant, parse_float=_parse_float, parse_int=_parse_int
-    )
+# One decoder for every request: `json.loads` with a hook builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _text_problem(text: str) -> str | None:
@@ -127,29 +107,52 @@ def _text_problem(text: str) -> str | None:
     return "text must be valid Unicode (a lone surrogate is not)"
 
 
+def _number_problem(item: int | float) -> str | None:
+    if type(item) is float:
+        return None if math.isfinite(item) else "a number is out of range"
+    if type(item) is int and not -_MAX_INT <= item <= _MAX_INT:
+        return "an integer is out of range (+-2^63)"
+    return None
+
+
 def _shape_problem(value: JSON) -> str | None:
-    """What is wrong with a parsed request's shape (depth, text), or None. Iterative, so
-    it cannot itself run out of stack."""
+    """What is wrong with a parsed request (depth, text, numbers), or None. Iterative,
+    so it cannot itself run out of stack; on the path of every request, so plain."""
     stack: list[tuple[JSON, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
+        kind = type(item)
+        if kind is str:
             problem = _text_problem(item)
-            if problem is not None:
-                return problem
-        elif isinstance(item, _OutOfRange):
-            return f"number {item.text[:40]} is out of range (integers within +-2^63)"
-        elif isinstance(item, dict | list):
+        elif kind is dict or kind is list:
             if depth >= MAX_DEPTH:
                 return f"nested deeper than {MAX_DEPTH} levels"
-            if isinstance(item, dict):
+            children = item.values() if kind is dict else item
+            if kind is dict:
                 for key in item:
                     problem = _text_problem(key)
                     if problem is not None:
                         return problem
-                item = item.values()
-            stack.extend((child, depth + 1) for child in item)
+            for child in children:
+                stack.append((child, depth + 1))
+            continue
+        elif kind is int or kind is float:
+            problem = _number_problem(item)
+        else:
+            continue
+        if problem is not None:
+            return problem
     return None
+
+
+def _worth_a_look(line: bytes) -> bool:
+    """Whether the parsed line may break a rule of `_shape_problem` (most lines cannot,
+    and the walk would cost more than the parse)."""
+    return (
+        b"\\u" in line
+        or line.count(b"[") + line.count(b"{") > MAX_DEPTH
+        or _NUMBER_TO_CHECK.search(line) is not None
+    )
 
 
 def _id_problem(rid: JSON) -> str | None:
@@ -159,8 +162,6 @@ def _id_problem(rid: JSON) -> str | None:
         return None if len(rid) <= MAX_ID_LENGTH else f"'id' is longer than {MAX_ID_LENGTH}"
     if isinstance(rid, int) and not isinstance(rid, bool) and abs(rid) <= MAX_ID:
         return None
-    if isinstance(rid, _OutOfRange):
-        return f"'id' {rid.text[:40]} is out of range"
     return "'id' must be null, a string or an integer within +-(2^53 - 1)"
 
 
@@ -168,11 +169,13 @@ def decode_request(line: bytes) -> Request:
     """Parse one request line; the `id` is kept even when the rest is bad (if it is a
     valid id)."""
     try:
-        raw = _strict_loads(line)
+        raw = _DECODER.decode(line.decode("utf-8"))
     except _NotJSON as exc:
         raise ProtocolError("bad_json", str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("bad_json", f"request is not valid JSON: {exc}") from exc
+    except ValueError:  # Python's own limit: an integer of more than 4,300 digits
+        raise ProtocolError("invalid", "bad request: an integer is out of range") from None
     except RecursionError:
         raise ProtocolError("invalid", f"request nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(raw, dict):
@@ -181,7 +184,7 @@ def decode_request(line: bytes) -> Request:
     problem = _id_problem(rid)
     if problem is not None:
         raise ProtocolError("invalid", problem)
-    problem = _shape_problem(raw)
+    problem = _shape_problem(raw) if _worth_a_look(line) else None
     if problem is not None:
         raise ProtocolError("invalid", f"bad request: {problem}", rid)
     cmd = raw.get("cmd")

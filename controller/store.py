@@ -131,14 +131,41 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX questions_status ON questions(status);
     """,
-    # 3: broker quotas (an inbox's unacknowledged rows and sizes) and idempotent sends
+    # 3: broker quotas (each inbox's unacknowledged messages and bytes, kept by triggers
+    # in the writing transaction: O(1) per send, exact after a crash) and idempotent sends
     """
     ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
     UPDATE messages SET size = length(CAST(body AS BLOB));
-    CREATE INDEX messages_unacked ON messages(recipient, size) WHERE acked_at IS NULL;
     CREATE UNIQUE INDEX messages_idempotency ON messages(sender, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE inboxes (
+        recipient TEXT PRIMARY KEY,
+        held INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO inboxes SELECT recipient, count(*), total(size) FROM messages
+        WHERE acked_at IS NULL GROUP BY recipient;
+    CREATE TRIGGER inbox_held AFTER INSERT ON messages WHEN NEW.acked_at IS NULL BEGIN
+        INSERT OR IGNORE INTO inboxes VALUES (NEW.recipient, 0, 0);
+        UPDATE inboxes SET held = held + 1, bytes = bytes + NEW.size
+            WHERE recipient = NEW.recipient;
+    END;
+    CREATE TRIGGER inbox_acked AFTER UPDATE OF acked_at ON messages
+        WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL BEGIN
+        UPDATE inboxes SET held = held - 1, bytes = bytes - OLD.size
+            WHERE recipient = OLD.recipient;
+    END;
+    CREATE TRIGGER inbox_returned AFTER UPDATE OF acked_at ON messages
+        WHEN OLD.acked_at IS NOT NULL AND NEW.acked_at IS NULL BEGIN
+        INSERT OR IGNORE INTO inboxes VALUES (NEW.recipient, 0, 0);
+        UPDATE inboxes SET held = held + 1, bytes = bytes + NEW.size
+            WHERE recipient = NEW.recipient;
+    END;
+    CREATE TRIGGER inbox_deleted AFTER DELETE ON messages WHEN OLD.acked_at IS NULL BEGIN
+        UPDATE inboxes SET held = held - 1, bytes = bytes - OLD.size
+            WHERE recipient = OLD.recipient;
+    END;
     """,
 )
 

@@ -72,7 +72,7 @@ async def test_bad_ids_are_invalid_and_answered_with_a_null_id(short_dir: Path) 
             ("abc", None),
             (None, None),
         ]
-        assert "out of range" in answers[0]["error"]["message"]
+        assert "'id' must be" in answers[0]["error"]["message"]
         assert "NaN is not JSON" in answers[1]["error"]["message"]
         assert "'id' must be" in answers[3]["error"]["message"]
 
@@ -102,7 +102,7 @@ async def test_huge_numbers_deep_nesting_and_surrogates_are_invalid_not_internal
         assert codes == [
             (1, "invalid"),
             (2, "invalid"),
-            (3, "invalid"),
+            (None, "invalid"),  # Python's JSON refuses 5,000 digits before we see the id
             (4, "invalid"),
             (5, "not_found"),
             (6, "invalid"),
