@@ -16,8 +16,10 @@ again on a new connection (`protocol.Client` does).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -59,6 +61,7 @@ class Session(Protocol):
 # structure too deep, text that cannot be encoded): still the caller's input, so
 # `invalid`, logged so the check can be added where it belongs.
 _INPUT_ERRORS = (OverflowError, RecursionError, UnicodeError)
+LINGER = 1.0
 
 
 class _Connection(Generic[C]):
@@ -70,37 +73,76 @@ class _Connection(Generic[C]):
         self.table = table
         self.session = session
         self.idle_timeout = idle_timeout
+        self.active = time.monotonic()  # the end of the last answer
+        self.answering = False
 
     async def run(self) -> None:
+        # A watchdog beside the request loop rather than a deadline around every read:
+        # a cancel scope with a deadline per request costs ~6 us, a timestamp nothing.
+        idled = False
+        async with anyio.create_task_group() as tg:
+
+            async def close_when_idle() -> None:
+                nonlocal idled
+                while True:
+                    left = self.active + self.idle_timeout - time.monotonic()
+                    if left > 0:
+                        await anyio.sleep(left)
+                    elif self.answering or self.session.busy:
+                        self.active = time.monotonic()
+                    else:
+                        # Not inside an answer: the request loop waits for a line, and
+                        # whatever arrived meanwhile goes unread (the client may resend).
+                        idled = True
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(close_when_idle)
+            await self.serve_requests()
+            tg.cancel_scope.cancel()
+        if idled:
+            await self.stream.send(
+                encode_error(
+                    None,
+                    "idle_timeout",
+                    f"no request for {self.idle_timeout:g} s; closing (a request sent "
+                    "after this line was not read)",
+                )
+            )
+
+    async def serve_requests(self) -> None:
         while True:
             try:
-                with anyio.move_on_after(self.idle_timeout) as idle:
-                    line = await self.reader.receive_until(b"\n", MAX_LINE)
-                if idle.cancelled_caught:
-                    if self.session.busy:
-                        continue
-                    await self.stream.send(
-                        encode_error(
-                            None,
-                            "idle_timeout",
-                            f"no request for {self.idle_timeout:g} s; closing "
-                            "(nothing sent after this line was read)",
-                        )
-                    )
-                    return
+                line = await self.reader.receive_until(b"\n", MAX_LINE)
             except anyio.DelimiterNotFound:
                 await self.stream.send(
                     encode_error(
                         None, "too_large", f"request longer than {MAX_LINE} bytes; closing"
                     )
                 )
+                await self.linger()
                 return
             except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
                 return
             if not line.strip():
                 continue
-            if not await self.answer(line):
-                return
+            self.answering = True
+            try:
+                if not await self.answer(line):
+                    return
+            finally:
+                self.answering = False
+                self.active = time.monotonic()
+
+    async def linger(self) -> None:
+        """Close gently after refusing a line: a socket closed with unread data resets
+        the connection, and the client would lose the refusal. So: no more writing, and
+        what the client still sends is read and dropped (for a moment, up to a bound)."""
+        with anyio.move_on_after(LINGER), contextlib.suppress(Exception):
+            await self.stream.send_eof()
+            dropped = 0
+            while dropped < 4 * MAX_LINE:
+                dropped += len(await self.stream.receive())
 
     async def answer(self, line: bytes) -> bool:
         """Answer one request line; False once the connection is done."""

@@ -147,9 +147,8 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO inboxes SELECT recipient, count(*), total(size) FROM messages
         WHERE acked_at IS NULL GROUP BY recipient;
     CREATE TRIGGER inbox_held AFTER INSERT ON messages WHEN NEW.acked_at IS NULL BEGIN
-        INSERT OR IGNORE INTO inboxes VALUES (NEW.recipient, 0, 0);
-        UPDATE inboxes SET held = held + 1, bytes = bytes + NEW.size
-            WHERE recipient = NEW.recipient;
+        INSERT INTO inboxes VALUES (NEW.recipient, 1, NEW.size) ON CONFLICT(recipient)
+            DO UPDATE SET held = held + 1, bytes = bytes + excluded.bytes;
     END;
     CREATE TRIGGER inbox_acked AFTER UPDATE OF acked_at ON messages
         WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL BEGIN
@@ -158,9 +157,8 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     CREATE TRIGGER inbox_returned AFTER UPDATE OF acked_at ON messages
         WHEN OLD.acked_at IS NOT NULL AND NEW.acked_at IS NULL BEGIN
-        INSERT OR IGNORE INTO inboxes VALUES (NEW.recipient, 0, 0);
-        UPDATE inboxes SET held = held + 1, bytes = bytes + NEW.size
-            WHERE recipient = NEW.recipient;
+        INSERT INTO inboxes VALUES (NEW.recipient, 1, NEW.size) ON CONFLICT(recipient)
+            DO UPDATE SET held = held + 1, bytes = bytes + excluded.bytes;
     END;
     CREATE TRIGGER inbox_deleted AFTER DELETE ON messages WHEN OLD.acked_at IS NULL BEGIN
         UPDATE inboxes SET held = held - 1, bytes = bytes - OLD.size
