@@ -9,9 +9,9 @@ a line over `MAX_LINE` closes it, because its framing is lost.
 A connection that sends nothing for `idle_timeout` seconds while nothing is in flight
 (no long-poll, no stream, no lease its session holds: `Session.busy`) is told
 `idle_timeout` in one line and closed, so forgotten connections do not pile up against
-the caps (`controller/listener.py`). The server decides before it reads another request,
-so a request the client sends after that line was never read: the client may send it
-again on a new connection (`protocol.Client` does).
+the caps (`controller/listener.py`). The server decides only between requests, so a
+request the client sent that the line answers instead was never carried out: the client
+may send it again on a new connection (`protocol.Client` does).
 """
 
 from __future__ import annotations

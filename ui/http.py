@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from controller.errors import ConflictError, ForbiddenError, HiveError, NotFoundError
+from controller.errors import HiveError
 from controller.protocol import ProtocolError
 
 __all__ = ["BadRequestError", "action", "read_json", "text_field"]
@@ -25,13 +25,17 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 512 * 1024
 
-_STATUS: dict[type[HiveError], int] = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}
-_PROTOCOL_STATUS = {
+# By error code, for our errors and the sockets' alike (`HiveError.code`).
+_STATUS = {
     "not_found": 404,
     "conflict": 409,
     "forbidden": 403,
+    "too_large": 413,
+    "quota": 429,
+    "no_space": 507,
     "unreachable": 503,
     "closed": 503,
+    "too_many_connections": 503,
 }
 
 
@@ -83,8 +87,8 @@ def action(handler: Handler) -> Handler:
         except BadRequestError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         except HiveError as exc:
-            return JSONResponse({"error": exc.message}, _STATUS.get(type(exc), 400))
+            return JSONResponse({"error": exc.message}, _STATUS.get(exc.code, 400))
         except ProtocolError as exc:
-            return JSONResponse({"error": exc.message}, _PROTOCOL_STATUS.get(exc.code, 400))
+            return JSONResponse({"error": exc.message}, _STATUS.get(exc.code, 400))
 
     return wrapped
