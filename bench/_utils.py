@@ -230,15 +230,18 @@ def daemon_argv(dashboard: bool = False, flags: Sequence[str] = ()) -> list[str]
 
 @asynccontextmanager
 async def open_daemon(
-    root: Path, *, dashboard: bool = False, flags: Sequence[str] = ()
+    root: Path, *, dashboard: bool = False, unsandboxed: bool = False, flags: Sequence[str] = ()
 ) -> AsyncIterator[Daemon]:
     """The real daemon as a subprocess, state and sockets under `root`, this worktree's
-    code first on PYTHONPATH (passed on to its agents too). On exit: SIGTERM the daemon,
-    then stop the agents it left running (they outlive it, as containers do)."""
+    code first on PYTHONPATH (passed on to its agents too); its agents in bubblewrap
+    sandboxes unless `unsandboxed`. On exit: SIGTERM the daemon, then stop the agents it
+    left running (they outlive it, as containers do)."""
     state, run = root / "state", root / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     env["HIVE_STATE_DIR"] = str(state)
     env["HIVE_RUNTIME_DIR"] = str(run)
+    if unsandboxed:
+        env["HIVE_UNSANDBOXED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     argv = daemon_argv(dashboard, flags)
     log_path = root / "daemon.log"

@@ -64,6 +64,7 @@ class SlowBuilds:
     def __init__(self, inner: ProcessRuntime, build_s: float) -> None:
         self.inner = inner
         self.name = inner.name
+        self.sandbox = inner.sandbox
         self.build_s = build_s
         self.in_flight = 0
         self.peak = 0

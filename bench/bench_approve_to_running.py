@@ -47,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="timed approvals (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument(
+        "--unsandboxed", action="store_true", help="agents without bubblewrap (as --unsandboxed)"
+    )
     return parser.parse_args()
 
 
@@ -86,7 +89,8 @@ async def main(args: argparse.Namespace) -> None:
     reconcile_ms: list[float] = []
     actions: set[str] = set()
     try:
-        async with open_hive(root) as hive, anyio.create_task_group() as tg:
+        hive_cm = open_hive(root, unsandboxed=args.unsandboxed)
+        async with hive_cm as hive, anyio.create_task_group() as tg:
             watch = Watch()
             await tg.start(watch.serve, hive.layout.host_socket)
             work = clone(hive.git.proposed_path, root / "clone")
@@ -110,7 +114,9 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         remove(root, args.keep)
 
-    print(f"approve -> running at the new rev (hive in-process, sleeper, {args.rounds} rounds)")
+    where = "unsandboxed" if args.unsandboxed else "in a bwrap sandbox"
+    print(f"approve -> running at the new rev (hive in-process, sleeper {where}, ", end="")
+    print(f"{args.rounds} rounds)")
     s = stats(to_running)
     print(s.line("approve sent -> agent.status running"))
     print(stats(call_took).line("  the approve call (plan + merge)"))

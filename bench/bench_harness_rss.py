@@ -9,17 +9,24 @@ long-poll `recv`) and has idled `--idle` seconds more, its VmRSS, VmHWM, threads
 are read from /proc. The manager's harness (`hive-m1nd serve`, running since the daemon
 started) is measured the same way. Target: VmRSS <= 60 MB.
 
+`--sandbox both` (the default) measures twice: agents in their bubblewrap sandboxes (the
+default) and with `HIVE_UNSANDBOXED=1`. For each it also reports the harness's start-up
+(from the spawn recorded in `proc.json` to the idle report, i.e. Python start, imports,
+history, connecting and `whoami`) and the VmRSS of the `bwrap` process that waits for a
+sandboxed harness (outside the sandbox).
+
 Then, to show what the figure is made of, modules on the harness's import path are each
 imported alone in a fresh interpreter (`python -c "import X"`, VmRSS after it), and
 `python -X importtime -c "import harness.cli, ui.agent_page"` is summed by top-level
 package.
 
-    python bench/bench_harness_rss.py [--idle 5]
+    python bench/bench_harness_rss.py [--idle 5] [--sandbox both|bwrap|none]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -90,11 +97,15 @@ async def import_times(module: str) -> dict[str, float]:
     return dict(by_package)
 
 
-async def harness_figures(idle: float) -> dict[str, dict[str, int]]:
-    """{name: {VmRSS, VmHWM, Threads, Pss}} of the idle agent and manager harnesses."""
+async def harness_figures(idle: float, unsandboxed: bool) -> dict[str, dict[str, float]]:
+    """{name: {VmRSS, VmHWM, Threads, Pss, startup_s, bwrap_rss}} of the idle agent and
+    manager harnesses (KiB; bwrap_rss 0 when unsandboxed)."""
     root = scratch_dir()
     try:
-        async with open_daemon(root) as daemon, anyio.create_task_group() as tg:
+        async with (
+            open_daemon(root, unsandboxed=unsandboxed) as daemon,
+            anyio.create_task_group() as tg,
+        ):
             watch = Watch()
             await tg.start(watch.serve, daemon.host_socket)
             mark = watch.mark()
@@ -108,12 +119,22 @@ async def harness_figures(idle: float) -> dict[str, dict[str, int]]:
                 )
 
             # The manager runs since the daemon started: it is idle long before this.
-            await watch.wait(idle_report, mark, timeout=60)
+            at, _ = await watch.wait(idle_report, mark, timeout=60)
+            idle_wall = time.time() - (time.perf_counter() - at)
             await anyio.sleep(idle)
             pids = agent_pids(daemon.state_dir)
-            figures = {}
+            figures: dict[str, dict[str, float]] = {}
             for name in ("idler", "hm1nd"):
-                figures[name] = {**rss_kib(pids[name]), "Pss": pss_kib(pids[name])}
+                proc = json.loads((daemon.state_dir / "agents" / name / "proc.json").read_text())
+                bwrap = proc.get("sandbox_pid")
+                figures[name] = {
+                    **rss_kib(pids[name]),
+                    "Pss": pss_kib(pids[name]),
+                    "startup_s": idle_wall - float(proc["started_at"]),
+                    "bwrap_rss": rss_kib(bwrap)["VmRSS"]
+                    if isinstance(bwrap, int) and bwrap != pids[name]
+                    else 0,
+                }
             tg.cancel_scope.cancel()
         return figures
     finally:
@@ -127,13 +148,22 @@ def mb(kib: float) -> str:
 async def main(args: argparse.Namespace) -> None:
     started = time.monotonic()
     print(f"bench_harness_rss: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    figures = await harness_figures(args.idle)
-    for name, label in (("idler", "hive-ag3nt serve"), ("hm1nd", "hive-m1nd serve")):
-        f = figures[name]
-        print(
-            f"{label:<18} ({name}) idle {args.idle:.0f} s: VmRSS {mb(f['VmRSS'])}  "
-            f"VmHWM {mb(f['VmHWM'])}  Pss {mb(f['Pss'])}  threads {f['Threads']}"
-        )
+    modes = {"both": ("bwrap", "none"), "bwrap": ("bwrap",), "none": ("none",)}[args.sandbox]
+    results = {}
+    for mode in modes:
+        figures = await harness_figures(args.idle, unsandboxed=mode == "none")
+        results[mode] = figures
+        print(f"sandbox {mode}:")
+        for name, label in (("idler", "hive-ag3nt serve"), ("hm1nd", "hive-m1nd serve")):
+            f = figures[name]
+            bwrap = f"  + bwrap {mb(f['bwrap_rss']).strip()}" if f["bwrap_rss"] else ""
+            print(
+                f"  {label:<18} ({name}) idle {args.idle:.0f} s: VmRSS {mb(f['VmRSS'])}  "
+                f"VmHWM {mb(f['VmHWM'])}  Pss {mb(f['Pss'])}  threads {f['Threads']:.0f}"
+                f"{bwrap}"
+            )
+        print(f"  start-up (spawn -> idle): idler {figures['idler']['startup_s'] * 1000:.0f} ms")
+    figures = results[modes[0]]
 
     bare = await import_rss("")
     print(f"\nVmRSS of a fresh interpreter: {mb(bare).strip()}; after importing one module:")
@@ -155,6 +185,12 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Idle RSS of an agent's harness process.")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before sampling (5)")
+    parser.add_argument(
+        "--sandbox",
+        choices=("both", "bwrap", "none"),
+        default="both",
+        help="agents in bubblewrap sandboxes, unsandboxed, or both (default)",
+    )
     return parser.parse_args()
 
 

@@ -108,7 +108,7 @@ async def all_ready(hive: Hive, count: int, running: bool) -> None:
     if running:
         with anyio.fail_after(60):
             for name in statuses:
-                while not (hive.layout.notes_dir(name) / "pid").exists():
+                while not (hive.layout.notes_dir(name) / "started").exists():
                     await anyio.sleep(0.05)
 
 

@@ -162,6 +162,7 @@ async def status(s: HostSession, _: NoArgs) -> dict[str, Any]:
         "version": VERSION,
         "harness_version": hive.settings.harness_version,
         "runtime": hive.runtime.name,
+        "sandbox": hive.runtime.sandbox,
         "applied_sha": hive.applied.sha,
         "agents": len(hive.applied.revs),
         "pending_approvals": await hive.approvals.count_pending(),

@@ -2,6 +2,13 @@
 is bound to the agent whose socket it was reached on, so `send` always sends as that
 agent and manager commands are refused (and logged) on any other agent's socket.
 
+Within an agent, the harness has more rights than what claude runs (the MCP server, the
+model's tools): the turn loop's lease (`recv` with `lease`, `ack`, `release`), its turn
+state and the operator's prompt from the agent page (`operator_send`). A session gets
+them with `auth` and the key hive-c0re minted for the running harness (in
+`<state>/agents/<name>/key/`, handed only to the harness); without it they are
+`forbidden`.
+
 Everything that changes what runs still goes through git: `request_spawn` commits
 `agents/<name>/agent.toml` on `spawn/<name>` of the proposed repo and
 `request_apply_commit` points a branch at the manager's commit; both become approvals the
@@ -10,8 +17,10 @@ operator decides on.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,6 +48,7 @@ class AgentSession:
         self.hive = hive
         self.agent = agent
         self.owner = hive.broker.new_owner()
+        self.harness = False
         self.leases: set[int] = set()
 
     @property
@@ -56,6 +66,11 @@ class AgentSession:
         if self.agent != MANAGER:
             log.warning("refused: %s called manager command %s", self.agent, cmd)
             raise ForbiddenError(f"{cmd} is a manager command; {self.agent} may not call it")
+
+    def require_harness(self, cmd: str) -> None:
+        if not self.harness:
+            log.warning("refused: %s without the harness key on %s's socket", cmd, self.agent)
+            raise ForbiddenError(f"{cmd} is for {self.agent}'s harness only (auth first)")
 
 
 class SendArgs(Args):
@@ -89,6 +104,28 @@ class OperatorSendArgs(Args):
     body: str
 
 
+class AuthArgs(Args):
+    key: str = Field(max_length=512)
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes().strip()
+    except OSError:
+        return None
+
+
+@agent_commands.command("auth", AuthArgs)
+async def auth(s: AgentSession, a: AuthArgs) -> dict[str, Any]:
+    """The harness shows the key it was started with; this session becomes the harness's."""
+    expected = await anyio.to_thread.run_sync(_read_key, s.hive.layout.harness_key(s.agent))
+    if not expected or not hmac.compare_digest(a.key.encode(), expected):
+        log.warning("refused: a wrong harness key on %s's socket", s.agent)
+        raise ForbiddenError(f"that is not the key of {s.agent}'s running harness")
+    s.harness = True
+    return {}
+
+
 @agent_commands.command("send", SendArgs)
 async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
     """Send a message as this agent."""
@@ -103,6 +140,8 @@ async def send(s: AgentSession, a: SendArgs) -> dict[str, Any]:
 @agent_commands.command("recv", RecvArgs, watch_peer=True)
 async def recv(s: AgentSession, a: RecvArgs) -> dict[str, Any] | None:
     """The next message for this agent, waiting up to wait_seconds."""
+    if a.lease:
+        s.require_harness("recv with lease")
     message = await s.hive.broker.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
     if message is not None and a.lease:
         s.leases.add(message["id"])
@@ -112,6 +151,7 @@ async def recv(s: AgentSession, a: RecvArgs) -> dict[str, Any] | None:
 @agent_commands.command("ack", IdArgs)
 async def ack(s: AgentSession, a: IdArgs) -> dict[str, Any]:
     """Acknowledge a leased message: its turn is done."""
+    s.require_harness("ack")
     try:
         await s.hive.broker.ack(s.agent, a.id, s.owner)
     except NotFoundError:
@@ -124,6 +164,7 @@ async def ack(s: AgentSession, a: IdArgs) -> dict[str, Any]:
 @agent_commands.command("release", IdArgs)
 async def release(s: AgentSession, a: IdArgs) -> dict[str, Any]:
     """Give a leased message back: it will be delivered again."""
+    s.require_harness("release")
     try:
         await s.hive.broker.release(s.agent, a.id, s.owner)
     except NotFoundError:
@@ -142,6 +183,7 @@ async def inbox(s: AgentSession, a: InboxArgs) -> list[dict[str, Any]]:
 @agent_commands.command("operator_send", OperatorSendArgs)
 async def operator_send(s: AgentSession, a: OperatorSendArgs) -> dict[str, Any]:
     """From the agent's own page: the operator writes into this agent's inbox (only)."""
+    s.require_harness("operator_send")
     message = await s.hive.broker.send(OPERATOR, s.agent, a.body)
     return {"id": message["id"]}
 
@@ -149,6 +191,7 @@ async def operator_send(s: AgentSession, a: OperatorSendArgs) -> dict[str, Any]:
 @agent_commands.command("turn_state", TurnArgs)
 async def turn_state(s: AgentSession, a: TurnArgs) -> dict[str, Any]:
     """Report idle / thinking / offline (the dashboard shows it)."""
+    s.require_harness("turn_state")
     if a.state not in ("idle", "thinking", "offline"):
         raise InvalidError("state must be idle, thinking or offline")
     s.hive.set_turn(s.agent, a.model_dump())

@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         help="bytes of unacknowledged messages one agent's inbox holds (default 16 MiB)",
     )
     serve.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    serve.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="process runtime: run agents without a bubblewrap sandbox, with all of the "
+        "operator's rights (they can reach host.sock, applied.git and each other) "
+        "[$HIVE_UNSANDBOXED=1]",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             inbox_max_messages=args.inbox_max_messages,
             inbox_max_bytes=args.inbox_max_bytes,
             dashboard_enabled=False if args.no_dashboard else None,
+            unsandboxed=True if args.unsandboxed else None,
         )
     except ValueError as exc:
         print(f"hive-c0re: {exc}", file=sys.stderr)

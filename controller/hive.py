@@ -144,6 +144,7 @@ class Hive:
             harness_command=(lambda role: list(command)) if command else default_harness_command,
             environ=self.settings.environ,
             stop_grace=self.settings.stop_grace,
+            sandboxed=not self.settings.unsandboxed,
         )
 
     # --- triggers ------------------------------------------------------------------

@@ -32,7 +32,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -296,13 +296,20 @@ class Client:
 
     A client made by `connect_client` knows its socket's path: when the server had
     closed the connection for idleness before the request (the `idle_timeout` line, or
-    a broken pipe on sending), the request was never read, and it is sent once more on a
-    fresh connection."""
+    a broken pipe on sending), the request was never carried out, and it is sent once
+    more on a fresh connection, after the `hello` calls that make a connection what it
+    was (the harness's `auth`)."""
 
-    def __init__(self, stream: ByteStream, path: str | None = None) -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        path: str | None = None,
+        hello: Sequence[tuple[str, Mapping[str, JSON]]] = (),
+    ) -> None:
         self._stream = stream
         self._reader = BufferedByteReceiveStream(stream)
         self._path = path
+        self._hello = tuple(hello)
         self._lock = anyio.Lock()
         self._next = 0
 
@@ -361,6 +368,14 @@ class Client:
             await self._stream.aclose()
         self._stream = await _open(self._path)
         self._reader = BufferedByteReceiveStream(self._stream)
+        await self._greet()
+
+    async def _greet(self) -> None:
+        for cmd, args in self._hello:
+            try:
+                await self._exchange(cmd, args)
+            except _Unsent as exc:
+                raise ProtocolError("closed", f"the connection is gone: {exc}") from exc
 
     async def stream(self, cmd: str, **args: JSON) -> AsyncGenerator[JSON, None]:
         """Send a streaming command and yield each event until the server closes."""
@@ -393,5 +408,16 @@ async def _open(path: str) -> ByteStream:
         raise
 
 
-async def connect_client(path: str | os.PathLike[str]) -> Client:
-    return Client(await _open(os.fspath(path)), os.fspath(path))
+async def connect_client(
+    path: str | os.PathLike[str], hello: Sequence[tuple[str, Mapping[str, JSON]]] = ()
+) -> Client:
+    """A client on the socket at `path`, after the `hello` calls (made again whenever
+    the client has to reconnect)."""
+    client = Client(await _open(os.fspath(path)), os.fspath(path), hello)
+    try:
+        async with client._lock:
+            await client._greet()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client

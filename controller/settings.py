@@ -54,6 +54,15 @@ def default_runtime_dir(env: Mapping[str, str], state_dir: Path) -> Path:
     return state_dir / "run"
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={env[name]!r}: use 1 or 0")
+
+
 def parse_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -87,6 +96,9 @@ class Settings:
     harness_version: str = field(default_factory=version.harness_version)
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
+    # The process runtime runs every agent in a bubblewrap sandbox unless this is set
+    # (`--unsandboxed` / HIVE_UNSANDBOXED=1): then agents have the operator's rights.
+    unsandboxed: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod
@@ -99,6 +111,7 @@ class Settings:
         values: dict[str, object] = {
             "runtime": env.get("HIVE_RUNTIME", "process"),
             "dashboard": env.get("HIVE_DASHBOARD", "127.0.0.1:7000"),
+            "unsandboxed": _flag(env, "HIVE_UNSANDBOXED"),
             "environ": env,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -199,12 +199,21 @@ class _Connection(Generic[C]):
                 await anyio.sleep_forever()
 
             tg.start_soon(read_ahead)
-            result = await call
             try:
-                await self.stream.send(encode_result(rid, result))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                gone = True
+                result = await call
+            except HiveError as exc:
+                # Raised out of the task group it would arrive wrapped in an
+                # ExceptionGroup, and be answered `internal` instead of its own code.
+                refused: HiveError | None = exc
+            else:
+                refused = None
+                try:
+                    await self.stream.send(encode_result(rid, result))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    gone = True
             tg.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
         return not gone
 
     async def stream_events(self, rid: Any, events: Any) -> None:

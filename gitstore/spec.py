@@ -5,9 +5,11 @@ The name and port rules live in `gitstore.names` and are re-exported here.
 
 from __future__ import annotations
 
+import re
 import tomllib
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gitstore.names import (
     DASHBOARD_PORT,
@@ -25,6 +27,8 @@ __all__ = [
     "DASHBOARD_PORT",
     "MANAGER",
     "MANAGER_PORT",
+    "MAX_ALLOWED_TOOLS",
+    "MAX_TOOL_RULE",
     "NAME_RE",
     "AgentSpec",
     "InvalidNameError",
@@ -41,6 +45,26 @@ class InvalidSpecError(ValueError):
     """Raised when an `agent.toml` is not valid TOML or does not fit `AgentSpec`."""
 
 
+MAX_ALLOWED_TOOLS = 64
+MAX_TOOL_RULE = 200
+# A Claude Code permission rule: a tool name, optionally with a specifier in parentheses
+# ("Bash", "Bash(git log:*)", "mcp__hive__send"). No commas or control characters: the
+# rules reach claude as one comma-separated `--allowedTools` argument.
+_TOOL_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(\([^(),\x00-\x1f\x7f]*\))?")
+
+
+def _tool_rule(rule: str) -> str:
+    if len(rule) > MAX_TOOL_RULE or not _TOOL_RULE.fullmatch(rule):
+        raise ValueError(
+            f'{rule[:60]!r} is not a tool rule: use a tool name such as "Bash" or a rule '
+            f'such as "Bash(git log:*)" (at most {MAX_TOOL_RULE} characters, no commas)'
+        )
+    return rule
+
+
+ToolRule = Annotated[str, Field(strict=True), AfterValidator(_tool_rule)]
+
+
 class AgentSpec(BaseModel):
     """The keys of `agent.toml`; unknown keys are errors."""
 
@@ -49,7 +73,18 @@ class AgentSpec(BaseModel):
     description: str = ""
     model: str | None = None
     enabled: bool = True
-    allowed_tools: tuple[str, ...] = ()
+    # Claude Code tools the agent may use besides its hive tools (`--allowedTools`).
+    allowed_tools: Annotated[
+        tuple[ToolRule, ...], Field(strict=False, max_length=MAX_ALLOWED_TOOLS)
+    ] = ()
+
+    @field_validator("allowed_tools", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        # TOML gives a list; anything else would only meet pydantic's "valid tuple".
+        if not isinstance(value, list | tuple):
+            raise ValueError('must be a list of tool names, e.g. ["Bash", "Read"]')
+        return value
 
 
 def parse_spec(data: bytes) -> AgentSpec:

@@ -27,6 +27,7 @@ import anyio
 from controller.bus import Bus
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
+from harness.confine import confinement_from_env
 from harness.history import History, TurnStatus, open_history
 from reconcilers.backoff import Backoff
 
@@ -55,6 +56,8 @@ class AgentConfig:
     retry_base: float = 1.0
     retry_cap: float = 60.0
     claude: ClaudeSettings = field(default_factory=ClaudeSettings)
+    # The credential hive-c0re handed this harness (harness.credential); never printed.
+    key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:
@@ -68,7 +71,9 @@ class AgentConfig:
             web_port=int(port) if port.isdigit() else None,
             retry_base=float(env.get("HIVE_RETRY_BASE", "1.0")),
             claude=ClaudeSettings(
-                mcp_command=_mcp_command(), turn_timeout=float(timeout) if timeout else None
+                mcp_command=_mcp_command(),
+                turn_timeout=float(timeout) if timeout else None,
+                confine=confinement_from_env(env),
             ),
         )
 
@@ -142,10 +147,16 @@ class Agent:
             self.live.publish("control", action="cancel")
         return cancelled
 
+    async def _connect(self) -> Client:
+        """A connection to the agent socket, as the harness when it holds its key (also
+        when the client reconnects after an idle close)."""
+        hello = [("auth", {"key": self.config.key})] if self.config.key else []
+        return await connect_client(self.config.socket, hello)
+
     async def call(self, cmd: str, **args: Any) -> Any:
         """A control-plane call (page actions) on a connection of its own."""
         if self._control is None:
-            self._control = await connect_client(self.config.socket)
+            self._control = await self._connect()
         try:
             return await self._control.call(cmd, **args)
         except ProtocolError as exc:
@@ -193,7 +204,7 @@ class Agent:
                     await anyio.sleep(self._backoff.delay(failures + 1))
 
     async def _connected_loop(self) -> None:
-        self._client = await connect_client(self.config.socket)
+        self._client = await self._connect()
         async with self._client:
             self.whoami = await self._client.call("whoami")
             await self._report("idle")
@@ -243,6 +254,7 @@ class Agent:
                 model=self.model,
                 resume=resume,
                 append_system_prompt=self.whoami.get("prompt") or None,
+                allowed_tools=list(self.whoami.get("allowed_tools") or ()),
             )
         except ClaudeMissingError as exc:
             await history.end_turn(turn_id, status="error")

@@ -35,6 +35,9 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 
 from gitstore.names import MANAGER
+from harness.bash_sandbox import settings_args
+from harness.confine import Confinement, open_claude
+from harness.orphans import reap_orphans
 
 __all__ = [
     "MANAGER_TOOLS",
@@ -86,6 +89,8 @@ class ClaudeSettings:
     term_grace: float = 3.0
     drain_grace: float = 2.0
     turn_timeout: float | None = None
+    # Claude in a bwrap sandbox of its own (harness.confine), where the key is a file.
+    confine: Confinement | None = None
 
 
 @dataclass(frozen=True)
@@ -226,19 +231,28 @@ class ClaudeRunner:
         model: str | None = None,
         resume: bool = False,
         append_system_prompt: str | None = None,
+        allowed_tools: Sequence[str] = (),
     ) -> TurnResult:
+        """One turn; `allowed_tools` are the agent's own (agent.toml), beside its hive tools."""
         if self._stop is not None:
             raise RuntimeError(f"{self.agent}: a turn is already running")
+        reap_orphans()
         binary = await anyio.to_thread.run_sync(find_claude, self.settings.binary)
         config_path = await anyio.to_thread.run_sync(self.write_mcp_config)
+        path = self.settings.env.get("PATH", os.environ.get("PATH", os.defpath))
+        bash_sandbox = await anyio.to_thread.run_sync(settings_args, allowed_tools, path)
         cmd = build_command(
             binary,
             mcp_config_path=str(config_path),
-            allowed_tools=[*hive_tool_names(self.agent), *self.settings.extra_allowed_tools],
+            allowed_tools=[
+                *hive_tool_names(self.agent),
+                *allowed_tools,
+                *self.settings.extra_allowed_tools,
+            ],
             model=model,
             resume=resume,
             append_system_prompt=append_system_prompt,
-            extra_args=self.settings.extra_args,
+            extra_args=[*bash_sandbox, *self.settings.extra_args],
         )
         env = {**os.environ, **self.settings.env, "ENABLE_TOOL_SEARCH": "false"}
         self._stop = anyio.Event()
@@ -257,8 +271,8 @@ class ClaudeRunner:
     ) -> TurnResult:
         started = time.monotonic()
         try:
-            process = await anyio.open_process(
-                cmd, cwd=self.state_dir, env=env, start_new_session=True
+            process, group = await open_claude(
+                cmd, cwd=self.state_dir, env=env, confine=self.settings.confine
             )
         except FileNotFoundError as exc:
             raise ClaudeMissingError(f"cannot run {cmd[0]!r}: {exc}") from exc
@@ -268,7 +282,7 @@ class ClaudeRunner:
                 tg.start_soon(self._feed, process, prompt)
                 tg.start_soon(self._read_stdout, process, on_event, state)
                 tg.start_soon(self._read_stderr, process, state)
-                tg.start_soon(self._watch, process, stop, state)
+                tg.start_soon(self._watch, process, group, stop, state)
                 await process.wait()
                 # A grandchild may hold stdout open after claude exits; do not wait for it.
                 with anyio.move_on_after(self.settings.drain_grace):
@@ -278,9 +292,10 @@ class ClaudeRunner:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
                     state.cancelled = True
-                    await self._escalate(process)
-                _signal_group(process.pid, signal.SIGTERM)
+                    await self._escalate(process, group)
+                _signal_group(group, signal.SIGTERM)
                 await process.aclose()
+                reap_orphans()
         return state.result(process.returncode, time.monotonic() - started)
 
     async def _feed(self, process: Process, prompt: str) -> None:
@@ -307,26 +322,28 @@ class ClaudeRunner:
         async for chunk in process.stderr:
             state.stderr.extend(chunk)
 
-    async def _watch(self, process: Process, stop: anyio.Event, state: _TurnState) -> None:
+    async def _watch(
+        self, process: Process, group: int, stop: anyio.Event, state: _TurnState
+    ) -> None:
         deadline = self.settings.turn_timeout
         with anyio.move_on_after(deadline if deadline is not None else float("inf")) as scope:
             await stop.wait()
         state.timed_out = scope.cancelled_caught
         state.cancelled = True
-        await self._escalate(process)
+        await self._escalate(process, group)
 
-    async def _escalate(self, process: Process) -> None:
+    async def _escalate(self, process: Process, group: int) -> None:
         """SIGINT, SIGTERM, SIGKILL to the group, each only if the last did not end claude."""
         steps = (
             (signal.SIGINT, self.settings.interrupt_grace),
             (signal.SIGTERM, self.settings.term_grace),
         )
         for sig, grace in steps:
-            _signal_group(process.pid, sig)
+            _signal_group(group, sig)
             with anyio.move_on_after(grace):
                 await process.wait()
                 return
-        _signal_group(process.pid, signal.SIGKILL)
+        _signal_group(group, signal.SIGKILL)
         await process.wait()
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
 
 import anyio
 
 from harness.agent import Agent, AgentConfig
+from harness.credential import take_key
 
 __all__ = ["main_agent", "main_manager"]
 
@@ -22,6 +25,7 @@ async def _serve() -> None:
         config = AgentConfig.from_env()
     except KeyError as exc:
         raise SystemExit(f"missing environment variable {exc}; hive-c0re sets it") from exc
+    config = dataclasses.replace(config, key=take_key(os.environ))
     agent = Agent(config)
     async with anyio.create_task_group() as tg:
         await tg.start(agent.serve)
@@ -49,6 +53,9 @@ def _main(prog: str, argv: list[str] | None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
+        # In a sandbox the harness is PID 1, which ignores a signal without a handler:
+        # until the loop's own handler is in place, SIGTERM still ends it.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         anyio.run(_serve)
     else:
         from harness.mcp_server import main as mcp_main

@@ -4,7 +4,8 @@
 #
 # The host dirs are bind-mounted by hive-c0re through the container's nspawn flags
 # (socket dir -> /run/hive, credentials -> /root/.claude, notes -> /state, the
-# manager's clone -> /agents); this module only relies on those paths.
+# manager's clone -> /agents, the harness's key read-only -> /run/hive-key); this module
+# only relies on those paths.
 {
   config,
   lib,
@@ -108,6 +109,9 @@ in
       path = [
         claude
         pkgs.git
+        # The harness runs each claude turn in a bwrap sandbox of its own, where the key
+        # at /run/hive-key and the harness itself are out of reach (harness/confine.py).
+        pkgs.bubblewrap
       ];
       environment =
         {
@@ -117,6 +121,10 @@ in
           HIVE_WEB_PORT = toString cfg.port;
           CLAUDE_CONFIG_DIR = "/root/.claude";
           HIVE_CLAUDE_BIN = "${claude}/bin/claude";
+          # Minted by hive-c0re at every container start; unlocks the socket's
+          # harness-only commands (turn state, leases, the agent page's prompt).
+          HIVE_KEY_FILE = "/run/hive-key/harness.key";
+          HIVE_CLAUDE_SANDBOX = "bwrap";
           HOME = "/root";
         }
         // lib.optionalAttrs isManager { HIVE_AGENTS_DIR = "/agents"; }

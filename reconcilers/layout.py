@@ -4,9 +4,12 @@
 <state>/agents/<name>/claude/   credentials (CLAUDE_CONFIG_DIR; /root/.claude in a container)
 <state>/agents/<name>/state/    durable notes and history (HIVE_STATE; /state)
 <state>/agents/hm1nd/agents/    the manager's clone of proposed.git (HIVE_AGENTS_DIR; /agents)
+<state>/agents/<name>/home/     the agent's private HOME (process runtime)
+<state>/agents/<name>/key/harness.key   the harness's credential (never inside a sandbox)
 <runtime>/agents/<name>/mcp.sock, <runtime>/manager/mcp.sock   (the dir is /run/hive)
 ```
-Names are checked before they become paths.
+Every agent's socket has a directory of its own, so a sandbox or container binds exactly
+its own. Names are checked before they become paths.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ class Layout:
 
     def notes_dir(self, name: str) -> Path:
         return self.agent_dir(name) / "state"
+
+    def home_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "home"
+
+    def key_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "key"
+
+    def harness_key(self, name: str) -> Path:
+        return self.key_dir(name) / "harness.key"
 
     def agents_clone(self) -> Path:
         return self.agent_dir(MANAGER) / "agents"

@@ -48,7 +48,9 @@ from pathlib import Path
 import anyio
 
 from gitstore.spec import MANAGER, NAME_RE, check_name
+from reconcilers.layout import Layout
 from reconcilers.nixflake import render_flake
+from reconcilers.proc import mint_key
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
 __all__ = ["HARNESS_UNIT", "MAX_CONTAINER_NAME", "NixosRuntime", "container_name"]
@@ -94,6 +96,7 @@ class NixosRuntime:
     """Agents as nixos-containers built from per-agent flakes (needs root on NixOS)."""
 
     name = "nixos"
+    sandbox = "nixos-container"
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class NixosRuntime:
                 )
         self.state_dir = state_dir
         self.runtime_dir = runtime_dir
+        self.layout = Layout(state_dir, runtime_dir)
         self.hyperhive_flake = hyperhive_flake
         self.nixpkgs_flake = nixpkgs_flake
         self.command_timeout = command_timeout
@@ -133,12 +137,20 @@ class NixosRuntime:
         return self.state_dir / "flakes" / name
 
     def socket_dir(self, name: str) -> Path:
-        if name == MANAGER:
-            return self.runtime_dir / "manager"
-        return self.runtime_dir / "agents" / name
+        return self.layout.socket_dir(name)
 
     def agent_dir(self, name: str) -> Path:
-        return self.state_dir / "agents" / name
+        return self.layout.agent_dir(name)
+
+    def read_only_binds(self, name: str) -> list[tuple[Path, str]]:
+        """Host path -> container path, bound read-only over the binds: the harness's key
+        (its dir, so a new key renamed into place shows inside) and, for the manager, what
+        git would run from `proposed.git` on the operator's next local push."""
+        binds = [(self.layout.key_dir(name), "/run/hive-key")]
+        if name == MANAGER:
+            proposed = self.state_dir / "proposed.git"
+            binds += [(proposed / part, str(proposed / part)) for part in ("hooks", "config")]
+        return binds
 
     def binds(self, name: str) -> list[tuple[Path, str]]:
         """Host dir -> container path, for the agent's EXTRA_NSPAWN_FLAGS."""
@@ -229,6 +241,8 @@ class NixosRuntime:
     async def start(self, name: str) -> None:
         cname = container_name(name)
         self._ensure_dirs(name)
+        # The harness reads it from /run/hive-key/harness.key (HIVE_KEY_FILE).
+        mint_key(self.layout.harness_key(name))
         self._write_conf(name)
         await self._run("nixos-container", "start", cname)
         self._mark_stopped(name, False)
@@ -322,8 +336,8 @@ class NixosRuntime:
         The proposed repo is the controller's to create, never ours.
         """
         proposed = self.state_dir / "proposed.git"
-        for host, _ in self.binds(name):
-            if host != proposed:
+        for host, _ in self.binds(name) + self.read_only_binds(name):
+            if host != proposed and proposed not in host.parents:
                 host.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _write_conf(self, name: str) -> None:
@@ -338,7 +352,10 @@ class NixosRuntime:
             "HOST_ADDRESS": "",
             "LOCAL_ADDRESS": "",
             "EXTRA_NSPAWN_FLAGS": '"'
-            + " ".join(f"--bind={host}:{inside}" for host, inside in self.binds(name))
+            + " ".join(
+                [f"--bind={host}:{inside}" for host, inside in self.binds(name)]
+                + [f"--bind-ro={host}:{inside}" for host, inside in self.read_only_binds(name)]
+            )
             + '"',
         }
         kept = [line for line in lines if line.split("=", 1)[0] not in ours]

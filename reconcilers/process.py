@@ -2,21 +2,26 @@
 
 An agent is "built" by writing `build.json` (rev, harness version, files) into its dir;
 it runs as a harness process in its own session (so it outlives hive-c0re, as a container
-would) with output appended to `harness.log`. `proc.json` records the pid and the kernel's
-start time of that pid, so after a restart hive-c0re *adopts* a live agent instead of
-starting a second one, and a recycled pid is never mistaken for the agent. Exits are seen
-through a pidfd (works for adopted processes that are not our children too). A `stopped`
-marker tells an exit we asked for from a crash. `destroy` removes the build and keeps the
-agent's notes and credentials, as the nixos runtime keeps its bind-mounted dirs.
+would) with output appended to `harness.log`, inside a bubblewrap sandbox of its own
+(`reconcilers.sandbox`) unless hive-c0re runs `--unsandboxed`; without bwrap it refuses to
+start agents. `proc.json` records the harness's pid (for a sandbox: its pid on the host,
+from bwrap's `--info-fd`, besides bwrap's own) and the kernel's start time of that pid, so
+after a restart hive-c0re *adopts* a live agent instead of starting a second one, and a
+recycled pid is never mistaken for the agent. Exits are seen through a pidfd (works for
+adopted processes that are not our children too). A `stopped` marker tells an exit we
+asked for from a crash. `destroy` removes the build and keeps the agent's notes and
+credentials, as the nixos runtime keeps its bind-mounted dirs.
+
+Every start mints the harness's credential: written to `key/harness.key` (which no
+sandbox binds) for the agent socket to check, and handed to the harness through an
+inherited pipe (`HIVE_KEY_FD`) that the harness reads once at start-up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -28,14 +33,26 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from gitstore.errors import GitStoreError
 from gitstore.spec import MANAGER, check_name
 from gitstore.store import clone_repository
+from reconcilers import sandbox
+from reconcilers.launch import launch
 from reconcilers.layout import Layout
+from reconcilers.proc import (
+    mint_key,
+    read_json,
+    reap,
+    start_time,
+    terminate,
+    wait_exit,
+    write_json,
+)
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Observed
 
 __all__ = ["PASSTHROUGH", "ProcessRuntime", "default_harness_command"]
 
+log = logging.getLogger(__name__)
+
 PASSTHROUGH = (
     "PATH",
-    "HOME",
     "LANG",
     "LC_ALL",
     "TZ",
@@ -71,47 +88,6 @@ def default_harness_command(role: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", script, "serve"]
 
 
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (field 22 of /proc/<pid>/stat), None if gone."""
-    # One raw read: buffered text I/O costs ~4x on a /proc file (measured), and resync
-    # calls this for every running agent.
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            stat = os.read(fd, 4096).decode(errors="replace")
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return fields[19]
-
-
-def _read_json(path: str | Path) -> dict[str, object] | None:
-    # Raw reads: resync reads two of these per agent on the event loop, where a buffered
-    # file object costs about as much as the read itself (bench/bench_resync.py).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        data = json.loads(b"".join(chunks))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: Mapping[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 class ProcessRuntime:
     name = "process"
 
@@ -123,12 +99,17 @@ class ProcessRuntime:
         harness_command: Callable[[str], Sequence[str]] = default_harness_command,
         environ: Mapping[str, str] | None = None,
         stop_grace: float = 5.0,
+        sandboxed: bool = True,
     ) -> None:
         self.layout = layout
         self.proposed_repo = proposed_repo
         self.harness_command = harness_command
         self.environ = dict(os.environ if environ is None else environ)
         self.stop_grace = stop_grace
+        self.sandboxed = sandboxed
+        # "bwrap" or "none": what `status` and the dashboard say agents run in.
+        self.sandbox = "bwrap" if sandboxed else "none"
+        self.bwrap = sandbox.find_bwrap(self.environ) if sandboxed else None
         self._exits_send: MemoryObjectSendStream[str]
         self._exits_receive: MemoryObjectReceiveStream[str]
         self._exits_send, self._exits_receive = anyio.create_memory_object_stream[str](1000)
@@ -139,11 +120,19 @@ class ProcessRuntime:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Watch agents for exits (adopting the live ones) until cancelled."""
+        if self.sandboxed and self.bwrap is None:
+            log.error("%s; no agent will start", sandbox.INSTALL_HINT)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for name in await self.names():
                 obs = await self.observe(name)
                 if obs.state is ContainerState.RUNNING and obs.pid is not None:
+                    if self.sandboxed and self._proc(name).get("sandbox") != "bwrap":
+                        # Started by an --unsandboxed hive-c0re: stop it, and the
+                        # reconciler starts it again inside a sandbox.
+                        log.warning("%s runs unsandboxed; restarting it in a sandbox", name)
+                        await self.stop(name)
+                        continue
                     self._watch(name, obs.pid)
             task_status.started()
             try:
@@ -160,6 +149,9 @@ class ProcessRuntime:
     def _paths(self, name: str) -> tuple[Path, Path, Path]:
         base = self.layout.agent_dir(name)
         return base / "build.json", base / "proc.json", base / "stopped"
+
+    def _proc(self, name: str) -> dict[str, object]:
+        return read_json(self._paths(name)[1]) or {}
 
     async def names(self) -> list[str]:
         root = self.layout.state_dir / "agents"
@@ -184,14 +176,14 @@ class ProcessRuntime:
         # Plain string paths: resync observes every agent in one pass on the event loop,
         # and pathlib's joins cost about as much as the reads (bench/bench_resync.py).
         base = os.path.join(self.layout.state_dir, "agents", name)
-        build = _read_json(os.path.join(base, "build.json"))
+        build = read_json(os.path.join(base, "build.json"))
         if build is None:
             return Observed(name, ContainerState.MISSING)
         rev = str(build.get("rev", "")) or None
         version = str(build.get("harness_version", "")) or None
-        proc = _read_json(os.path.join(base, "proc.json")) or {}
+        proc = read_json(os.path.join(base, "proc.json")) or {}
         pid = proc.get("pid")
-        if isinstance(pid, int) and _start_time(pid) == proc.get("start_time"):
+        if isinstance(pid, int) and start_time(pid) == proc.get("start_time"):
             started = proc.get("started_at")
             return Observed(
                 name,
@@ -249,12 +241,14 @@ class ProcessRuntime:
             layout.agent_dir(name),
             layout.claude_dir(name),
             layout.notes_dir(name),
+            layout.home_dir(name),
+            layout.key_dir(name),
             layout.socket_dir(name),
         ):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _write_build(self, build: AgentBuild) -> None:
-        _write_json(
+        write_json(
             self.layout.agent_dir(build.name) / "build.json",
             {
                 "rev": build.rev,
@@ -280,6 +274,8 @@ class ProcessRuntime:
             return
         if obs.state is ContainerState.MISSING:
             raise ContainerError(f"agent {name} is not created")
+        if self.sandboxed and self.bwrap is None:
+            raise ContainerError(sandbox.INSTALL_HINT)
         pid = await anyio.to_thread.run_sync(self._spawn, name)
         self._watch(name, pid)
 
@@ -296,6 +292,7 @@ class ProcessRuntime:
                 "HIVE_STATE": str(self.layout.notes_dir(name)),
                 "HIVE_WEB_PORT": str(build.get("port", "")),
                 "CLAUDE_CONFIG_DIR": str(self.layout.claude_dir(name)),
+                "HOME": str(self.layout.home_dir(name)),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -305,49 +302,53 @@ class ProcessRuntime:
 
     def _spawn(self, name: str) -> int:
         build_path, proc_path, stopped = self._paths(name)
-        build = _read_json(build_path) or {}
-        argv = list(self.harness_command(str(build.get("role", "agent"))))
-        with self.log_path(name).open("ab") as log:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._env(name, build),
-                    cwd=self.layout.notes_dir(name),
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ContainerError(f"cannot start {argv[0]}: {exc}") from exc
-        start = _start_time(proc.pid)
-        _write_json(
+        build = read_json(build_path) or {}
+        command = list(self.harness_command(str(build.get("role", "agent"))))
+        env = self._env(name, build)
+        box = None
+        if self.sandboxed:
+            host = sandbox.host_mounts(command, env)
+            box = sandbox.for_agent(self.layout, name, host=host, proposed_repo=self.proposed_repo)
+        launched = launch(
+            command,
+            env=env,
+            cwd=self.layout.notes_dir(name),
+            log_path=self.log_path(name),
+            # Every start mints a new key; the old one dies with the old harness.
+            key=mint_key(self.layout.harness_key(name)),
+            sandbox=box,
+            bwrap=self.bwrap or "bwrap",
+        )
+        pid = launched.pid
+        write_json(
             proc_path,
-            {"pid": proc.pid, "start_time": start, "started_at": time.time(), "argv": argv},
+            {
+                "pid": pid,
+                "start_time": start_time(pid),
+                "started_at": time.time(),
+                "argv": command,
+                "sandbox": self.sandbox,
+                "sandbox_pid": launched.child_pid,
+            },
         )
         stopped.unlink(missing_ok=True)
-        # The Popen object is dropped; the exit watcher reaps the child through waitpid.
-        proc.returncode = 0
-        return proc.pid
+        return pid
 
     def _watch(self, name: str, pid: int) -> None:
         if self._tg is None or self._watched.get(name) == pid:
             return
         self._watched[name] = pid
-        self._tg.start_soon(self._await_exit, name, pid)
+        self._tg.start_soon(self._await_exit, name, pid, self._child_pid(name, pid))
 
-    async def _await_exit(self, name: str, pid: int) -> None:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            fd = -1
-        try:
-            if fd >= 0:
-                await anyio.wait_readable(fd)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        _reap(pid)
+    def _child_pid(self, name: str, pid: int) -> int:
+        """Our child for the harness `pid`: the bwrap process of its sandbox, or itself."""
+        proc = self._proc(name)
+        child = proc.get("sandbox_pid")
+        return child if proc.get("pid") == pid and isinstance(child, int) else pid
+
+    async def _await_exit(self, name: str, pid: int, child: int) -> None:
+        await wait_exit(pid)
+        await self._collect(pid, child)
         if self._watched.get(name) == pid:
             del self._watched[name]
         if not self._paths(name)[2].exists():
@@ -363,7 +364,17 @@ class ProcessRuntime:
         obs = await self.observe(name)
         if obs.state is not ContainerState.RUNNING or obs.pid is None:
             return
-        await _terminate(obs.pid, self.stop_grace)
+        child = self._child_pid(name, obs.pid)
+        await terminate(obs.pid, self.stop_grace, group=child == obs.pid)
+        await self._collect(obs.pid, child)
+
+    async def _collect(self, pid: int, child: int) -> None:
+        """Reap our child once the harness `pid` has exited: the harness itself, or the
+        bwrap process of its sandbox, which exits right after the harness it runs."""
+        if child != pid:
+            with anyio.move_on_after(self.stop_grace):
+                await wait_exit(child)
+        reap(child)
 
     async def destroy(self, name: str) -> None:
         await self.stop(name)
@@ -374,30 +385,3 @@ class ProcessRuntime:
     async def exits(self) -> AsyncIterator[str]:
         async for name in self._exits_receive:
             yield name
-
-
-async def _terminate(pid: int, grace: float) -> None:
-    """SIGTERM the agent's process group, then SIGKILL after `grace` seconds."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        with anyio.move_on_after(grace) as scope:
-            await anyio.wait_readable(fd)
-        if scope.cancelled_caught:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            with anyio.move_on_after(grace):
-                await anyio.wait_readable(fd)
-    finally:
-        os.close(fd)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect an exited child of ours; WNOHANG never blocks (the pidfd said it exited)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

@@ -60,6 +60,9 @@ class Runtime(Protocol):
     """A place agents run: processes on this host, or nixos-containers."""
 
     name: str
+    # What contains an agent: "bwrap" (a process in a bubblewrap sandbox), "none" (a
+    # process with the operator's rights) or "nixos-container".
+    sandbox: str
 
     def name_problem(self, name: str) -> str | None:
         """Why this runtime cannot hold an agent of this name (a plan error), or None."""

@@ -5,6 +5,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 CLAUDE_VERSION=2.1.330
 CLAUDE_PREFIX=$ROOT/.cache/claude-code
+# command:package pairs both serve.sh and test.sh need; bubblewrap sandboxes every agent
+# of the process runtime (hive-c0re refuses to start agents without it).
+BASE_PACKAGES=(git:git npm:npm bwrap:bubblewrap)
 
 apt_install() {
     local missing=() pair

@@ -2,7 +2,7 @@
 # Install hyperhive and run hive-c0re on the embedded default (process runtime, state in
 # ~/.local/state/hyperhive). Arguments go to `hive-c0re serve` (see --help).
 source "$(dirname "$0")/common.sh"
-apt_install git:git npm:npm
+apt_install "${BASE_PACKAGES[@]}"
 venv_install ""
 claude_install
 echo "== hive-c0re serve (dashboard on ${HIVE_DASHBOARD:-127.0.0.1:7000}; admin: .venv/bin/hive --help)"

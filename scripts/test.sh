@@ -2,7 +2,7 @@
 # Install everything the tests need (Debian packages, the venv, the pinned claude CLI),
 # then run ruff, mypy --strict and pytest. Arguments go to pytest.
 source "$(dirname "$0")/common.sh"
-apt_install git:git npm:npm chromium:chromium nix-instantiate:nix-bin redis-server:redis-server
+apt_install "${BASE_PACKAGES[@]}" chromium:chromium nix-instantiate:nix-bin redis-server:redis-server
 venv_install "[test]"
 claude_install
 export PATH=$ROOT/.venv/bin:$PATH

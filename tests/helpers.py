@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -124,6 +125,17 @@ async def running_hive(
     finally:
         with anyio.CancelScope(shield=True):
             await stop_agents(hive)
+
+
+async def connect_harness(hive: Hive, name: str) -> Client:
+    """A connection to an agent's socket with its harness's rights: the test stands in for
+    the harness (an agent held stopped has none), so it also writes the key as the runtime
+    would when it starts one."""
+    key_file = hive.layout.harness_key(name)
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32))
+    return await connect_client(hive.layout.socket(name), [("auth", {"key": key_file.read_text()})])
 
 
 @asynccontextmanager

@@ -256,6 +256,8 @@ def test_harness_base_runs_hive_ag3nt_with_the_contract_environment() -> None:
         "HIVE_WEB_PORT": str(port_for("alpha")),
         "CLAUDE_CONFIG_DIR": "/root/.claude",
         "HIVE_CLAUDE_BIN": "/nix/store/claude-code/bin/claude",
+        "HIVE_KEY_FILE": "/run/hive-key/harness.key",
+        "HIVE_CLAUDE_SANDBOX": "bwrap",
         "HOME": "/root",
     }
     assert result["hostName"] == "h-alpha"

@@ -78,6 +78,8 @@ class Views:
                 n for n, t in self.hive.turns.items() if t.get("state") == "thinking"
             ),
             "applied_sha": self.hive.applied.sha,
+            # "none" under --unsandboxed: every page says so (templates/_notify.html).
+            "sandbox": self.hive.runtime.sandbox,
         }
 
     async def reconcile(self) -> dict[str, Any]:

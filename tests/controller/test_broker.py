@@ -9,7 +9,14 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
-from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
+from tests.helpers import (
+    Clone,
+    admin,
+    connect_harness,
+    hive_settings,
+    running_hive,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -55,10 +62,10 @@ async def test_a_leased_message_comes_back_when_its_connection_dies(short_dir: P
         await with_agents(hive, short_dir, "alice")
         async with admin(hive) as op:
             await op.call("send", to="alice", body="important")
-        first = await connect_client(hive.layout.socket("alice"))
+        first = await connect_harness(hive, "alice")
         message = await first.call("recv", wait_seconds=1, lease=True)
         assert message["body"] == "important"
-        second = await connect_client(hive.layout.socket("alice"))
+        second = await connect_harness(hive, "alice")
         async with second:
             assert await second.call("recv", wait_seconds=0, lease=True) is None
             got: list[object] = []
@@ -83,8 +90,8 @@ async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) 
         await with_agents(hive, short_dir, "alice")
         async with admin(hive) as op:
             await op.call("send", to="alice", body="retry me")
-        a = await connect_client(hive.layout.socket("alice"))
-        b = await connect_client(hive.layout.socket("alice"))
+        a = await connect_harness(hive, "alice")
+        b = await connect_harness(hive, "alice")
         async with a, b:
             message = await a.call("recv", wait_seconds=1, lease=True)
             got: list[object] = []
@@ -102,7 +109,7 @@ async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) 
 async def test_a_client_that_went_away_does_not_swallow_messages(short_dir: Path) -> None:
     async with running_hive(hive_settings(short_dir)) as hive:
         await with_agents(hive, short_dir, "alice")
-        gone = await connect_client(hive.layout.socket("alice"))
+        gone = await connect_harness(hive, "alice")
         async with anyio.create_task_group() as tg:
 
             async def wait_and_die() -> None:
@@ -114,7 +121,7 @@ async def test_a_client_that_went_away_does_not_swallow_messages(short_dir: Path
         await anyio.sleep(0.1)
         async with admin(hive) as op:
             await op.call("send", to="alice", body="for the living")
-        live = await connect_client(hive.layout.socket("alice"))
+        live = await connect_harness(hive, "alice")
         async with live:
             message = await live.call("recv", wait_seconds=5, lease=True)
         assert message is not None and message["body"] == "for the living"

@@ -13,7 +13,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from controller.hive import Hive
 from controller.protocol import MAX_LINE, ProtocolError, connect_client
 from tests.controller.test_broker import with_agents
-from tests.helpers import admin, hive_settings, running_hive
+from tests.helpers import admin, connect_harness, hive_settings, running_hive
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +49,7 @@ async def test_a_full_inbox_refuses_senders_until_its_agent_reads(short_dir: Pat
                 await op.call("send", to="alice", body="one too many")
             assert full.value.code == "quota"
             assert "wait until alice has read some" in full.value.message
-            alice = await connect_client(hive.layout.socket("alice"))
+            alice = await connect_harness(hive, "alice")
             async with alice:
                 leased = await alice.call("recv", lease=True)
                 # Leased is not read yet: still held against the quota.

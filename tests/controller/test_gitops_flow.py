@@ -137,10 +137,9 @@ async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
         await wait_for(lambda: running_at(hive, "alice"))
         await wait_for(lambda: running_at(hive, "bob"))
         for n in ("alice", "bob", "hm1nd"):
-            pid_file = hive.layout.notes_dir(n) / "pid"
-            await wait_for(pid_file.exists)
-        pids = {
-            n: (hive.layout.notes_dir(n) / "pid").read_text() for n in ("alice", "bob", "hm1nd")
+            await wait_for((hive.layout.notes_dir(n) / "started").exists)
+        starts = {
+            n: (hive.layout.notes_dir(n) / "started").read_text() for n in ("alice", "bob", "hm1nd")
         }
         runs_before = len(await hive.records.runs(limit=1000))
         clone.write("agents/bob/prompt.md", "be brief\n")
@@ -158,9 +157,10 @@ async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
             : len(await hive.records.runs(limit=1000)) - runs_before
         ]
         assert [(r["name"], r["action"]) for r in runs] == [("bob", "update")]
-        assert (hive.layout.notes_dir("alice") / "pid").read_text() == pids["alice"]
-        assert (hive.layout.notes_dir("hm1nd") / "pid").read_text() == pids["hm1nd"]
-        await wait_for(lambda: (hive.layout.notes_dir("bob") / "pid").read_text() != pids["bob"])
+        assert (hive.layout.notes_dir("alice") / "started").read_text() == starts["alice"]
+        assert (hive.layout.notes_dir("hm1nd") / "started").read_text() == starts["hm1nd"]
+        started = hive.layout.notes_dir("bob") / "started"
+        await wait_for(lambda: started.read_text() != starts["bob"])
 
 
 async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path) -> None:
@@ -172,8 +172,9 @@ async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path
         (a1,) = await wait_for(lambda: pending(hive))
         await hive.approvals.approve(a1["id"])
         await wait_for(lambda: running_at(hive, "alice"))
-        await wait_for(lambda: (hive.layout.notes_dir("alice") / "pid").exists())
-        pid = int((hive.layout.notes_dir("alice") / "pid").read_text())
+        await wait_for(lambda: (hive.layout.notes_dir("alice") / "started").exists())
+        pid = (await hive.runtime.observe("alice")).pid
+        assert pid is not None
         clone.remove("agents/alice")
         clone.commit("bye alice")
         clone.push()
@@ -182,7 +183,7 @@ async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path
         await hive.approvals.approve(a2["id"])
         await wait_for(lambda: _gone(hive, "alice"))
         await wait_for(lambda: not _alive(pid))
-        assert (hive.layout.notes_dir("alice") / "pid").exists()
+        assert (hive.layout.notes_dir("alice") / "started").exists()
         runs = await hive.records.runs("alice")
         assert runs[0]["action"] == "destroy"
 

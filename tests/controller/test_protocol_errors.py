@@ -127,7 +127,7 @@ async def test_huge_numbers_deep_nesting_and_surrogates_are_invalid_not_internal
                 + b"9" * 18
                 + b"}}",
                 b'{"id": 4, "cmd": "ack", "args": {"id": 99999999999999999999}}',
-                b'{"id": 5, "cmd": "recv", "args": {"lease": true}}',
+                b'{"id": 5, "cmd": "recv", "args": {"wait_seconds": 0}}',
             ],
         )
         codes = [(a["id"], a.get("error", {}).get("code")) for a in agent]

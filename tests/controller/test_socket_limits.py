@@ -11,8 +11,9 @@ import pytest
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from controller.hive import Hive
 from controller.protocol import MAX_LINE, connect_client
-from tests.helpers import hive_settings, running_hive, wait_for
+from tests.helpers import connect_harness, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -32,6 +33,16 @@ async def closed(stream: SocketStream) -> bool:
         return await stream.receive() == b""
     except (anyio.EndOfStream, anyio.BrokenResourceError):
         return True
+
+
+async def manager_running(hive: Hive) -> None:
+    """Once the manager runs, its harness key stays (each start mints a new one)."""
+
+    async def up() -> bool:
+        return (await hive.runtime.observe("hm1nd")).state.value == "running"
+
+    await wait_for(up)
+    await hive.agent_queue.wait_idle()
 
 
 async def test_a_connection_over_the_cap_is_told_why_and_closed(short_dir: Path) -> None:
@@ -111,20 +122,14 @@ async def test_long_polls_streams_and_leases_are_not_idle(short_dir: Path) -> No
             assert (await anext(events))["type"] == "message.sent"
             await events.aclose()
         # A harness holding a leased message (a turn in progress) keeps its connection:
-        # closing it would hand the message out again.
-        harness = await anyio.connect_unix(hive.layout.socket("hm1nd"))
+        # closing it would hand the message out again (and the ack would then fail).
+        await manager_running(hive)
+        harness = await connect_harness(hive, "hm1nd")
         async with harness:
-            await harness.send(b'{"id": 1, "cmd": "recv", "args": {"lease": true}}\n')
-            leased = await read_answer(harness)
-            assert leased is not None and leased["result"]["body"] == "still there?"
-            with anyio.move_on_after(0.3):
-                notice = await read_answer(harness)
-                raise AssertionError(f"a connection holding a lease was closed: {notice}")
-            await harness.send(
-                f'{{"id": 2, "cmd": "ack", "args": {{"id": {leased["result"]["id"]}}}}}\n'.encode()
-            )
-            acked = await read_answer(harness)
-            assert acked is not None and acked["ok"]
+            leased = await harness.call("recv", lease=True)
+            assert leased["body"] == "still there?"
+            await anyio.sleep(0.3)
+            assert await harness.call("ack", id=leased["id"]) == {}
 
 
 async def test_a_client_sends_again_on_a_new_connection_after_an_idle_close(
@@ -138,3 +143,16 @@ async def test_a_client_sends_again_on_a_new_connection_after_an_idle_close(
             await client.call("send", to="hm1nd", body="two")
             bodies = [m["body"] for m in await client.call("messages")]
         assert bodies == ["two", "one"]  # each sent once
+
+
+async def test_a_harness_connection_is_the_harness_again_after_an_idle_close(
+    short_dir: Path,
+) -> None:
+    async with running_hive(hive_settings(short_dir, idle_timeout=0.05)) as hive:
+        await manager_running(hive)
+        harness = await connect_harness(hive, "hm1nd")
+        async with harness:
+            await anyio.sleep(0.2)  # past the idle timeout: the server closed it
+            # The client reconnects and shows the key again before the request.
+            assert await harness.call("turn_state", state="idle") == {}
+        assert hive.turns["hm1nd"]["state"] == "idle"

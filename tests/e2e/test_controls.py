@@ -38,6 +38,8 @@ async def inprocess(swarm: Swarm, name: str, **claude: Any) -> AsyncIterator[Age
     config = AgentConfig.from_env(env)
     config = dataclasses.replace(
         config,
+        # The key hive-c0re minted for the (killed) harness this one stands in for.
+        key=swarm.hive.layout.harness_key(name).read_text(),
         claude=dataclasses.replace(
             config.claude,
             env={**env, "CLAUDE_CONFIG_DIR": str(swarm.hive.layout.claude_dir(name))},

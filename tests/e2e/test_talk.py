@@ -168,6 +168,8 @@ async def test_cancel_mid_turn_ends_the_turn_and_acknowledges(swarm: Swarm) -> N
     config = AgentConfig.from_env(env)
     config = dataclasses.replace(
         config,
+        # The key hive-c0re minted for alice's (killed) harness: this one stands in for it.
+        key=swarm.hive.layout.harness_key("alice").read_text(),
         claude=dataclasses.replace(
             config.claude,
             env={**env, "CLAUDE_CONFIG_DIR": str(swarm.hive.layout.claude_dir("alice"))},

@@ -60,6 +60,7 @@ class _Failure:
 
 class FakeRuntime:
     name = "fake"
+    sandbox = "none"
 
     def __init__(self, clock: Clock | None = None, *, refused_names: frozenset[str] = frozenset()):
         self.clock: Clock = clock or SystemClock()

@@ -1,7 +1,8 @@
 """A stand-in harness for reconciler tests: runs until SIGTERM, or misbehaves on request.
 
-`HIVE_STATE/crash` present: exit 3 at once (a crash loop). Otherwise write `HIVE_STATE/pid`
-and wait for SIGTERM.
+`HIVE_STATE/crash` present: exit 3 at once (a crash loop). Otherwise write `HIVE_STATE/env`
+and `HIVE_STATE/started` (a token of this start) and wait for SIGTERM. In a sandbox its
+own pid is 1, so tests take an agent's pid on the host from the runtime, never from here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ state = Path(os.environ["HIVE_STATE"])
 if (state / "crash").exists():
     print("crashing on purpose", flush=True)
     sys.exit(3)
-(state / "pid").write_text(str(os.getpid()))
+(state / "started").write_text(str(time.time_ns()))
 (state / "env").write_text("\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 print(f"{os.environ['HIVE_AGENT']} up", flush=True)

@@ -10,7 +10,7 @@ import pytest
 from gitstore.errors import GitStoreError, MergeConflictError
 from gitstore.plan import Action
 from gitstore.repos import MAIN
-from gitstore.spec import port_for
+from gitstore.spec import parse_spec, port_for
 from gitstore.store import GitStore
 from tests.helpers import Clone, git
 
@@ -106,6 +106,31 @@ async def test_invalid_specs_unknown_keys_bad_names_and_removing_the_manager_are
     assert "agents/carol: agent.toml is not valid TOML" in errors
     assert "agents/dave: agent.toml is missing" in errors
     assert "the manager cannot be removed" in errors
+
+
+async def test_allowed_tools_is_a_list_of_tool_rules_and_other_shapes_are_plan_errors(
+    store: GitStore, clone: Clone
+) -> None:
+    clone.write("agents/ok/agent.toml", 'allowed_tools = ["Bash", "Bash(git log:*)"]\n')
+    clone.write("agents/none/agent.toml", "allowed_tools = []\n")
+    clone.write("agents/str/agent.toml", 'allowed_tools = "Bash"\n')
+    clone.write("agents/num/agent.toml", "allowed_tools = [1]\n")
+    clone.write("agents/comma/agent.toml", 'allowed_tools = ["Bash,Read"]\n')
+    clone.write("agents/empty/agent.toml", 'allowed_tools = [""]\n')
+    clone.write("agents/long/agent.toml", f'allowed_tools = ["{"x" * 201}"]\n')
+    clone.write("agents/many/agent.toml", f"allowed_tools = {['Read'] * 65!r}\n".replace("'", '"'))
+    sha = clone.commit_push("tools", "tools")
+    errors = (await store.plan(sha)).errors
+    by_agent = {e.split(":")[0].removeprefix("agents/"): e for e in errors}
+    assert sorted(by_agent) == ["comma", "empty", "long", "many", "num", "str"]
+    assert 'must be a list of tool names, e.g. ["Bash", "Read"]' in by_agent["str"]
+    assert "valid string" in by_agent["num"]
+    assert "is not a tool rule" in by_agent["comma"] and "no commas" in by_agent["comma"]
+    assert "is not a tool rule" in by_agent["empty"]
+    assert "at most 200 characters" in by_agent["long"]
+    assert "at most 64 items" in by_agent["many"]
+    spec = parse_spec(b'allowed_tools = ["Bash", "Bash(git log:*)"]\n')
+    assert spec.allowed_tools == ("Bash", "Bash(git log:*)")
 
 
 async def test_port_collisions_are_plan_errors_asking_to_rename(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +36,21 @@ async def _is(hive: Hive, name: str, **want: Any) -> bool:
     return all(r[k] == v for k, v in want.items())
 
 
+async def pid_of(hive: Hive, name: str) -> int | None:
+    return (await hive.runtime.observe(name)).pid
+
+
 async def test_a_crashed_agent_is_restarted(short_dir: Path) -> None:
     async with running_hive(hive_settings(short_dir)) as hive:
         await add_alice(hive, short_dir)
-        pid_file = hive.layout.notes_dir("alice") / "pid"
-        await wait_for(pid_file.exists)
-        pid = int(pid_file.read_text())
-        import os
-        import signal
-
+        pid = await pid_of(hive, "alice")
+        assert pid is not None and pid != 1
         os.kill(pid, signal.SIGKILL)
-        await wait_for(lambda: pid_file.exists() and int(pid_file.read_text()) != pid)
+
+        async def another_pid() -> bool:
+            return (await pid_of(hive, "alice")) not in (None, pid)
+
+        await wait_for(another_pid)
 
         async def restarted() -> bool:
             return any(r["action"] == "restart" for r in await hive.records.runs("alice"))

@@ -88,7 +88,8 @@ async def test_create_binds_socket_credentials_and_notes_on_the_host_network(
     assert conf["EXTRA_NSPAWN_FLAGS"] == (
         f'"--bind={run}/agents/alpha:/run/hive'
         f" --bind={state}/agents/alpha/claude:/root/.claude"
-        f' --bind={state}/agents/alpha/state:/state"'
+        f" --bind={state}/agents/alpha/state:/state"
+        f' --bind-ro={state}/agents/alpha/key:/run/hive-key"'
     )
     assert (conf["PRIVATE_NETWORK"], conf["HOST_ADDRESS"], conf["LOCAL_ADDRESS"]) == ("0", "", "")
     assert conf["FLAKE"] == f"path:{runtime.flake_dir('alpha')}"
@@ -111,6 +112,10 @@ async def test_the_manager_also_gets_its_agents_clone_and_the_proposed_repo(
         f"--bind={state}/agents/hm1nd/state:/state",
         f"--bind={state}/agents/hm1nd/agents:/agents",
         f"--bind={state}/proposed.git:{state}/proposed.git",
+        f"--bind-ro={state}/agents/hm1nd/key:/run/hive-key",
+        # What git runs on the operator's next local push stays the operator's.
+        f"--bind-ro={state}/proposed.git/hooks:{state}/proposed.git/hooks",
+        f"--bind-ro={state}/proposed.git/config:{state}/proposed.git/config",
     ]
     assert fake.actions() == [("create", "hm1nd")]
 
@@ -152,6 +157,32 @@ async def test_lifecycle_runs_create_start_update_stop_destroy_in_order(
             f"path:{runtime.flake_dir('alpha')}#container",
         ]
     ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["alpha", MANAGER])
+async def test_a_container_binds_only_its_own_dirs_never_the_host_socket_or_applied(
+    runtime: NixosRuntime, fake: FakeNixos, tmp_path: Path, name: str
+) -> None:
+    await runtime.create(build("alpha"))
+    await runtime.create(build(MANAGER))
+    await runtime.start(name)
+    cname = "hm1nd" if name == MANAGER else f"h-{name}"
+    flags = fake.conf(cname)["EXTRA_NSPAWN_FLAGS"].strip('"').split()
+    state, run = tmp_path / "state", tmp_path / "run"
+    own = [str(state / "agents" / name), str(runtime.socket_dir(name))]
+    if name == MANAGER:
+        own.append(str(state / "proposed.git"))  # pushes go there; applied.git never
+    for flag in flags:
+        assert flag.startswith(("--bind=", "--bind-ro=")), flag
+        host = flag.split("=", 1)[1].split(":", 1)[0]
+        assert any(host == o or host.startswith(o + "/") for o in own), flag
+        assert "applied" not in host and not host.endswith("host.sock")
+        assert host not in (str(state), str(run), str(run / "agents"))
+    # The harness's key: read-only inside, minted at start, 0600 on the host.
+    assert f"--bind-ro={state}/agents/{name}/key:/run/hive-key" in flags
+    key = runtime.layout.harness_key(name)
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text()) == 64
 
 
 @pytest.mark.anyio
