@@ -223,7 +223,7 @@ def daemon_argv(dashboard: bool = False, flags: Sequence[str] = ()) -> list[str]
     """`hive-c0re serve`, the installed script beside this interpreter; the dashboard (on
     a free port) only when asked for; `flags` after."""
     script = Path(sys.executable).parent / "hive-c0re"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli_daemon"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "hyperhive.cli_daemon"]
     dash = ["--dashboard", "127.0.0.1:0"] if dashboard else ["--no-dashboard"]
     return [*base, "serve", *dash, *flags]
 

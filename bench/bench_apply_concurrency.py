@@ -48,10 +48,10 @@ from _utils import (
 )
 from anyio.abc import TaskStatus
 
-from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.protocol import Client, connect_client
 from controller.settings import Settings
+from hyperhive.daemon import build_hive
 from reconcilers.layout import Layout
 from reconcilers.process import ProcessRuntime
 from reconcilers.runtime import AgentBuild, Observed

@@ -23,6 +23,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.hive import Hive
+from controller.operations import Operations
 from controller.settings import Settings
 from controller.store import now_iso
 from reconcilers.status import AgentStatus
@@ -131,7 +132,7 @@ async def main() -> None:
                 AgentStatus(name, rev, rev, "running", True, False, False, "Running", ""), None
             )
             hive.turns[name] = {"state": "idle", "since": now_iso(), "model": "claude-x"}
-        app = create_dashboard(hive)
+        app = create_dashboard(Operations(hive))
         started = time.perf_counter()
         status, size = await render(app)
         cold = (time.perf_counter() - started) * 1000

@@ -17,7 +17,7 @@ sandboxed harness (outside the sandbox).
 
 Then, to show what the figure is made of, modules on the harness's import path are each
 imported alone in a fresh interpreter (`python -c "import X"`, VmRSS after it), and
-`python -X importtime -c "import harness.cli, ui.agent_page"` is summed by top-level
+`python -X importtime -c "import hyperhive.harness, ui.agent_page"` is summed by top-level
 package.
 
     python bench/bench_harness_rss.py [--idle 5] [--sandbox both|bwrap|none]
@@ -45,20 +45,20 @@ IMPORTS = (
     "asyncio",
     "anyio",
     "controller.protocol",
-    "controller.bus",
+    "controller.fanout",
     "harness.history",
     "pydantic.main",
     "gitstore.spec",
     "harness.claude",
     "harness.agent",
-    "harness.cli",
+    "hyperhive.harness",
     "starlette.applications",
     "uvicorn",
     "jinja2",
     "ui.agent_page",
 )
 # What `hive-ag3nt serve` imports: the CLI, then the agent page once the loop runs.
-HARNESS = "harness.cli, ui.agent_page"
+HARNESS = "hyperhive.harness, ui.agent_page"
 
 
 def pss_kib(pid: int) -> int:

@@ -29,7 +29,9 @@ SECONDS = 5.0
 
 
 async def serve(port_file: Path) -> None:
+    from controller.events import EventType
     from controller.hive import Hive
+    from controller.operations import Operations
     from controller.settings import Settings
     from ui.dashboard import create_dashboard
     from ui.server import serve_app
@@ -37,7 +39,7 @@ async def serve(port_file: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
     hive = Hive(Settings.from_env({}, state_dir=root / "state", runtime_dir=root / "run"))
     await hive.load_applied()
-    app = create_dashboard(hive)
+    app = create_dashboard(Operations(hive))
 
     def bound(port: int) -> None:
         port_file.write_text(str(port))
@@ -63,9 +65,10 @@ async def serve(port_file: Path) -> None:
             delay = due - time.monotonic()
             if delay > 0:
                 await anyio.sleep(delay)
-            hive.bus.publish("bench.tick", n=i, t=time.monotonic())
+            # Turn states stand in for any event: nothing in the hive reacts to them.
+            hive.bus.publish(EventType.AGENT_TURN, agent="bench", n=i, t=time.monotonic())
         await anyio.sleep(1.0)
-        hive.bus.publish("bench.done")
+        hive.bus.publish(EventType.AGENT_TURN, agent="bench", state="done")
         await anyio.sleep(2.0)
         tg.cancel_scope.cancel()
     shutil.rmtree(root, ignore_errors=True)
@@ -83,11 +86,11 @@ async def client(url: str, latencies: list[float], counts: list[int]) -> None:
             buffer += chunk
             *events, buffer = buffer.split(b"\n\n")
             for raw in events:
-                if b"event: bench.done" in raw:
+                if b"event: agent.turn" not in raw:
+                    continue
+                if b'"state":"done"' in raw:
                     counts.append(got)
                     return
-                if b"event: bench.tick" not in raw:
-                    continue
                 # Cheaper than json.loads for 100k events/s in one client process.
                 at = raw.index(b'"t":') + 4
                 latencies.append(now - float(raw[at : raw.index(b"}", at)]))

@@ -15,7 +15,8 @@ import logging
 import anyio
 
 from controller.agent_api import AgentSession, agent_commands
-from controller.hive import Hive
+from controller.events import EventType
+from controller.operations import Operations
 from controller.sockets import Slots, serve_socket
 
 __all__ = ["serve_agent_sockets"]
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 async def serve_agent_sockets(
-    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ops: Operations, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
+    hive = ops.hive
     scopes: dict[str, anyio.CancelScope] = {}
     slots: dict[str, Slots] = {}
 
@@ -38,7 +40,7 @@ async def serve_agent_sockets(
                     await serve_socket(
                         hive.layout.socket(name),
                         agent_commands,
-                        lambda: AgentSession(hive, name),
+                        lambda: AgentSession(ops, name),
                         slots=slots.setdefault(
                             name, Slots(f"agent {name}", hive.settings.agent_connections)
                         ),
@@ -48,7 +50,7 @@ async def serve_agent_sockets(
                 except OSError as exc:
                     # One agent's socket must not take the others (or the daemon) down.
                     log.error("cannot serve %s's socket: %s", name, exc)
-                    hive.bus.publish("agent.socket_failed", agent=name, error=str(exc))
+                    hive.bus.publish(EventType.AGENT_SOCKET_FAILED, agent=name, error=str(exc))
                     with contextlib.suppress(RuntimeError):  # unless it had started
                         task_status.started()
 
@@ -59,7 +61,7 @@ async def serve_agent_sockets(
             for name in sorted(set(scopes) - wanted):
                 scopes.pop(name).cancel()
 
-        with hive.bus.subscribe(types=("applied.moved",)) as sub:
+        with hive.bus.subscribe(types=(EventType.APPLIED_MOVED,)) as sub:
             await sync()
             task_status.started()
             async for _ in sub:

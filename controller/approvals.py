@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 import anyio
 
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
 from controller.paging import Page
 from controller.store import Store, now_iso
+from controller.values import Approval
 from gitstore.errors import GitStoreError
 from gitstore.errors import NoSpaceError as GitNoSpaceError
-from gitstore.plan import NameCheck, Plan
+from gitstore.plan import Action, NameCheck, Plan, PlanStep
 from gitstore.store import GitStore
 from reconcilers.proposals import PendingApproval
 
@@ -31,14 +31,28 @@ __all__ = ["STATUSES", "ApprovalBook"]
 STATUSES = ("pending", "approved", "denied", "superseded", "failed")
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    out["plan"] = json.loads(out["plan"])
-    out["errors"] = json.loads(out["errors"])
-    return out
+def _row(row: sqlite3.Row) -> Approval:
+    return Approval(
+        id=row["id"],
+        kind=row["kind"],
+        ref=row["ref"],
+        sha=row["sha"],
+        base=row["base"],
+        summary=row["summary"],
+        author=row["author"],
+        note=row["note"],
+        status=row["status"],
+        plan=tuple(PlanStep(s["agent"], Action(s["action"])) for s in json.loads(row["plan"])),
+        errors=tuple(json.loads(row["errors"])),
+        reason=row["reason"],
+        approver=row["approver"],
+        applied_sha=row["applied_sha"],
+        created_at=row["created_at"],
+        decided_at=row["decided_at"],
+    )
 
 
-def _select(db: sqlite3.Connection, approval_id: int) -> dict[str, Any]:
+def _select(db: sqlite3.Connection, approval_id: int) -> Approval:
     return _row(db.execute("SELECT * FROM approvals WHERE id=?", (approval_id,)).fetchone())
 
 
@@ -66,14 +80,14 @@ class ApprovalBook:
 
     async def query(
         self, status: str | None = None, limit: int = 1000, page: Page | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Approval]:
         """Approvals newest first; with a `page` (a client's list), one page of them."""
         if status is not None and status not in STATUSES:
             raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
         where, params = page.where() if page is not None else ("1", ())
         limit = page.limit if page is not None else limit
 
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[Approval]:
             if status is None:
                 rows = db.execute(
                     f"SELECT * FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
@@ -89,8 +103,8 @@ class ApprovalBook:
 
         return await self.store.call(q)
 
-    async def get(self, approval_id: int) -> dict[str, Any]:
-        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+    async def get(self, approval_id: int) -> Approval:
+        def q(db: sqlite3.Connection) -> Approval | None:
             row = db.execute("SELECT * FROM approvals WHERE id=?", (approval_id,)).fetchone()
             return None if row is None else _row(row)
 
@@ -110,10 +124,7 @@ class ApprovalBook:
     # --- the proposals reconciler's side (reconcilers.proposals.Approvals) ---------
 
     async def pending(self) -> list[PendingApproval]:
-        return [
-            PendingApproval(a["id"], a["ref"], a["sha"], a["kind"])
-            for a in await self.query("pending")
-        ]
+        return [PendingApproval(a.id, a.ref, a.sha, a.kind) for a in await self.query("pending")]
 
     async def known(self, heads: Mapping[str, str]) -> set[tuple[str, str]]:
         def q(db: sqlite3.Connection) -> set[tuple[str, str]]:
@@ -136,7 +147,7 @@ class ApprovalBook:
         author: str,
         note: str = "",
     ) -> int:
-        def q(db: sqlite3.Connection) -> dict[str, Any]:
+        def q(db: sqlite3.Connection) -> Approval:
             cur = db.execute(
                 "INSERT INTO approvals(kind, ref, sha, base, summary, author, note, status,"
                 " plan, errors, created_at) VALUES (?,?,?,?,?,?,?,'pending',?,?,?)",
@@ -157,11 +168,11 @@ class ApprovalBook:
             return _select(db, cur.lastrowid)
 
         approval = await self.store.call(q)
-        self.bus.publish("approval.created", approval=approval)
-        return int(approval["id"])
+        self.bus.publish(EventType.APPROVAL_CREATED, approval=approval)
+        return approval.id
 
-    async def _decide(self, approval_id: int, status: str, **fields: str) -> dict[str, Any]:
-        def q(db: sqlite3.Connection) -> dict[str, Any]:
+    async def _decide(self, approval_id: int, status: str, **fields: str) -> Approval:
+        def q(db: sqlite3.Connection) -> Approval:
             sets = ", ".join(f"{k}=?" for k in fields)
             db.execute(
                 f"UPDATE approvals SET status=?, decided_at=?{', ' + sets if sets else ''} "
@@ -171,15 +182,15 @@ class ApprovalBook:
             return _select(db, approval_id)
 
         approval = await self.store.call(q)
-        self.bus.publish(f"approval.{status}", approval=approval)
+        self.bus.publish(EventType(f"approval.{status}"), approval=approval)
         return approval
 
-    async def set_note(self, approval_id: int, note: str) -> dict[str, Any]:
+    async def set_note(self, approval_id: int, note: str) -> Approval:
         await self.store.call(
             lambda db: db.execute("UPDATE approvals SET note=? WHERE id=?", (note, approval_id))
         )
         approval = await self.get(approval_id)
-        self.bus.publish("approval.noted", approval=approval)
+        self.bus.publish(EventType.APPROVAL_NOTED, approval=approval)
         return approval
 
     async def supersede(self, approval_id: int, reason: str) -> None:
@@ -196,22 +207,22 @@ class ApprovalBook:
 
     # --- the operator's side -------------------------------------------------------
 
-    async def _pending_one(self, approval_id: int) -> dict[str, Any]:
+    async def _pending_one(self, approval_id: int) -> Approval:
         approval = await self.get(approval_id)
-        if approval["status"] != "pending":
-            raise ConflictError(f"approval #{approval_id} is {approval['status']}, not pending")
+        if approval.status != "pending":
+            raise ConflictError(f"approval #{approval_id} is {approval.status}, not pending")
         return approval
 
-    async def approve(self, approval_id: int, approver: str = "operator") -> dict[str, Any]:
+    async def approve(self, approval_id: int, approver: str = "operator") -> Approval:
         async with self._merge_lock:
             approval = await self._pending_one(approval_id)
-            sha = approval["sha"]
+            sha = approval.sha
             plan = await self.git.plan(sha, self.name_problem)
             if plan.errors:
                 failed = await self._decide(
                     approval_id, "failed", reason="; ".join(plan.errors), approver=approver
                 )
-                raise InvalidError(f"approval #{approval_id} failed: {failed['reason']}")
+                raise InvalidError(f"approval #{approval_id} failed: {failed.reason}")
             try:
                 # The compare-and-swap on plan.base makes it the head we moved from.
                 new = await self.git.approve(
@@ -233,6 +244,6 @@ class ApprovalBook:
 
     async def deny(
         self, approval_id: int, reason: str = "", approver: str = "operator"
-    ) -> dict[str, Any]:
+    ) -> Approval:
         await self._pending_one(approval_id)
         return await self._decide(approval_id, "denied", reason=reason, approver=approver)

@@ -25,6 +25,7 @@ Lists are pages (`controller/paging.py`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sqlite3
@@ -35,19 +36,19 @@ from typing import Any
 
 import anyio
 
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, HiveError, NotFoundError
 from controller.paging import DEFAULT_BUDGET, Page
 from controller.quotas import BrokerLimits, SendRate, check_body, inbox_full
 from controller.store import Store, now_iso
+from controller.values import Message
 from reconcilers.clock import Clock, SystemClock
 
-__all__ = ["MAX_KEY", "MAX_WAIT", "OPERATOR", "Broker"]
+__all__ = ["MAX_WAIT", "OPERATOR", "Broker"]
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 180.0
-MAX_KEY = 128
 OPERATOR = "operator"
 
 _COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_at"
@@ -55,9 +56,9 @@ _COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_a
 _ROW_BYTES = 200
 
 
-def message_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", "sender", "recipient", "kind", "body", "created_at", "delivered_at", "acked_at")
-    return dict(zip(keys, tuple(row), strict=True))
+def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
+    """A message from its `_COLUMNS`, in that order."""
+    return Message(*tuple(row))
 
 
 @dataclass(eq=False)
@@ -65,7 +66,7 @@ class _Waiter:
     recipient: str
     owner: int | None
     done: anyio.Event = field(default_factory=anyio.Event)
-    message: dict[str, Any] | None = None
+    message: Message | None = None
     claimed: bool = False
 
 
@@ -78,7 +79,7 @@ class _Outgoing:
     size: int
     key: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
-    message: dict[str, Any] | None = None
+    message: Message | None = None
     waiter: _Waiter | None = None
     failure: HiveError | None = None  # why it was not stored, when the sender may act
     repeated: bool = False  # the key's message was stored before: `message` is that one
@@ -164,7 +165,7 @@ class Broker:
                     out.waiter.message = out.message
                     out.waiter.done.set()
                 out.done.set()
-                self.bus.publish("message.sent", message=_public(out.message))
+                self.bus.publish(EventType.MESSAGE_SENT, message=_public(out.message))
 
     # --- sending -------------------------------------------------------------------
 
@@ -175,7 +176,7 @@ class Broker:
         body: str,
         kind: str = "message",
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Message:
         size = check_body(body, self.limits)
         if not self._serving:
             raise ConflictError("the broker is not running")
@@ -213,7 +214,7 @@ class Broker:
                 " acked_at, lease, size, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (*row, waiter.owner if waiter is not None else None, out.size, out.key),
             )
-            out.message = message_dict((cur.lastrowid, *row))
+            out.message = _message((cur.lastrowid, *row))
             out.waiter = waiter
 
     def _repeat(self, db: sqlite3.Connection, out: _Outgoing) -> bool:
@@ -231,7 +232,7 @@ class Broker:
                 f"{row['recipient']} with another body; a new message needs a new key"
             )
         else:
-            out.message, out.repeated = message_dict(row), True
+            out.message, out.repeated = _message(row), True
         return True
 
     def _requeue_waiter(self, waiter: _Waiter) -> None:
@@ -251,7 +252,7 @@ class Broker:
 
     # --- receiving -----------------------------------------------------------------
 
-    async def recv(self, recipient: str, wait: float, owner: int | None) -> dict[str, Any] | None:
+    async def recv(self, recipient: str, wait: float, owner: int | None) -> Message | None:
         """The oldest deliverable message, waiting up to `wait` seconds for one.
 
         With an `owner` the message is leased to it; without, it is acknowledged."""
@@ -279,14 +280,14 @@ class Broker:
 
     def _claim_or_wait(
         self, db: sqlite3.Connection, waiter: _Waiter, register: bool
-    ) -> dict[str, Any] | None:
+    ) -> Message | None:
         message = self._claim(db, waiter)
         if message is None and register:
             with self._waiters_lock:
                 self._waiters.setdefault(waiter.recipient, deque()).append(waiter)
         return message
 
-    def _claim(self, db: sqlite3.Connection, waiter: _Waiter) -> dict[str, Any] | None:
+    def _claim(self, db: sqlite3.Connection, waiter: _Waiter) -> Message | None:
         row = db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND delivered_at IS NULL "
             "ORDER BY id LIMIT 1",
@@ -300,9 +301,7 @@ class Broker:
             "UPDATE messages SET delivered_at=?, acked_at=?, lease=? WHERE id=?",
             (now, acked, waiter.owner, row["id"]),
         )
-        message = message_dict(row)
-        message["delivered_at"], message["acked_at"] = now, acked
-        return message
+        return dataclasses.replace(_message(row), delivered_at=now, acked_at=acked)
 
     def _forget(self, waiter: _Waiter) -> bool:
         """Remove a waiter that gave up; False if a sender already claimed it."""
@@ -316,7 +315,7 @@ class Broker:
 
     async def ack(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "acked_at=?", now_iso())
-        self.bus.publish("message.acked", id=message_id, recipient=recipient)
+        self.bus.publish(EventType.MESSAGE_ACKED, id=message_id, recipient=recipient)
 
     async def release(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "delivered_at=NULL, lease=NULL", None)
@@ -353,14 +352,14 @@ class Broker:
         if await self.store.call_fast(q) == 0:
             raise NotFoundError(f"message {message_id} is not leased to this connection")
 
-    async def _give_back(self, message: dict[str, Any]) -> None:
+    async def _give_back(self, message: Message) -> None:
         await self.store.call(
             lambda db: db.execute(
                 "UPDATE messages SET delivered_at=NULL, acked_at=NULL, lease=NULL WHERE id=?",
-                (message["id"],),
+                (message.id,),
             )
         )
-        await self._rehand(message["recipient"])
+        await self._rehand(message.recipient)
 
     async def release_owner(self, owner: int) -> int:
         """Return every message leased to `owner` (its connection closed)."""
@@ -382,12 +381,12 @@ class Broker:
 
     async def messages(
         self, agent: str | None = None, limit: int = 100, before_id: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Message]:
         """Messages newest first, optionally to or from `agent`, one page of them."""
         page = Page(limit, before_id=before_id, budget=self.page_bytes)
         where, params = page.where()
 
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[Message]:
             if agent is None:
                 rows = db.execute(
                     f"SELECT {_COLUMNS}, size FROM messages WHERE {where} ORDER BY id DESC LIMIT ?",
@@ -399,24 +398,24 @@ class Broker:
                     f"AND {where} ORDER BY id DESC LIMIT ?",
                     (agent, agent, *params, page.limit),
                 )
-            return [message_dict(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
+            return [_message(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
 
         return await self.store.call(q)
 
     async def inbox(
         self, recipient: str, limit: int = 100, after_id: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Message]:
         """Messages not yet acknowledged by `recipient`, oldest first, one page of them."""
         page = Page(limit, after_id=after_id, budget=self.page_bytes)
         where, params = page.where()
 
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[Message]:
             rows = db.execute(
                 f"SELECT {_COLUMNS}, size FROM messages WHERE recipient=? AND "
                 f"acked_at IS NULL AND {where} ORDER BY id LIMIT ?",
                 (recipient, *params, page.limit),
             )
-            return [message_dict(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
+            return [_message(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
 
         return await self.store.call(q)
 
@@ -436,7 +435,8 @@ def _row_size(row: sqlite3.Row) -> int:
     return int(row["size"]) + _ROW_BYTES
 
 
-def _public(message: dict[str, Any]) -> dict[str, Any]:
+def _public(message: Message) -> Message:
     """A message as events carry it: bodies are cut so one huge message cannot flood SSE."""
-    body = message["body"]
-    return {**message, "body": body if len(body) <= 4000 else body[:4000] + "…"}
+    if len(message.body) <= 4000:
+        return message
+    return dataclasses.replace(message, body=message.body[:4000] + "…")

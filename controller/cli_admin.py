@@ -1,5 +1,13 @@
 """`hive`: the admin client over `host.sock`.
 
+Its subcommands, their arguments and help are generated from the host socket's specs
+(`controller.host_spec`), one place per command: each field of a command's arguments
+model becomes a positional argument (those the spec names `positional`) or an
+`--option`, typed and described by the field; an option not given is not sent, so the
+daemon's default applies, unless the spec says what `hive` sends instead
+(`cli_defaults`), in which case a nullable one gets `--all` to send nothing after all.
+The client imports only the specs and the protocol, never the daemon.
+
 Exit codes: 0 ok; 1 the daemon answered with an error; 2 bad usage; 3 the daemon cannot
 be reached. `--json` prints the protocol's `result` object as is.
 """
@@ -10,18 +18,25 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic.fields import FieldInfo
 
+from controller.commands import Spec
+from controller.host_spec import HOST_SPECS
 from controller.protocol import ProtocolError, connect_client
 from controller.settings import default_runtime_dir, default_state_dir
 
-__all__ = ["main"]
+__all__ = ["main", "parser", "request"]
 
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+SPECS = {spec.name: spec for spec in HOST_SPECS}
+ALL = "all_"  # the namespace key of `--all`, apart from any field's
 
 
 def _socket_path(arg: str | None) -> Path:
@@ -33,76 +48,88 @@ def _socket_path(arg: str | None) -> Path:
     return default_runtime_dir(env, default_state_dir(env)) / "host.sock"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _kind(annotation: Any) -> tuple[Callable[[str], Any], tuple[str, ...] | None, bool]:
+    """How argparse takes a field of this type: a converter, the choices, a bare flag?"""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        # `X | None` is X given or not; `str | list[str]` (one answer or several) is text.
+        return _kind(args[0]) if len(args) == 1 else (str, None, False)
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, tuple(str(a) for a in args), False
+    if annotation is bool:
+        return str, None, True
+    if annotation in (int, float):
+        return annotation, None, False
+    return str, None, False
+
+
+def _help(field: FieldInfo, default: object) -> str:
+    text = field.description or ""
+    if default not in (None, "", False):
+        text += f" (default: {default})"
+    return text
+
+
+def _add_arguments(sub: argparse.ArgumentParser, spec: Spec) -> None:
+    for name in spec.positional:
+        field = spec.args.model_fields[name]
+        convert, choices, _ = _kind(field.annotation)
+        sub.add_argument(
+            name,
+            type=convert,
+            choices=choices,
+            nargs=None if field.is_required() else "?",
+            help=_help(field, None),
+        )
+    for name, field in spec.args.model_fields.items():
+        if name in spec.positional:
+            continue
+        convert, choices, flag = _kind(field.annotation)
+        option = "--" + name.replace("_", "-")
+        default = spec.cli_defaults.get(name)
+        if flag:
+            sub.add_argument(option, dest=name, action="store_true", help=_help(field, None))
+            continue
+        sub.add_argument(
+            option,
+            dest=name,
+            type=convert,
+            choices=choices,
+            default=default,
+            required=field.is_required(),
+            help=_help(field, default if default is not None else field.default),
+        )
+        if default is not None and not field.is_required() and field.default is None:
+            sub.add_argument(
+                "--all", dest=ALL, action="store_true", help=f"every {name}, not only {default}"
+            )
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hive", description="Administer a running hive-c0re.")
     p.add_argument("--socket", help="host socket [$HIVE_HOST_SOCKET, else <runtime>/host.sock]")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("status", help="daemon version, applied sha, counts")
-    sub.add_parser("repos", help="paths of the proposed and applied repos")
-    sub.add_parser("agents", help="agents with desired and observed state")
-    ap = sub.add_parser("approvals", help="list approvals (pending first by default)")
-    ap.add_argument("--status", choices=("pending", "approved", "denied", "superseded", "failed"))
-    ap.add_argument("--all", action="store_true", help="every status, not only pending")
-    sub.add_parser("approve", help="approve-by-merge an approval").add_argument("id", type=int)
-    d = sub.add_parser("deny", help="deny an approval with a reason")
-    d.add_argument("id", type=int)
-    d.add_argument("reason", nargs="?", default="")
-    r = sub.add_parser("reconcile", help="queue a reconcile of one agent or all")
-    r.add_argument("name", nargs="?")
-    for verb, text in (
-        ("start", "start an agent and clear its hold"),
-        ("stop", "stop an agent and hold it stopped"),
-        ("restart", "restart an agent (clears its hold)"),
-        ("kill", "kill an agent and hold it until `hive start`"),
-    ):
-        sub.add_parser(verb, help=text).add_argument("name")
-    s = sub.add_parser("send", help="send a message to an agent as the operator")
-    s.add_argument("to")
-    s.add_argument("body")
-    m = sub.add_parser("messages", help="recent messages")
-    m.add_argument("--agent")
-    m.add_argument("--limit", type=int, default=50)
-    sub.add_parser("questions", help="the manager's pending questions")
-    a = sub.add_parser("answer", help="answer a question of the manager")
-    a.add_argument("id", type=int)
-    a.add_argument("answer")
-    c = sub.add_parser("cancel-question", help="cancel a question of the manager")
-    c.add_argument("id", type=int)
-    ev = sub.add_parser("events", help="the audit log: decisions and lifecycle, newest first")
-    ev.add_argument("--type", default="", help="only types starting with this, e.g. approval")
-    ev.add_argument("--limit", type=int, default=50)
-    sub.add_parser("watch", help="stream events until interrupted")
+    for spec in HOST_SPECS:
+        _add_arguments(sub.add_parser(spec.name, help=spec.help, description=spec.help), spec)
     return p
 
 
-def _request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    cmd: str = ns.cmd
-    if cmd == "approvals":
-        status = None if ns.all else (ns.status or "pending")
-        return cmd, {"status": status} if status else {}
-    if cmd in ("approve",):
-        return cmd, {"id": ns.id}
-    if cmd == "deny":
-        return cmd, {"id": ns.id, "reason": ns.reason}
-    if cmd == "reconcile":
-        return cmd, {"name": ns.name} if ns.name else {}
-    if cmd in ("start", "stop", "restart", "kill"):
-        return cmd, {"name": ns.name}
-    if cmd == "send":
-        return cmd, {"to": ns.to, "body": ns.body}
-    if cmd == "messages":
-        args: dict[str, Any] = {"limit": ns.limit}
-        if ns.agent:
-            args["agent"] = ns.agent
-        return cmd, args
-    if cmd == "answer":
-        return cmd, {"id": ns.id, "answer": ns.answer}
-    if cmd == "cancel-question":
-        return cmd, {"id": ns.id}
-    if cmd == "events":
-        return cmd, {"limit": ns.limit, "type": ns.type}
-    return cmd, {}
+def request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The command and the arguments to send for a parsed command line."""
+    spec = SPECS[ns.cmd]
+    args: dict[str, Any] = {}
+    for name in spec.args.model_fields:
+        value = getattr(ns, name, None)
+        if value is None or (value is False and name not in spec.positional):
+            continue
+        args[name] = value
+    if getattr(ns, ALL, False):
+        args = {k: v for k, v in args.items() if k not in spec.cli_defaults}
+    return spec.name, args
+
+
+# --- printing ---------------------------------------------------------------------------
 
 
 def _short(value: object) -> str:
@@ -118,86 +145,18 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def render(cmd: str, result: Any) -> str:
-    if cmd == "agents":
-        rows = [{**r, "message": r.get("message") or r.get("turn_reason", "")} for r in result]
-        return table(
-            rows,
-            [
-                "name",
-                "role",
-                "state",
-                "turn",
-                "ready",
-                "reason",
-                "desired_rev",
-                "observed_rev",
-                "port",
-                "hold",
-                "message",
-            ],
-        )
-    if cmd == "approvals":
-        rows = [
-            {
-                **a,
-                "plan": ", ".join(
-                    f"{p['agent']}:{p['action']}" for p in a["plan"] if p["action"] != "none"
-                )
-                or "-",
-                "errors": len(a["errors"]),
-            }
-            for a in result
-        ]
-        return (
-            table(rows, ["id", "kind", "status", "ref", "sha", "plan", "errors", "summary"])
-            if rows
-            else "no approvals"
-        )
-    if cmd == "messages":
-        return (
-            table(result, ["id", "sender", "recipient", "created_at", "body"])
-            if result
-            else "no messages"
-        )
-    if cmd == "questions":
-        return (
-            table(result, ["id", "question", "options", "expires_at"]) if result else "no questions"
-        )
-    if cmd == "events":
-        return "\n".join(_event_line(e) for e in result) if result else "no events"
-    if cmd in ("approve", "deny"):
-        line = f"approval #{result['id']} {result['status']}"
-        if result.get("applied_sha"):
-            line += f": applied main is now {result['applied_sha'][:12]}"
-        return line
-    if cmd in ("start", "stop", "restart", "kill"):
-        return table([result], ["name", "state", "ready", "hold", "message"])
-    if isinstance(result, dict):
-        return "\n".join(f"{k}: {v}" for k, v in result.items())
-    return json.dumps(result, indent=2)
-
-
-async def _run(ns: argparse.Namespace) -> int:
-    path = _socket_path(ns.socket)
-    cmd, args = _request(ns)
-    try:
-        client = await connect_client(path)
-    except ProtocolError as exc:
-        print(f"hive: {exc.message}; is hive-c0re running?", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    async with client:
-        try:
-            if cmd == "watch":
-                async for event in client.stream("watch"):
-                    print(json.dumps(event) if ns.json else _event_line(event), flush=True)
-                return 0
-            result = await client.call(cmd, **args)
-        except ProtocolError as exc:
-            print(f"hive: {cmd}: {exc.message} ({exc.code})", file=sys.stderr)
-            return EXIT_UNREACHABLE if exc.code == "closed" else EXIT_ERROR
-    print(json.dumps(result, indent=2) if ns.json else render(cmd, result))
-    return 0
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as a table shows it: a plan as its changes, errors counted, an agent's
+    message falling back to what its harness last said."""
+    out = dict(row)
+    if isinstance(row.get("plan"), list):
+        changes = [f"{p['agent']}:{p['action']}" for p in row["plan"] if p["action"] != "none"]
+        out["plan"] = ", ".join(changes) or "-"
+    if isinstance(row.get("errors"), list):
+        out["errors"] = len(row["errors"])
+    if "turn_reason" in row and not row.get("message"):
+        out["message"] = row["turn_reason"]
+    return out
 
 
 def _event_line(event: dict[str, Any]) -> str:
@@ -205,8 +164,49 @@ def _event_line(event: dict[str, Any]) -> str:
     return f"{event.get('ts', '')} {event.get('type', '')} {json.dumps(rest, default=str)}"
 
 
+def render(spec: Spec, result: Any) -> str:
+    if spec.view == "table":
+        rows = result if isinstance(result, list) else [result]
+        if not rows and spec.empty:
+            return spec.empty
+        return table([_cells(r) for r in rows], spec.columns)
+    if spec.view == "events":
+        return "\n".join(_event_line(e) for e in result) if result else spec.empty
+    if spec.view == "decision":
+        line = f"approval #{result['id']} {result['status']}"
+        if result.get("applied_sha"):
+            line += f": applied main is now {result['applied_sha'][:12]}"
+        return line
+    if spec.view == "fields" and isinstance(result, dict):
+        return "\n".join(f"{k}: {v}" for k, v in result.items())
+    return json.dumps(result, indent=2)
+
+
+async def _run(ns: argparse.Namespace) -> int:
+    path = _socket_path(ns.socket)
+    cmd, args = request(ns)
+    spec = SPECS[cmd]
+    try:
+        client = await connect_client(path)
+    except ProtocolError as exc:
+        print(f"hive: {exc.message}; is hive-c0re running?", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    async with client:
+        try:
+            if spec.streaming:
+                async for event in client.stream(cmd, **args):
+                    print(json.dumps(event) if ns.json else _event_line(event), flush=True)
+                return 0
+            result = await client.call(cmd, **args)
+        except ProtocolError as exc:
+            print(f"hive: {cmd}: {exc.message} ({exc.code})", file=sys.stderr)
+            return EXIT_UNREACHABLE if exc.code == "closed" else EXIT_ERROR
+    print(json.dumps(result, indent=2) if ns.json else render(spec, result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
-    ns = _parser().parse_args(argv)
+    ns = parser().parse_args(argv)
     try:
         code = anyio.run(_run, ns)
     except KeyboardInterrupt:

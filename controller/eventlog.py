@@ -1,7 +1,7 @@
-"""The audit log: the events that change what runs or what the operator decided, kept in
-the store's `events` table (approvals, applied moves, holds and lifecycle actions,
-questions). Messages and turn states are not copied here: they have their own tables or
-are ephemeral. Writes are batched off the bus and the table is pruned to `keep` rows.
+"""The audit log: the events that change what runs or what the operator decided
+(`events.AUDITED`), kept in the store's `events` table. Writes are batched off the bus
+and the table is pruned to `keep` rows. Reading filters by type prefix (`approval`,
+`agent.kill`), checked against the known types so a typo is an error, not an empty log.
 A batch that cannot be written (the disk is full) is kept and retried with backoff,
 gathering what arrives meanwhile (at most `keep` events), so the daemon lives on and
 the audit log catches up once there is space.
@@ -18,33 +18,17 @@ import anyio
 from anyio.abc import TaskStatus
 
 from controller.bus import Bus, Event
+from controller.errors import InvalidError
+from controller.events import AUDITED, EventType
 from controller.paging import Page
+from controller.protocol import jsonable
 from controller.store import Store
 from reconcilers.backoff import Backoff
 
-__all__ = ["AUDITED", "EventLog"]
+__all__ = ["EventLog"]
 
 log = logging.getLogger(__name__)
 RETRY = Backoff(0.5, 30.0)
-
-AUDITED = (
-    "approval.created",
-    "approval.approved",
-    "approval.denied",
-    "approval.superseded",
-    "approval.failed",
-    "approval.noted",
-    "applied.moved",
-    "agent.hold",
-    "agent.start",
-    "agent.stop",
-    "agent.restart",
-    "agent.kill",
-    "question.asked",
-    "question.answered",
-    "question.cancelled",
-    "question.expired",
-)
 
 
 class EventLog:
@@ -75,22 +59,30 @@ class EventLog:
     def _write(self, db: sqlite3.Connection, batch: list[Event]) -> None:
         db.executemany(
             "INSERT INTO events(ts, type, data) VALUES (?,?,?)",
-            [(e.ts, e.type, json.dumps(e.data, default=str)) for e in batch],
+            [(e.ts, e.type, json.dumps(jsonable(e.data))) for e in batch],
         )
         db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (self.keep,))
 
     async def recent(
         self, limit: int = 100, type_prefix: str = "", page: Page | None = None
     ) -> list[dict[str, Any]]:
-        """Events newest first; with a `page` (a client's list), one page of them."""
+        """The newest entries first; only the types starting with `type_prefix`; with a
+        `page` (a client's list), one page of them."""
+        types = EventType.matching(type_prefix, AUDITED)
+        if not types:
+            known = ", ".join(sorted({t.family for t in AUDITED}))
+            raise InvalidError(
+                f"no audited event type starts with {type_prefix!r}; try one of {known}"
+            )
         where, params = page.where() if page is not None else ("1", ())
         limit = page.limit if page is not None else limit
 
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            marks = ",".join("?" for _ in types)
             rows = db.execute(
-                f"SELECT id, ts, type, data FROM events WHERE type LIKE ? AND {where} "
+                f"SELECT id, ts, type, data FROM events WHERE type IN ({marks}) AND {where} "
                 "ORDER BY id DESC LIMIT ?",
-                (type_prefix.replace("%", "") + "%", *params, limit),
+                (*types, *params, limit),
             )
             found = ({"id": i, "ts": ts, "type": t, **json.loads(d)} for i, ts, t, d in rows)
             return page.take(found) if page is not None else list(found)

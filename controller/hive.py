@@ -24,9 +24,10 @@ from anyio.abc import TaskStatus
 
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.eventlog import EventLog
 from controller.questions import Questions
+from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
@@ -106,7 +107,12 @@ class Hive:
         self.broker = Broker(
             self.store,
             self.bus,
-            settings.broker_limits,
+            BrokerLimits(
+                message_bytes=settings.message_max_bytes,
+                inbox_messages=settings.inbox_max_messages,
+                inbox_bytes=settings.inbox_max_bytes,
+                send_bytes_per_minute=settings.send_max_bytes_per_minute,
+            ),
             clock=self.clock,
             page_bytes=settings.page_max_bytes,
         )
@@ -194,7 +200,7 @@ class Hive:
             after = await self.git.applied_revs(new)
             self.applied = Applied.of(new, after)
             changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
-            self.bus.publish("applied.moved", old=old, new=new, agents=changed)
+            self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
             for name in changed:
                 self.agent_queue.add(name)
 
@@ -236,7 +242,8 @@ class Hive:
 
     def set_turn(self, name: str, turn: dict[str, Any]) -> None:
         """An agent reported its turn state (idle / thinking / offline)."""
-        self.turns[name] = {**turn, "since": self.bus.publish("agent.turn", agent=name, **turn).ts}
+        published = self.bus.publish(EventType.AGENT_TURN, agent=name, **turn)
+        self.turns[name] = {**turn, "since": published.ts}
 
     # --- serving -------------------------------------------------------------------
 
@@ -275,7 +282,7 @@ class Hive:
 
     async def _watch_exits(self) -> None:
         async for name in self.runtime.exits():
-            self.bus.publish("agent.exited", agent=name)
+            self.bus.publish(EventType.AGENT_EXITED, agent=name)
             self.agent_queue.add(name)
 
     async def _resync_loop(self) -> None:

@@ -12,22 +12,18 @@ least one row (one row is bounded by the inputs' own limits), and may hold fewer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["DEFAULT_BUDGET", "MAX_LIMIT", "Page", "json_size"]
+from controller.protocol import MAX_PAGE, encoded_size
+
+__all__ = ["DEFAULT_BUDGET", "MAX_LIMIT", "Page"]
 
 T = TypeVar("T")
 
-MAX_LIMIT = 1000
+MAX_LIMIT = MAX_PAGE
 DEFAULT_BUDGET = 512 * 1024
-
-
-def json_size(value: object) -> int:
-    """Bytes of `value` as the sockets encode it (ASCII JSON)."""
-    return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,7 @@ class Page:
             params.append(self.after_id)
         return (" AND ".join(parts) or "1"), tuple(params)
 
-    def take(self, rows: Iterable[T], size: Callable[[T], int] = json_size) -> list[T]:
+    def take(self, rows: Iterable[T], size: Callable[[T], int] = encoded_size) -> list[T]:
         """The first rows that fit: at most `limit`, and within `budget` bytes."""
         taken: list[T] = []
         used = 0

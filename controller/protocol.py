@@ -33,7 +33,7 @@ import os
 import re
 import socket
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from types import TracebackType
 from typing import Any
 
@@ -45,7 +45,9 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ID",
     "MAX_ID_LENGTH",
+    "MAX_KEY",
     "MAX_LINE",
+    "MAX_PAGE",
     "Client",
     "ProtocolError",
     "Request",
@@ -54,6 +56,8 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_result",
+    "encoded_size",
+    "jsonable",
     "open_transport_stream",
     "read_line",
 ]
@@ -62,6 +66,8 @@ MAX_LINE = 1024 * 1024
 MAX_DEPTH = 32
 MAX_ID = 2**53 - 1
 MAX_ID_LENGTH = 128
+MAX_KEY = 128  # an idempotency key's length (`send`)
+MAX_PAGE = 1000  # the most rows a list answer holds (`controller/paging.py`)
 _MAX_INT = 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What a line needs to hold for the parsed value to need a look: an escape (the only way
@@ -198,9 +204,33 @@ def decode_request(line: bytes) -> Request:
     return Request(id=rid, cmd=cmd, args=args)
 
 
+def jsonable(value: object) -> JSON:
+    """The one encoder of our values (frozen dataclasses, enums, tuples) into JSON types;
+    anything else it does not know becomes its `str`."""
+    # Imported here: the harness shares this module but sends only plain JSON, and
+    # pydantic_core would add ~4 MB and ~80 ms to every harness and MCP server start.
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value, fallback=str)
+
+
+def _default(value: object) -> JSON:
+    """`json.dumps`'s hook for what it cannot encode itself. A dataclass instance is
+    handed over as its fields (json calls back for the values inside): the broker's hot
+    path then costs ~1 us per value instead of ~5 us through `jsonable`."""
+    if is_dataclass(value) and not isinstance(value, type) and hasattr(value, "__dict__"):
+        return vars(value)
+    return jsonable(value)
+
+
+def encoded_size(value: object) -> int:
+    """Bytes of `value` inside an answer line."""
+    return len(json.dumps(value, separators=(",", ":"), default=_default))
+
+
 def _dump(obj: Mapping[str, JSON]) -> bytes:
     """One line of strict JSON; ASCII (`ensure_ascii`), so it always encodes."""
-    text = json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+    text = json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False)
     return text.encode() + b"\n"
 
 

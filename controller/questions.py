@@ -15,15 +15,15 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any
 
 import anyio
 
 from controller.broker import OPERATOR, Broker
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
 from controller.paging import Page
 from controller.store import Store
+from controller.values import Question
 from reconcilers.clock import Clock, SystemClock, iso, wait_event
 
 __all__ = ["MAX_TTL", "STATUSES", "Questions"]
@@ -34,13 +34,20 @@ MAX_TTL = 7 * 24 * 3600
 STATUSES = ("pending", "answered", "cancelled", "expired")
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    out["options"] = json.loads(out["options"])
-    out["multi"] = bool(out["multi"])
-    if out["answer"] is not None:
-        out["answer"] = json.loads(out["answer"])
-    return out
+def _row(row: sqlite3.Row) -> Question:
+    answer = None if row["answer"] is None else json.loads(row["answer"])
+    return Question(
+        id=row["id"],
+        asker=row["asker"],
+        question=row["question"],
+        options=tuple(json.loads(row["options"])),
+        multi=bool(row["multi"]),
+        status=row["status"],
+        answer=tuple(answer) if isinstance(answer, list) else answer,
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        decided_at=row["decided_at"],
+    )
 
 
 class Questions:
@@ -67,7 +74,7 @@ class Questions:
         options: list[str] | None = None,
         multi: bool = False,
         ttl_seconds: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Question:
         if not question.strip():
             raise InvalidError("the question is empty")
         options = [o for o in (options or []) if o.strip()]
@@ -93,12 +100,12 @@ class Questions:
 
         question_id = await self.store.call(q)
         asked = await self.get(question_id)
-        self.bus.publish("question.asked", question=asked)
+        self.bus.publish(EventType.QUESTION_ASKED, question=asked)
         self._wake.set()
         return asked
 
-    async def get(self, question_id: int) -> dict[str, Any]:
-        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+    async def get(self, question_id: int) -> Question:
+        def q(db: sqlite3.Connection) -> Question | None:
             row = db.execute("SELECT * FROM questions WHERE id=?", (question_id,)).fetchone()
             return None if row is None else _row(row)
 
@@ -109,7 +116,7 @@ class Questions:
 
     async def query(
         self, status: str | None = "pending", limit: int = 200, page: Page | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Question]:
         """Pending (or any status's) questions oldest first, all questions newest first;
         with a `page` (a client's list), one page of them."""
         if status is not None and status not in STATUSES:
@@ -117,7 +124,7 @@ class Questions:
         where, params = page.where() if page is not None else ("1", ())
         limit = page.limit if page is not None else limit
 
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[Question]:
             if status is None:
                 rows = db.execute(
                     f"SELECT * FROM questions WHERE {where} ORDER BY id DESC LIMIT ?",
@@ -133,57 +140,58 @@ class Questions:
 
         return await self.store.call(q)
 
-    def _check_answer(self, question: dict[str, Any], answer: object) -> object:
-        options: list[str] = question["options"]
-        if question["multi"]:
-            chosen = answer if isinstance(answer, list) else [answer]
+    def _check_answer(self, question: Question, answer: object) -> str | tuple[str, ...]:
+        options = question.options
+        if question.multi:
+            chosen = answer if isinstance(answer, list | tuple) else [answer]
             if not all(isinstance(c, str) and c in options for c in chosen):
                 raise InvalidError(f"choose any of: {', '.join(options)}")
-            return [o for o in options if o in chosen]
+            return tuple(o for o in options if o in chosen)
         if not isinstance(answer, str) or not answer.strip():
             raise InvalidError("the answer is empty")
         if options and answer not in options:
             raise InvalidError(f"choose one of: {', '.join(options)}")
         return answer
 
-    async def answer(self, question_id: int, answer: object) -> dict[str, Any]:
+    async def answer(self, question_id: int, answer: object) -> Question:
         question = await self._pending(question_id)
         return await self._resolve(question, "answered", self._check_answer(question, answer))
 
-    async def cancel(self, question_id: int) -> dict[str, Any]:
+    async def cancel(self, question_id: int) -> Question:
         return await self._resolve(await self._pending(question_id), "cancelled", None)
 
-    async def _pending(self, question_id: int) -> dict[str, Any]:
+    async def _pending(self, question_id: int) -> Question:
         question = await self.get(question_id)
-        if question["status"] != "pending":
-            raise ConflictError(f"question #{question_id} is already {question['status']}")
+        if question.status != "pending":
+            raise ConflictError(f"question #{question_id} is already {question.status}")
         return question
 
     async def _resolve(
-        self, question: dict[str, Any], status: str, answer: object
-    ) -> dict[str, Any]:
+        self, question: Question, status: str, answer: str | tuple[str, ...] | None
+    ) -> Question:
+        answer_json = json.dumps(list(answer) if isinstance(answer, tuple) else answer)
         decided = iso(self.clock.utcnow())
 
         def q(db: sqlite3.Connection) -> int:
             return db.execute(
                 "UPDATE questions SET status=?, answer=?, decided_at=? WHERE id=? AND "
                 "status='pending'",
-                (status, json.dumps(answer), decided, question["id"]),
+                (status, answer_json, decided, question.id),
             ).rowcount
 
         if await self.store.call(q) == 0:
-            raise ConflictError(f"question #{question['id']} was resolved meanwhile")
-        resolved = await self.get(question["id"])
+            raise ConflictError(f"question #{question.id} was resolved meanwhile")
+        resolved = await self.get(question.id)
         body = json.dumps(
             {
-                "question_id": question["id"],
-                "question": question["question"],
+                "question_id": question.id,
+                "question": question.question,
                 "status": status,
-                "answer": answer,
+                "answer": json.loads(answer_json),
             }
         )
-        await self.broker.send(OPERATOR, question["asker"], body, kind="operator_answered")
-        self.bus.publish(f"question.{status}", question=resolved)
+        await self.broker.send(OPERATOR, question.asker, body, kind="operator_answered")
+        self.bus.publish(EventType(f"question.{status}"), question=resolved)
         return resolved
 
     async def serve(
@@ -198,16 +206,16 @@ class Questions:
             now, started = self.clock.utcnow(), self.clock.now()
             nearest = self.poll
             for question in await self.query("pending", limit=10_000):
-                if question["expires_at"] is None:
+                if question.expires_at is None:
                     continue
-                left = (datetime.fromisoformat(question["expires_at"]) - now).total_seconds()
+                left = (datetime.fromisoformat(question.expires_at) - now).total_seconds()
                 if left <= 0:
                     try:
                         await self._resolve(question, "expired", None)
                     except ConflictError:
                         pass  # answered or cancelled meanwhile
                     except NoSpaceError as exc:
-                        log.warning("question #%s expires later: %s", question["id"], exc)
+                        log.warning("question #%s expires later: %s", question.id, exc)
                 else:
                     nearest = min(nearest, left)
             await wait_event(self.clock, self._wake, started + nearest)

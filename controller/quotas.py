@@ -78,7 +78,8 @@ class SendRate:
 
     def spend(self, sender: str, size: int) -> None:
         """Take a message of `size` bytes from `sender`'s bucket, or raise `QuotaError`."""
-        cost = size + MESSAGE_COST
+        # Never more than a full bucket, so a message of the largest size always goes.
+        cost = min(size + MESSAGE_COST, self.capacity)
         now = self.clock.now()
         tokens, at = self._buckets.get(sender, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - at) * self.per_second)

@@ -10,7 +10,7 @@ import dataclasses
 import sqlite3
 from typing import Any
 
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.store import Store, now_iso
 from reconcilers.status import AgentStatus, Run
 
@@ -55,7 +55,7 @@ class StoreRecords:
                 )
 
         await self.store.call(q)
-        self.bus.publish("agent.hold", agent=name, hold=reason)
+        self.bus.publish(EventType.AGENT_HOLD, agent=name, hold=reason)
 
     async def status(self, name: str) -> AgentStatus | None:
         def q(db: sqlite3.Connection) -> AgentStatus | None:
@@ -86,9 +86,9 @@ class StoreRecords:
                 _insert_run(db, run)
 
         await self.store.call(q)
-        self.bus.publish("agent.status", **dataclasses.asdict(status))
+        self.bus.publish(EventType.AGENT_STATUS, **dataclasses.asdict(status))
         if run is not None:
-            self.bus.publish("reconcile.run", **dataclasses.asdict(run))
+            self.bus.publish(EventType.RECONCILE_RUN, **dataclasses.asdict(run))
 
     async def forget(self, name: str, run: Run) -> None:
         def q(db: sqlite3.Connection) -> None:
@@ -97,9 +97,9 @@ class StoreRecords:
                 _insert_run(db, run)
 
         await self.store.call(q)
-        self.bus.publish("agent.removed", agent=name)
+        self.bus.publish(EventType.AGENT_REMOVED, agent=name)
         if run.action != "none":
-            self.bus.publish("reconcile.run", **dataclasses.asdict(run))
+            self.bus.publish(EventType.RECONCILE_RUN, **dataclasses.asdict(run))
 
     async def runs(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:

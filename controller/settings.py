@@ -30,7 +30,6 @@ from pathlib import Path
 
 from controller import version
 from controller.protocol import MAX_LINE
-from controller.quotas import MESSAGE_COST, BrokerLimits
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
@@ -167,16 +166,7 @@ class Settings:
                 raise ValueError(f"{name} must be at most {MAX_LINE // 2} (half a socket line)")
         if self.inbox_max_bytes < self.message_max_bytes:
             raise ValueError("inbox_max_bytes must hold at least one message_max_bytes")
-        if self.send_max_bytes_per_minute < self.message_max_bytes + MESSAGE_COST:
+        if self.send_max_bytes_per_minute < self.message_max_bytes:
             raise ValueError(
                 "send_max_bytes_per_minute must allow at least one message_max_bytes a minute"
             )
-
-    @property
-    def broker_limits(self) -> BrokerLimits:
-        return BrokerLimits(
-            message_bytes=self.message_max_bytes,
-            inbox_messages=self.inbox_max_messages,
-            inbox_bytes=self.inbox_max_bytes,
-            send_bytes_per_minute=self.send_max_bytes_per_minute,
-        )

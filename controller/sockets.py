@@ -151,10 +151,10 @@ class _Connection(Generic[C]):
             request = decode_request(line)
             rid = request.id
             command, args = self.table.lookup(request)
-            if command.streaming:
+            if command.spec.streaming:
                 await self.stream_events(rid, self.table.stream(self.session, command, args))
                 return False
-            if command.watch_peer:
+            if command.spec.watch_peer:
                 return await self.call_watching_peer(rid, command.handler(self.session, args))
             result = await command.handler(self.session, args)
             await self.stream.send(encode_result(rid, result))

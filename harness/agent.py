@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from controller.bus import Bus
+from controller.fanout import Fanout
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
 from harness.confine import confinement_from_env
@@ -101,7 +101,7 @@ def wake_prompt(me: str, message: dict[str, Any]) -> str:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.live = Bus()
+        self.live: Fanout[str] = Fanout()
         self.runner = ClaudeRunner(config.name, config.socket, config.state_dir, config.claude)
         self.history: History | None = None
         self.state = "offline"

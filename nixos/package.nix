@@ -20,6 +20,7 @@ let
     uvicorn
     jinja2
     python-multipart
+    tomli-w
   ];
 in
 python.pkgs.buildPythonApplication {
@@ -38,6 +39,7 @@ python.pkgs.buildPythonApplication {
   # failing test does not make the package itself unbuildable.
   doCheck = false;
   pythonImportsCheck = [
+    "hyperhive"
     "controller"
     "reconcilers"
     "gitstore"

@@ -85,7 +85,7 @@ def default_harness_command(role: str) -> list[str]:
     beside = Path(sys.executable).parent / script
     if beside.exists():
         return [str(beside), "serve"]
-    return [sys.executable, "-m", "harness.cli", script, "serve"]
+    return [sys.executable, "-m", "hyperhive.harness", script, "serve"]
 
 
 class ProcessRuntime:

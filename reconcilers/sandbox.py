@@ -59,7 +59,7 @@ _RANK: dict[MountKind, int] = {"symlink": 0, "ro": 0, "tmpfs": 1, "rw": 2}
 
 SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/nix/store")
 # Our packages: an editable install imports them from the checkout, outside any prefix.
-PACKAGES = ("controller", "gitstore", "harness", "reconcilers", "ui")
+PACKAGES = ("controller", "gitstore", "harness", "hyperhive", "reconcilers", "ui")
 
 
 @dataclass(frozen=True)

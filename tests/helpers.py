@@ -14,11 +14,11 @@ from typing import Any
 
 import anyio
 
-from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.protocol import Client, connect_client
 from controller.settings import Settings
 from gitstore.store import GitStore
+from hyperhive.daemon import build_hive
 
 FAKE_HARNESS = Path(__file__).parent / "fakes" / "sleeper.py"
 

@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from controller.bus import Event
+from controller.fanout import Event
 from harness.agent import Agent
 from reconcilers.backoff import Backoff
 from ui import credentials, slash
 from ui.agent_view import view
-from ui.http import BadRequestError, action, read_json, text_field
+from ui.http import BadRequestError, action, query_int, read_json, text_field
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
 from ui.sse import PING_SECONDS, format_event, sse_response
@@ -76,13 +76,12 @@ class AgentPage:
         }
         return self.templates.TemplateResponse(request, "login.html", context, headers=NO_STORE)
 
+    @action
     async def history(self, request: Request) -> Response:
-        raw = request.query_params.get("limit", str(BACKFILL))
-        if not raw.isdigit():
-            return JSONResponse({"error": "limit must be a number"}, 400)
+        limit = query_int(request, "limit", BACKFILL, most=BACKFILL_MAX)
         events: list[dict[str, Any]] = []
         if self.agent.history is not None:
-            stored = await self.agent.history.recent(min(int(raw), BACKFILL_MAX))
+            stored = await self.agent.history.recent(limit)
             events = [view(e.id, e.turn_id, e.ts, e.event) for e in stored]
         return JSONResponse(
             {"events": events, "last_id": events[-1]["id"] if events else 0, **_state(self.agent)}

@@ -3,8 +3,8 @@
 Server-rendered. The page is made of regions; `/events` streams the hive's bus over SSE
 and the page's script refetches only the regions an event touches (`/region/<name>`),
 merging them node by node so focus and typed input survive. Every action is a JSON POST
-behind `ui.security.Guard` and goes through the hive's own operations (`approvals`,
-`admin.lifecycle`, the host `reconcile` command, `questions`, `broker`).
+behind `ui.security.Guard` and is one call on `controller.operations`, as the sockets'
+commands are.
 """
 
 from __future__ import annotations
@@ -17,35 +17,34 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from controller import admin
-from controller.admin import check_recipient
 from controller.broker import OPERATOR
-from controller.bus import Event
-from controller.hive import Hive
+from controller.bus import Event, EventType
+from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
-from ui.http import BadRequestError, action, read_json, text_field
+from ui.http import (
+    BadRequestError,
+    ValuesResponse,
+    action,
+    query_int,
+    read_json,
+    text_field,
+)
 from ui.security import Guard, is_loopback
 from ui.server import serve_app
 from ui.sse import PING_SECONDS, format_event, sse_response
 from ui.templating import NO_STORE, create_templates, static_files
-from ui.views import REGIONS, Views
+from ui.views import REGIONS, Views, event_script_data
 
 __all__ = ["create_dashboard", "serve_dashboard"]
 
 log = logging.getLogger(__name__)
 
-VERBS = ("start", "stop", "restart", "kill", "rebuild")
+VERBS = (*LIFECYCLE, "rebuild")
 LOG_LINES_MAX = 5000
 
 
 def _host(request: Request) -> str:
     return request.url.hostname or "127.0.0.1"
-
-
-def _int(value: str, what: str) -> int:
-    if not value.isdigit():
-        raise BadRequestError(f"{what} must be a number")
-    return int(value)
 
 
 class _Encoded:
@@ -69,20 +68,24 @@ class _Encoded:
 
 
 class Dashboard:
-    def __init__(self, hive: Hive, closing: anyio.Event, ping: float = PING_SECONDS) -> None:
-        self.hive = hive
-        self.views = Views(hive)
+    def __init__(self, ops: Operations, closing: anyio.Event, ping: float = PING_SECONDS) -> None:
+        self.ops = ops
+        self.views = Views(ops)
         self.templates = create_templates()
         self.closing = closing
         self.ping = ping
         self.encode = _Encoded()
+        self.event_types = event_script_data()
 
     # --- pages -----------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
         context = await self.views.page(_host(request))
         return self.templates.TemplateResponse(
-            request, "dashboard.html", {"page": "dashboard", **context}, headers=NO_STORE
+            request,
+            "dashboard.html",
+            {"page": "dashboard", "events": self.event_types, **context},
+            headers=NO_STORE,
         )
 
     async def reconcile_page(self, request: Request) -> Response:
@@ -91,16 +94,21 @@ class Dashboard:
         return self.templates.TemplateResponse(
             request,
             "reconcile.html",
-            {"page": "reconcile", "reconcile": context, "notify": notify},
+            {
+                "page": "reconcile",
+                "reconcile": context,
+                "notify": notify,
+                "events": self.event_types,
+            },
             headers=NO_STORE,
         )
 
     async def logs_page(self, request: Request) -> Response:
-        names = await self._names()
+        names = await self.ops.agent_names()
         chosen = request.query_params.get("agent") or (names[0] if names else "")
         if chosen and chosen not in names:
             return HTMLResponse(f"no agent named {chosen!r}", 404)
-        lines = await self.hive.runtime.logs(chosen, 400) if chosen else []
+        lines = await self.ops.logs(chosen, 400) if chosen else []
         notify = await self.views.notify()
         context = {
             "page": "logs",
@@ -108,11 +116,9 @@ class Dashboard:
             "agent": chosen,
             "lines": lines,
             "notify": notify,
+            "events": self.event_types,
         }
         return self.templates.TemplateResponse(request, "logs.html", context, headers=NO_STORE)
-
-    async def _names(self) -> list[str]:
-        return sorted(set(await self.hive.runtime.names()) | self.hive.applied.names)
 
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -127,20 +133,17 @@ class Dashboard:
         # sse_response subscribes before it asks for the greeting, so nothing published
         # after the page's fetch is lost.
         async def hello() -> bytes:
-            return format_event("hello", {"applied_sha": self.hive.applied.sha})
+            return format_event(EventType.HELLO, {"applied_sha": self.ops.applied_sha()})
 
         return sse_response(
-            self.hive.bus, self.encode, shutdown=self.closing, ping=self.ping, first=hello
+            self.ops, self.encode, shutdown=self.closing, ping=self.ping, first=hello
         )
 
+    @action
     async def logs_api(self, request: Request) -> Response:
         name = request.path_params["name"]
-        lines = _int(request.query_params.get("lines", "400"), "lines")
-        if name not in await self._names():
-            return JSONResponse({"error": f"no agent {name!r}"}, 404)
-        return JSONResponse(
-            {"lines": await self.hive.runtime.logs(name, min(lines, LOG_LINES_MAX))}
-        )
+        lines = query_int(request, "lines", 400, most=LOG_LINES_MAX)
+        return JSONResponse({"lines": await self.ops.logs(name, lines)})
 
     # --- actions ---------------------------------------------------------------------
 
@@ -150,28 +153,27 @@ class Dashboard:
         if verb not in VERBS:
             raise BadRequestError(f"unknown action {verb!r}; use one of {', '.join(VERBS)}")
         if verb == "rebuild":
-            args = admin.OptionalNameArgs(name=name)
-            queued = await admin.reconcile(admin.HostSession(self.hive), args)
-            return JSONResponse({"ok": True, **queued})
-        row = await admin.lifecycle(self.hive, name, verb)
-        return JSONResponse({"ok": True, "agent": row})
+            queued = await self.ops.reconcile(name)
+            return ValuesResponse({"ok": True, "queued": queued.queued})
+        row = await self.ops.lifecycle(name, verb)
+        return ValuesResponse({"ok": True, "agent": row})
 
     @action
     async def approve(self, request: Request) -> Response:
-        approval_id = _int(request.path_params["id"], "approval id")
-        approval = await self.hive.approvals.approve(approval_id, approver="operator")
-        return JSONResponse({"ok": True, "approval": approval})
+        approval_id = request.path_params["id"]
+        approval = await self.ops.approve(approval_id)
+        return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def deny(self, request: Request) -> Response:
-        approval_id = _int(request.path_params["id"], "approval id")
+        approval_id = request.path_params["id"]
         reason = text_field(await read_json(request), "reason", required=False, limit=4000)
-        approval = await self.hive.approvals.deny(approval_id, reason.strip())
-        return JSONResponse({"ok": True, "approval": approval})
+        approval = await self.ops.deny(approval_id, reason)
+        return ValuesResponse({"ok": True, "approval": approval})
 
     @action
     async def answer(self, request: Request) -> Response:
-        question_id = _int(request.path_params["id"], "question id")
+        question_id = request.path_params["id"]
         data = await read_json(request)
         answer = data.get("answer")
         if isinstance(answer, list):
@@ -179,25 +181,25 @@ class Dashboard:
                 raise BadRequestError("answer must be text or a list of options")
         elif not isinstance(answer, str):
             raise BadRequestError("answer must be text or a list of options")
-        question = await self.hive.questions.answer(question_id, answer)
-        return JSONResponse({"ok": True, "question": question})
+        question = await self.ops.answer(question_id, answer)
+        return ValuesResponse({"ok": True, "question": question})
 
     @action
     async def cancel_question(self, request: Request) -> Response:
-        question_id = _int(request.path_params["id"], "question id")
-        question = await self.hive.questions.cancel(question_id)
-        return JSONResponse({"ok": True, "question": question})
+        question_id = request.path_params["id"]
+        question = await self.ops.cancel_question(question_id)
+        return ValuesResponse({"ok": True, "question": question})
 
     @action
     async def send(self, request: Request) -> Response:
         data = await read_json(request)
-        to = check_recipient(self.hive, text_field(data, "to", limit=64).strip())
-        message = await self.hive.broker.send(OPERATOR, to, text_field(data, "body"))
-        return JSONResponse({"ok": True, "id": message["id"]})
+        to = text_field(data, "to", limit=64).strip()
+        sent = await self.ops.send(OPERATOR, to, text_field(data, "body"))
+        return JSONResponse({"ok": True, "id": sent.id})
 
 
 def create_dashboard(
-    hive: Hive,
+    ops: Operations,
     *,
     token: str | None = None,
     loopback: bool = True,
@@ -206,7 +208,7 @@ def create_dashboard(
 ) -> Guard:
     """The dashboard app behind its guard; `closing` ends its event streams, which ping
     every `ping` seconds."""
-    d = Dashboard(hive, closing or anyio.Event(), ping)
+    d = Dashboard(ops, closing or anyio.Event(), ping)
     app = Starlette(
         routes=[
             Route("/", d.index),
@@ -216,10 +218,10 @@ def create_dashboard(
             Route("/events", d.events),
             Route("/api/logs/{name}", d.logs_api),
             Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
-            Route("/api/approvals/{id}/approve", d.approve, methods=["POST"]),
-            Route("/api/approvals/{id}/deny", d.deny, methods=["POST"]),
-            Route("/api/questions/{id}/answer", d.answer, methods=["POST"]),
-            Route("/api/questions/{id}/cancel", d.cancel_question, methods=["POST"]),
+            Route("/api/approvals/{id:int}/approve", d.approve, methods=["POST"]),
+            Route("/api/approvals/{id:int}/deny", d.deny, methods=["POST"]),
+            Route("/api/questions/{id:int}/answer", d.answer, methods=["POST"]),
+            Route("/api/questions/{id:int}/cancel", d.cancel_question, methods=["POST"]),
             Route("/api/send", d.send, methods=["POST"]),
             Mount("/static", static_files(), name="static"),
         ]
@@ -228,9 +230,10 @@ def create_dashboard(
 
 
 async def serve_dashboard(
-    hive: Hive, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ops: Operations, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the dashboard on `settings.dashboard`; the port lands in `hive.dashboard_port`."""
+    hive = ops.hive
     host, port = parse_address(hive.settings.dashboard)
     token = hive.settings.environ.get("HIVE_DASHBOARD_TOKEN") or None
     loopback = is_loopback(host)
@@ -241,7 +244,7 @@ async def serve_dashboard(
             host,
         )
     closing = anyio.Event()
-    app = create_dashboard(hive, token=token, loopback=loopback, closing=closing)
+    app = create_dashboard(ops, token=token, loopback=loopback, closing=closing)
 
     def bound(port: int) -> None:
         hive.dashboard_port = port

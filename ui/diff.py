@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 from gitstore.diff import ApprovalDiff, FileDiff, Hunk, Line
-from gitstore.store import GitStore
 
-__all__ = ["ApprovalDiff", "DiffCache", "FileDiff", "Hunk", "Line"]
+__all__ = ["ApprovalDiff", "DiffCache", "DiffSource", "FileDiff", "Hunk", "Line"]
+
+
+class DiffSource(Protocol):
+    """What computes diffs: the `GitStore`, or the operations in front of it."""
+
+    async def approval_diffs(self, pairs: Sequence[tuple[str, str]]) -> Sequence[ApprovalDiff]: ...
 
 
 class DiffCache:
     """An LRU of rendered diffs; keys are immutable commit pairs, so entries never go stale."""
 
-    def __init__(self, git: GitStore, size: int = 512) -> None:
+    def __init__(self, git: DiffSource, size: int = 512) -> None:
         self.git = git
         self.size = size
         self._entries: OrderedDict[tuple[str, str], ApprovalDiff] = OrderedDict()

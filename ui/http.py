@@ -17,9 +17,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from controller.errors import HiveError
-from controller.protocol import ProtocolError
+from controller.protocol import ProtocolError, jsonable
 
-__all__ = ["BadRequestError", "action", "read_json", "text_field"]
+__all__ = [
+    "BadRequestError",
+    "ValuesResponse",
+    "action",
+    "query_int",
+    "read_json",
+    "text_field",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,13 @@ _STATUS = {
 
 class BadRequestError(Exception):
     """Raised when a request body or field is malformed."""
+
+
+class ValuesResponse(JSONResponse):
+    """JSON of the hive's typed values, encoded as the sockets encode them."""
+
+    def render(self, content: object) -> bytes:
+        return super().render(jsonable(content))
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -72,6 +86,16 @@ def text_field(
     if len(value) > limit:
         raise BadRequestError(f"{key} is longer than {limit} characters")
     return value
+
+
+def query_int(request: Request, key: str, default: int, *, most: int) -> int:
+    """A whole-number query parameter, at most `most` (more is clipped, not refused)."""
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise BadRequestError(f"{key} must be a whole number")
+    return min(int(raw), most)
 
 
 Handler = Callable[..., Awaitable[Response]]

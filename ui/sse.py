@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import anyio
 from sse_starlette.sse import EventSourceResponse
 
-from controller.bus import Bus, Event, Subscription
+from controller.fanout import Event, Subscription
 
-__all__ = ["PING_SECONDS", "format_event", "sse_response"]
+__all__ = ["PING_SECONDS", "EventSource", "format_event", "sse_response"]
 
 PING_SECONDS = 15.0
 COALESCE = 0.005
@@ -96,8 +97,15 @@ async def _batches(
             yield bytes(chunk)
 
 
+class EventSource(Protocol):
+    """What a stream reads: the hive's events (through its operations) or an agent's
+    live fan-out."""
+
+    def subscribe(self, buffer: int = ...) -> AbstractContextManager[Subscription]: ...
+
+
 def sse_response(
-    bus: Bus,
+    bus: EventSource,
     encode: Callable[[Event], bytes | None],
     *,
     shutdown: anyio.Event,

@@ -9,6 +9,7 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import connect_client
+from controller.values import Approval
 from tests.helpers import Clone, admin, hive_settings, holding_git_lock, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -18,13 +19,13 @@ async def approve_push(hive: Hive, clone: Clone, message: str, branch: str) -> s
     sha = clone.commit_push(message, branch)
     approval = await wait_for(lambda: _pending_for(hive, sha))
     async with admin(hive) as client:
-        result = await client.call("approve", id=approval["id"])
+        result = await client.call("approve", id=approval.id)
     assert result["applied_sha"] == sha
     return sha
 
 
-async def _pending_for(hive: Hive, sha: str) -> dict[str, object] | None:
-    found = [a for a in await hive.approvals.query("pending") if a["sha"] == sha]
+async def _pending_for(hive: Hive, sha: str) -> Approval | None:
+    found = [a for a in await hive.approvals.query("pending") if a.sha == sha]
     return found[0] if found else None
 
 

@@ -28,7 +28,7 @@ async def with_agents(hive: Hive, root: Path, *names: str) -> None:
         clone.add_agent(name, enabled="false")
     clone.commit_push("agents")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     for name in names:
         await wait_for(hive.layout.socket(name).exists)
 
@@ -82,7 +82,7 @@ async def test_a_leased_message_comes_back_when_its_connection_dies(short_dir: P
             with pytest.raises(ProtocolError, match="not leased"):
                 await second.call("ack", id=message["id"])
         rows = await hive.broker.messages("alice")
-        assert rows[0]["acked_at"] is not None
+        assert rows[0].acked_at is not None
 
 
 async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) -> None:

@@ -61,7 +61,7 @@ async def test_a_full_inbox_refuses_senders_until_its_agent_reads(short_dir: Pat
                 for n in range(5):
                     await alice.call("send", to="operator", body=f"report {n}")
         stored = await hive.broker.messages(limit=100)
-        assert [m["body"] for m in stored].count("one too many") == 0
+        assert [m.body for m in stored].count("one too many") == 0
         assert len(stored) == 9
 
 
@@ -115,7 +115,7 @@ async def test_a_retried_send_with_its_key_stores_one_message(short_dir: Path) -
             assert own == await manager.call(
                 "send", to="operator", body="once", idempotency_key="op-1"
             )
-        bodies = [m["body"] for m in await hive.broker.messages()]
+        bodies = [m.body for m in await hive.broker.messages()]
         assert bodies == ["once", "once"]
 
 

@@ -42,7 +42,7 @@ class LimitedDaemon:
         self.log = root / "daemon.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli_daemon", "serve", "--no-dashboard", *flags],
+                [sys.executable, "-m", "hyperhive.cli_daemon", "serve", "--no-dashboard", *flags],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

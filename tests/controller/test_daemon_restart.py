@@ -36,7 +36,7 @@ class Daemon:
             [
                 sys.executable,
                 "-m",
-                "controller.cli_daemon",
+                "hyperhive.cli_daemon",
                 "serve",
                 "--no-dashboard",
                 "--resync",

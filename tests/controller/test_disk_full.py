@@ -53,7 +53,7 @@ class FullDiskDaemon:
                     str(self.state),
                     sys.executable,
                     "-m",
-                    "controller.cli_daemon",
+                    "hyperhive.cli_daemon",
                     "serve",
                     "--no-dashboard",
                 ],

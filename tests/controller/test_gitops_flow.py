@@ -11,12 +11,14 @@ import pytest
 
 from controller.hive import PROPOSALS, Hive
 from controller.protocol import ProtocolError, connect_client
+from controller.values import Approval
+from gitstore.plan import Action, PlanStep
 from tests.helpers import Clone, admin, git, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
 
 
-async def pending(hive: Hive) -> list[dict[str, Any]]:
+async def pending(hive: Hive) -> list[Approval]:
     return await hive.approvals.query("pending")
 
 
@@ -74,12 +76,12 @@ async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> 
         clone.add_agent("alice", "v2")
         second = clone.commit("alice v2")
         clone.push("feature")
-        rows = await wait_for(lambda: _where(hive, lambda a: a["sha"] == second))
-        assert rows[0]["status"] == "pending"
-        old = await _where(hive, lambda a: a["sha"] == first)
-        assert old[0]["status"] == "superseded"
-        assert "moved to" in old[0]["reason"]
-        assert [a["sha"] for a in await pending(hive)] == [second]
+        rows = await wait_for(lambda: _where(hive, lambda a: a.sha == second))
+        assert rows[0].status == "pending"
+        old = await _where(hive, lambda a: a.sha == first)
+        assert old[0].status == "superseded"
+        assert "moved to" in old[0].reason
+        assert [a.sha for a in await pending(hive)] == [second]
         # An already-applied head makes no approval.
         await hive.proposal_queue.wait_idle()
         runs = hive.proposal_queue.runs
@@ -89,7 +91,7 @@ async def test_a_newer_push_supersedes_the_pending_approval(short_dir: Path) -> 
         assert len(await pending(hive)) == 1
 
 
-async def _where(hive: Hive, pred: Any) -> list[dict[str, Any]]:
+async def _where(hive: Hive, pred: Any) -> list[Approval]:
     return [a for a in await hive.approvals.query() if pred(a)]
 
 
@@ -101,11 +103,11 @@ async def test_approve_merges_and_the_agent_runs_with_the_new_rev(short_dir: Pat
         clone.push()
         (approval,) = await wait_for(lambda: pending(hive))
         async with admin(hive) as client:
-            result = await client.call("approve", id=approval["id"])
+            result = await client.call("approve", id=approval.id)
             assert result["status"] == "approved"
             assert result["applied_sha"] == sha
             with pytest.raises(ProtocolError, match="not pending"):
-                await client.call("approve", id=approval["id"])
+                await client.call("approve", id=approval.id)
         rev = await hive.git.applied_agent("alice")
         assert rev is not None
         await wait_for(lambda: running_at(hive, "alice", rev.rev))
@@ -133,7 +135,7 @@ async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
         clone.commit("two agents")
         clone.push()
         (a1,) = await wait_for(lambda: pending(hive))
-        await hive.approvals.approve(a1["id"])
+        await hive.approvals.approve(a1.id)
         await wait_for(lambda: running_at(hive, "alice"))
         await wait_for(lambda: running_at(hive, "bob"))
         for n in ("alice", "bob", "hm1nd"):
@@ -146,9 +148,9 @@ async def test_only_the_changed_agent_is_updated(short_dir: Path) -> None:
         clone.commit("bob gets a prompt")
         clone.push()
         (a2,) = await wait_for(lambda: pending(hive))
-        assert {"agent": "bob", "action": "update"} in a2["plan"]
-        assert {"agent": "alice", "action": "none"} in a2["plan"]
-        await hive.approvals.approve(a2["id"])
+        assert PlanStep("bob", Action.UPDATE) in a2.plan
+        assert PlanStep("alice", Action.NONE) in a2.plan
+        await hive.approvals.approve(a2.id)
         bob_rev = await hive.git.applied_agent("bob")
         assert bob_rev is not None
         await wait_for(lambda: running_at(hive, "bob", bob_rev.rev))
@@ -170,7 +172,7 @@ async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path
         clone.commit("alice")
         clone.push()
         (a1,) = await wait_for(lambda: pending(hive))
-        await hive.approvals.approve(a1["id"])
+        await hive.approvals.approve(a1.id)
         await wait_for(lambda: running_at(hive, "alice"))
         await wait_for(lambda: (hive.layout.notes_dir("alice") / "started").exists())
         pid = (await hive.runtime.observe("alice")).pid
@@ -179,8 +181,8 @@ async def test_removing_an_agent_destroys_it_and_keeps_its_notes(short_dir: Path
         clone.commit("bye alice")
         clone.push()
         (a2,) = await wait_for(lambda: pending(hive))
-        assert {"agent": "alice", "action": "destroy"} in a2["plan"]
-        await hive.approvals.approve(a2["id"])
+        assert PlanStep("alice", Action.DESTROY) in a2.plan
+        await hive.approvals.approve(a2.id)
         await wait_for(lambda: _gone(hive, "alice"))
         await wait_for(lambda: not _alive(pid))
         assert (hive.layout.notes_dir("alice") / "started").exists()
@@ -212,7 +214,7 @@ async def test_deny_records_the_reason_and_applies_nothing(short_dir: Path) -> N
         (approval,) = await wait_for(lambda: pending(hive))
         head = await hive.git.applied_head()
         async with admin(hive) as client:
-            denied = await client.call("deny", id=approval["id"], reason="no thanks")
+            denied = await client.call("deny", id=approval.id, reason="no thanks")
         assert denied["status"] == "denied"
         assert denied["reason"] == "no thanks"
         assert denied["decided_at"]
@@ -230,15 +232,15 @@ async def test_an_invalid_spec_cannot_be_approved(short_dir: Path) -> None:
         clone.commit("bad")
         clone.push("bad")
         (approval,) = await wait_for(lambda: pending(hive))
-        assert any("enabled" in e for e in approval["errors"])
+        assert any("enabled" in e for e in approval.errors)
         head = await hive.git.applied_head()
         async with admin(hive) as client:
             with pytest.raises(ProtocolError) as info:
-                await client.call("approve", id=approval["id"])
+                await client.call("approve", id=approval.id)
         assert info.value.code == "invalid"
         assert "enabled" in info.value.message
         assert (await hive.git.applied_head()) == head
-        assert (await hive.approvals.get(approval["id"]))["status"] == "failed"
+        assert (await hive.approvals.get(approval.id)).status == "failed"
 
 
 async def test_a_conflicting_approval_fails_with_a_clear_error(short_dir: Path) -> None:
@@ -254,16 +256,16 @@ async def test_a_conflicting_approval_fails_with_a_clear_error(short_dir: Path) 
         clone.commit("two")
         clone.push("two")
         approvals = await wait_for(lambda: _len2(hive))
-        by_ref = {a["ref"]: a for a in approvals}
-        await hive.approvals.approve(by_ref["refs/heads/one"]["id"])
+        by_ref = {a.ref: a for a in approvals}
+        await hive.approvals.approve(by_ref["refs/heads/one"].id)
         head = await hive.git.applied_head()
         async with admin(hive) as client:
             with pytest.raises(ProtocolError, match=r"conflicts in: agents/alice/agent\.toml"):
-                await client.call("approve", id=by_ref["refs/heads/two"]["id"])
+                await client.call("approve", id=by_ref["refs/heads/two"].id)
         assert (await hive.git.applied_head()) == head
 
 
-async def _len2(hive: Hive) -> list[dict[str, Any]] | None:
+async def _len2(hive: Hive) -> list[Approval] | None:
     rows = await pending(hive)
     return rows if len(rows) == 2 else None
 
@@ -286,7 +288,7 @@ async def test_two_concurrent_approvals_both_land(short_dir: Path) -> None:
 
         async with anyio.create_task_group() as tg:
             for a in approvals:
-                tg.start_soon(approve, a["id"])
+                tg.start_soon(approve, a.id)
         assert {r["status"] for r in results} == {"approved"}
         assert set(await hive.git.applied_agents()) == {"alice", "bob", "hm1nd"}
         await wait_for(lambda: running_at(hive, "alice"))
@@ -300,7 +302,7 @@ async def test_decisions_and_lifecycle_land_in_the_audit_log(short_dir: Path) ->
         clone.commit_push("alice")
         (approval,) = await wait_for(lambda: pending(hive))
         async with admin(hive) as client:
-            await client.call("approve", id=approval["id"])
+            await client.call("approve", id=approval.id)
             await wait_for(lambda: running_at(hive, "alice"))
             await client.call("kill", name="alice")
 
@@ -316,4 +318,4 @@ async def test_decisions_and_lifecycle_land_in_the_audit_log(short_dir: Path) ->
         assert {"agent.hold", "agent.kill"} <= set(types)
         assert "message.sent" not in types and "agent.status" not in types
         assert {e["type"] for e in only_approvals} == {"approval.created", "approval.approved"}
-        assert only_approvals[0]["approval"]["id"] == approval["id"]
+        assert only_approvals[0]["approval"]["id"] == approval.id

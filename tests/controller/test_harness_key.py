@@ -9,6 +9,7 @@ import pytest
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
+from controller.values import Message
 from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +28,7 @@ async def _alice(hive: Hive, short_dir: Path) -> None:
     clone.add_agent("alice")
     clone.commit_push("alice")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     await wait_for(lambda: _running(hive, "alice"))
 
 
@@ -63,12 +64,12 @@ async def test_harness_only_commands_are_refused_without_the_harness_key(
             await client.call("operator_send", body="from the agent page")
             await client.call("turn_state", state="idle")
         (message,) = await _inbox(hive, "alice")
-        assert (message["sender"], message["body"]) == ("operator", "from the agent page")
+        assert (message.sender, message.body) == ("operator", "from the agent page")
         assert hive.turns["alice"]["state"] == "idle"
 
 
-async def _inbox(hive: Hive, name: str) -> list[dict[str, object]]:
-    return [m for m in await hive.broker.messages(name) if m["recipient"] == name]
+async def _inbox(hive: Hive, name: str) -> list[Message]:
+    return [m for m in await hive.broker.messages(name) if m.recipient == name]
 
 
 async def test_every_start_mints_a_new_key_and_the_old_one_stops_working(

@@ -95,3 +95,23 @@ async def test_an_oversized_request_is_refused(short_dir: Path) -> None:
         (ok,) = await exchange(hive.layout.host_socket, [b'{"id": 2, "cmd": "status"}'])
         assert ok["ok"]
         assert answer["error"]["code"] == "too_large"
+
+
+async def test_the_audit_log_filters_by_known_event_types_only(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        (approvals, kills, unknown, wildcard) = await exchange(
+            hive.layout.host_socket,
+            [
+                b'{"id": 1, "cmd": "events", "args": {"type": "approval"}}',
+                b'{"id": 2, "cmd": "events", "args": {"type": "agent.kill"}}',
+                b'{"id": 3, "cmd": "events", "args": {"type": "aproval"}}',
+                b'{"id": 4, "cmd": "events", "args": {"type": "agent_kill"}}',
+            ],
+        )
+        assert (approvals["ok"], approvals["result"]) == (True, [])
+        assert (kills["ok"], kills["result"]) == (True, [])
+        assert unknown["error"]["code"] == "invalid"
+        assert "no audited event type starts with 'aproval'" in unknown["error"]["message"]
+        assert "approval" in unknown["error"]["message"]
+        # `_` is no SQL wildcard here: it matches nothing, so it is refused too.
+        assert wildcard["error"]["code"] == "invalid"

@@ -115,7 +115,7 @@ class Fuzzer:
         return self.text()
 
     def args(self, name: str) -> str:
-        fields = self.table.commands[name].args.model_fields
+        fields = self.table.commands[name].spec.args.model_fields
         parts = []
         for field, info in fields.items():
             if self.rng.random() < 0.2:

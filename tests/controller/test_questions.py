@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from controller.broker import Broker
-from controller.bus import Bus
+from controller.bus import Bus, EventType
 from controller.questions import Questions
 from controller.store import Store
 from tests.fakes.clock import FakeClock
@@ -38,23 +38,23 @@ async def open_questions(root: Path, clock: FakeClock) -> AsyncIterator[tuple[Qu
 async def test_a_question_expires_at_its_ttl_and_the_asker_is_told(tmp_path: Path) -> None:
     clock = FakeClock()
     async with open_questions(tmp_path, clock) as (questions, bus):
-        with bus.subscribe(types=["question.expired"]) as expired:
+        with bus.subscribe(types=[EventType.QUESTION_EXPIRED]) as expired:
             asked = await questions.ask("hm1nd", "ship it?", ["yes", "no"], ttl_seconds=300)
             untimed = await questions.ask("hm1nd", "and then?")
-            assert asked["expires_at"] == "2026-01-01T00:05:00.000+00:00"
+            assert asked.expires_at == "2026-01-01T00:05:00.000+00:00"
             await anyio.wait_all_tasks_blocked()
             clock.advance(299)
             await anyio.wait_all_tasks_blocked()
-            assert (await questions.get(asked["id"]))["status"] == "pending"
+            assert (await questions.get(asked.id)).status == "pending"
             clock.advance(1)
             with anyio.fail_after(5):
                 event = await expired.next()
-        assert event.data["question"]["id"] == asked["id"]
-        assert (await questions.get(asked["id"]))["status"] == "expired"
-        assert (await questions.get(untimed["id"]))["status"] == "pending"
+        assert event.data["question"].id == asked.id
+        assert (await questions.get(asked.id)).status == "expired"
+        assert (await questions.get(untimed.id)).status == "pending"
         (told,) = await questions.broker.inbox("hm1nd")
-        assert told["kind"] == "operator_answered"
-        assert json.loads(told["body"])["status"] == "expired"
+        assert told.kind == "operator_answered"
+        assert json.loads(told.body)["status"] == "expired"
 
 
 async def test_a_sooner_question_wakes_the_expiry_sleeping_toward_a_later_one(
@@ -62,7 +62,7 @@ async def test_a_sooner_question_wakes_the_expiry_sleeping_toward_a_later_one(
 ) -> None:
     clock = FakeClock()
     async with open_questions(tmp_path, clock) as (questions, bus):
-        with bus.subscribe(types=["question.expired"]) as expired:
+        with bus.subscribe(types=[EventType.QUESTION_EXPIRED]) as expired:
             late = await questions.ask("hm1nd", "by tonight?", ttl_seconds=6 * 3600)
             await anyio.wait_all_tasks_blocked()
             soon = await questions.ask("hm1nd", "right now?", ttl_seconds=60)
@@ -70,9 +70,9 @@ async def test_a_sooner_question_wakes_the_expiry_sleeping_toward_a_later_one(
             clock.advance(60)
             with anyio.fail_after(5):
                 event = await expired.next()
-            assert event.data["question"]["id"] == soon["id"]
-            assert (await questions.get(late["id"]))["status"] == "pending"
+            assert event.data["question"].id == soon.id
+            assert (await questions.get(late.id)).status == "pending"
             clock.advance(6 * 3600)
             with anyio.fail_after(5):
                 event = await expired.next()
-            assert event.data["question"]["id"] == late["id"]
+            assert event.data["question"].id == late.id

@@ -14,7 +14,7 @@ import pytest
 from controller import version
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("controller", "reconcilers", "gitstore", "harness", "ui")
+PACKAGES = ("hyperhive", "controller", "reconcilers", "gitstore", "harness", "ui")
 
 
 @pytest.fixture
@@ -46,8 +46,9 @@ def _write(root: Path, files: dict[str, str]) -> None:
     [
         "gitstore/names.py",
         "controller/protocol.py",
-        "controller/bus.py",
-        "controller/store.py",
+        "controller/fanout.py",
+        "controller/errors.py",
+        "hyperhive/harness.py",
         "ui/agent_page.py",
         "ui/sse.py",
         "ui/templates/agent.html",
@@ -66,7 +67,14 @@ def test_a_change_to_anything_the_harness_loads_changes_the_harness_version(
 
 @pytest.mark.parametrize(
     "changed",
-    ["controller/hive.py", "reconcilers/agents.py", "ui/dashboard.py", "gitstore/plan.py"],
+    [
+        "controller/hive.py",
+        "controller/bus.py",
+        "controller/store.py",
+        "reconcilers/agents.py",
+        "ui/dashboard.py",
+        "gitstore/plan.py",
+    ],
 )
 def test_a_change_to_a_daemon_only_module_keeps_the_harness_version(
     tree: Path, changed: str
@@ -85,7 +93,9 @@ def test_the_walk_covers_every_module_python_imports_for_the_harness() -> None:
         for p in files
         if p.suffix == ".py"
     )
-    assert {"ui.agent_page", "harness.mcp_server", "harness.cli", "gitstore.names"} <= set(modules)
+    assert {"ui.agent_page", "harness.mcp_server", "hyperhive.harness", "gitstore.names"} <= set(
+        modules
+    )
     script = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
@@ -97,7 +107,7 @@ def test_the_walk_covers_every_module_python_imports_for_the_harness() -> None:
     )
     loaded = set(json.loads(done.stdout))
     assert loaded - set(modules) == set()
-    assert not {"controller.hive", "controller.daemon", "reconcilers.agents"} & set(modules)
+    assert not {"controller.hive", "hyperhive.daemon", "reconcilers.agents"} & set(modules)
 
 
 def test_the_walk_follows_relative_lazy_and_entry_point_imports_but_not_type_checking(

@@ -31,7 +31,7 @@ class Swarm:
             clone.add_agent(name)
         clone.commit_push("agents " + " ".join(agents))
         approval = (await wait_for(lambda: self.hive.approvals.query("pending")))[0]
-        await self.hive.approvals.approve(approval["id"])
+        await self.hive.approvals.approve(approval.id)
         for name in agents:
             await self.wait_idle(name)
 

@@ -58,7 +58,7 @@ async def apply_with(swarm: Swarm, **agents: str) -> None:
         clone.write(f"agents/{name}/agent.toml", f'description = "{name}"\n{extra}\n')
     clone.commit_push("agents " + " ".join(agents))
     approval = (await wait_for(lambda: swarm.hive.approvals.query("pending")))[0]
-    await swarm.hive.approvals.approve(approval["id"])
+    await swarm.hive.approvals.approve(approval.id)
     for name in agents:
         await swarm.wait_idle(name)
 
@@ -139,8 +139,8 @@ async def test_a_model_allowed_bash_cannot_reach_the_hive_beyond_its_agent(
     # Its own sandbox's processes only: one harness (PID 1), no hive-c0re, no bob.
     assert seen["harnesses"] == 1 and not seen["sees_pytest"], seen["cmdlines"]
     assert seen["operator_send"]["error"]["code"] == "forbidden"
-    inbox = [m for m in await swarm.hive.broker.messages("alice") if m["recipient"] == "alice"]
-    assert [m["body"] for m in inbox] == ["look around"]
+    inbox = [m for m in await swarm.hive.broker.messages("alice") if m.recipient == "alice"]
+    assert [m.body for m in inbox] == ["look around"]
 
 
 async def test_a_harness_killed_mid_turn_takes_its_claude_with_it(swarm: Swarm) -> None:

@@ -103,7 +103,7 @@ async def test_a_missing_claude_is_offline_with_the_reason_and_messages_wait(swa
         assert rows["alice"]["turn"] == "offline"
         assert "not found" in rows["alice"]["turn_reason"]
         (waiting,) = await swarm.hive.broker.inbox("alice")
-        assert waiting["body"] == "are you there?" and waiting["acked_at"] is None
+        assert waiting.body == "are you there?" and waiting.acked_at is None
         # claude comes back: the message that waited gets its turn.
         agent.runner.settings = dataclasses.replace(agent.runner.settings, binary=None)
         swarm.api.script(text("yes", when=woke("alice")))

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from controller.protocol import ProtocolError, connect_client
+from gitstore.plan import Action, PlanStep
 from harness.agent import Agent, AgentConfig
 from harness.history import open_history
 from tests.e2e.conftest import Swarm
@@ -50,16 +51,16 @@ async def test_operator_to_alice_to_bob(swarm: Swarm) -> None:
 
     async def both_acked() -> bool:
         rows = await swarm.hive.broker.messages(limit=10)
-        return len(rows) == 2 and all(r["acked_at"] for r in rows)
+        return len(rows) == 2 and all(r.acked_at for r in rows)
 
     await wait_for(both_acked, timeout=30)
-    rows = {(r["sender"], r["recipient"]): r for r in await swarm.hive.broker.messages()}
-    assert rows[("operator", "alice")]["id"] == sent["id"]
-    assert rows[("alice", "bob")]["body"] == "hello bob"
+    rows = {(r.sender, r.recipient): r for r in await swarm.hive.broker.messages()}
+    assert rows[("operator", "alice")].id == sent["id"]
+    assert rows[("alice", "bob")].body == "hello bob"
     await wait_for(lambda: swarm.turn_state("bob") == "idle")
     bob_turns = await turns_of(swarm, "bob")
     assert [t.status for t in bob_turns] == ["ok"]
-    assert bob_turns[0].wake_message_id == rows[("alice", "bob")]["id"]
+    assert bob_turns[0].wake_message_id == rows[("alice", "bob")].id
     assert swarm.hive.turns["alice"]["last_turn"]["status"] == "ok"
 
 
@@ -89,14 +90,14 @@ async def test_claude_killed_mid_turn_redelivers_the_message(swarm: Swarm) -> No
     statuses = [t.status for t in await turns_of(swarm, "alice")]
     assert statuses[-1] == "error"  # the killed turn, oldest last
     (message,) = await swarm.hive.broker.messages("alice")
-    await wait_for(lambda: _acked(swarm, message["id"]))
+    await wait_for(lambda: _acked(swarm, message.id))
     wakes = [r for r in swarm.api.main_requests if woke("alice")(r)]
     assert len(wakes) == 2 and all("long job" in r.last_user_text for r in wakes)
 
 
 async def _acked(swarm: Swarm, message_id: int) -> bool:
     rows = await swarm.hive.broker.messages(limit=50)
-    return any(r["id"] == message_id and r["acked_at"] for r in rows)
+    return any(r.id == message_id and r.acked_at for r in rows)
 
 
 def _claude_children(swarm: Swarm, name: str) -> list[int]:
@@ -127,7 +128,7 @@ async def test_an_agent_cannot_call_manager_tools_or_send_as_another(swarm: Swar
         await client.call("send", to="alice", body="go")
     await wait_for(lambda: _acked_count(swarm, 2), timeout=60)
     rows = await swarm.hive.broker.messages("hm1nd")
-    assert [(r["sender"], r["body"]) for r in rows] == [("alice", "from alice")]
+    assert [(r.sender, r.body) for r in rows] == [("alice", "from alice")]
     # The socket itself refuses manager methods: no claude needed to show it.
     client = await connect_client(swarm.hive.layout.socket("alice"))
     async with client:
@@ -150,7 +151,7 @@ async def test_an_agent_cannot_call_manager_tools_or_send_as_another(swarm: Swar
 
 async def _acked_count(swarm: Swarm, n: int) -> bool:
     rows = await swarm.hive.broker.messages(limit=50)
-    return len([r for r in rows if r["acked_at"]]) >= n
+    return len([r for r in rows if r.acked_at]) >= n
 
 
 async def test_cancel_mid_turn_ends_the_turn_and_acknowledges(swarm: Swarm) -> None:
@@ -192,7 +193,7 @@ async def test_cancel_mid_turn_ends_the_turn_and_acknowledges(swarm: Swarm) -> N
         assert anyio.current_time() - started < 5
         assert agent.last_turn is not None and agent.last_turn["status"] == "cancelled"
         (message,) = await swarm.hive.broker.messages("alice")
-        await wait_for(lambda: _acked(swarm, message["id"]))
+        await wait_for(lambda: _acked(swarm, message.id))
         tg.cancel_scope.cancel()
 
 
@@ -208,10 +209,10 @@ async def test_request_spawn_becomes_an_approval_and_the_agent_runs(swarm: Swarm
     async with admin(swarm.hive) as client:
         await client.call("send", to="hm1nd", body="we need a scout")
     (approval,) = await wait_for(lambda: swarm.hive.approvals.query("pending"), timeout=60)
-    assert approval["kind"] == "spawn"
-    assert approval["ref"] == "refs/heads/spawn/scout"
-    assert {"agent": "scout", "action": "create"} in approval["plan"]
-    await swarm.hive.approvals.approve(approval["id"])
+    assert approval.kind == "spawn"
+    assert approval.ref == "refs/heads/spawn/scout"
+    assert PlanStep("scout", Action.CREATE) in approval.plan
+    await swarm.hive.approvals.approve(approval.id)
     await wait_for(lambda: swarm.turn_state("scout") == "idle", timeout=30)
     spec = await swarm.hive.git.applied_agent("scout")
     assert spec is not None and spec.spec is not None
@@ -236,10 +237,10 @@ async def test_ask_operator_answer_and_expiry_reach_the_managers_inbox(swarm: Sw
     async with admin(swarm.hive) as client:
         await client.call("send", to="hm1nd", body="decide on shipping")
         (question,) = await wait_for(lambda: swarm.hive.questions.query(), timeout=60)
-        assert question["options"] == ["yes", "no"]
+        assert question.options == ("yes", "no")
         with pytest.raises(ProtocolError, match="choose one of"):
-            await client.call("answer", id=question["id"], answer="maybe")
-        answered = await client.call("answer", id=question["id"], answer="yes")
+            await client.call("answer", id=question.id, answer="maybe")
+        answered = await client.call("answer", id=question.id, answer="yes")
         assert answered["status"] == "answered"
     with anyio.fail_after(60):
         seen = await swarm.api.wait_for(lambda r: "operator resolved" in r.last_user_text)
@@ -247,12 +248,12 @@ async def test_ask_operator_answer_and_expiry_reach_the_managers_inbox(swarm: Sw
     # Expiry: a question with a 1 s TTL resolves itself and tells the manager.
     asked = await swarm.hive.questions.ask("hm1nd", "quick?", ttl_seconds=1)
     swarm.api.script(text("expired, fine", when=lambda r: "expired" in r.last_user_text))
-    await wait_for(lambda: _status(swarm, asked["id"], "expired"), timeout=10)
+    await wait_for(lambda: _status(swarm, asked.id, "expired"), timeout=10)
     rows = await swarm.hive.broker.messages("hm1nd")
-    kinds = [json.loads(r["body"])["status"] for r in rows if r["kind"] == "operator_answered"]
+    kinds = [json.loads(r.body)["status"] for r in rows if r.kind == "operator_answered"]
     assert sorted(kinds) == ["answered", "expired"]
 
 
 async def _status(swarm: Swarm, question_id: int, status: str) -> bool:
     question = await swarm.hive.questions.get(question_id)
-    return bool(question["status"] == status)
+    return question.status == status

@@ -27,7 +27,7 @@ async def add_alice(hive: Hive, short_dir: Path) -> None:
     clone.add_agent("alice")
     clone.commit_push("alice")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     await wait_for(lambda: _is(hive, "alice", state="running", ready=True))
 
 
@@ -106,7 +106,7 @@ async def test_a_disabled_agent_is_kept_but_stopped(short_dir: Path) -> None:
         clone.add_agent("alice", enabled="false")
         clone.commit_push("pause alice")
         (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-        await hive.approvals.approve(approval["id"])
+        await hive.approvals.approve(approval.id)
         await wait_for(lambda: _is(hive, "alice", state="stopped", ready=True, enabled=False))
         async with admin(hive) as client:
             with pytest.raises(ProtocolError, match="disabled"):

@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import pytest
 
-from controller.daemon import build_hive
 from controller.hive import Hive
 from controller.settings import Settings
 from gitstore.spec import MANAGER
+from hyperhive.daemon import build_hive
 from reconcilers.layout import Layout
 from reconcilers.proc import start_time
 from reconcilers.runtime import ContainerState
@@ -112,7 +112,7 @@ async def _apply(hive: Hive, short_dir: Path, *names: str) -> None:
         clone.add_agent(name)
     clone.commit_push("agents")
     (approval,) = await wait_for(lambda: hive.approvals.query("pending"))
-    await hive.approvals.approve(approval["id"])
+    await hive.approvals.approve(approval.id)
     for name in names:
         await wait_for((hive.layout.notes_dir(name) / "probe.json").exists, timeout=20)
 

@@ -42,7 +42,7 @@ HARNESS = (
     sys.executable,
     "-c",
     f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-    "from harness.cli import main_agent; main_agent(['serve'])",
+    "from hyperhive.harness import main_agent; main_agent(['serve'])",
 )
 
 

@@ -65,8 +65,8 @@ async def test_send_a_prompt_and_watch_the_streamed_turn(swarm: UiSwarm, page: P
     # Reloading backfills the same turn from the history.
     await page.reload()
     await expect(page.get_by_test_id("tail")).to_contain_text("Streaming works.")
-    (sent,) = [m for m in await swarm.hive.broker.messages("alice") if m["sender"] == "operator"]
-    assert sent["body"] == "please greet the manager"
+    (sent,) = [m for m in await swarm.hive.broker.messages("alice") if m.sender == "operator"]
+    assert sent.body == "please greet the manager"
 
 
 async def test_cancel_a_turn_from_the_page(swarm: UiSwarm, page: Page) -> None:

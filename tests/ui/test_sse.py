@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from controller.bus import Bus, Event
+from controller.fanout import Event, Fanout
 from ui.server import serve_app
 from ui.sse import format_event, sse_response
 
@@ -30,7 +30,7 @@ async def _hello() -> bytes:
     return format_event("hello", {})
 
 
-def _app(bus: Bus, closing: anyio.Event, ping: float) -> Starlette:
+def _app(bus: Fanout[str], closing: anyio.Event, ping: float) -> Starlette:
     async def events(request: Request) -> Response:
         return sse_response(bus, _encode, shutdown=closing, ping=ping, first=_hello)
 
@@ -38,7 +38,7 @@ def _app(bus: Bus, closing: anyio.Event, ping: float) -> Starlette:
 
 
 class _Served:
-    def __init__(self, bus: Bus, closing: anyio.Event, ping: float) -> None:
+    def __init__(self, bus: Fanout[str], closing: anyio.Event, ping: float) -> None:
         self.app = _app(bus, closing, ping)
         self.closing = closing
         self.ports: list[int] = []
@@ -77,14 +77,14 @@ def uvicorn_errors() -> Iterator[list[logging.LogRecord]]:
     logger.removeHandler(handler)
 
 
-def _iterate(bus: Bus, *, buffer: int = 1000) -> AsyncIterator[bytes]:
+def _iterate(bus: Fanout[str], *, buffer: int = 1000) -> AsyncIterator[bytes]:
     response = sse_response(bus, _encode, shutdown=anyio.Event(), buffer=buffer)
     return cast(AsyncIterator[bytes], response.body_iterator)
 
 
 @pytest.mark.anyio
 async def test_an_idle_stream_pings_on_the_configured_interval() -> None:
-    bus, closing = Bus(), anyio.Event()
+    bus, closing = Fanout[str](), anyio.Event()
     served = _Served(bus, closing, ping=0.05)
     async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
         await tg.start(served.serve)
@@ -103,7 +103,7 @@ async def test_an_idle_stream_pings_on_the_configured_interval() -> None:
 
 @pytest.mark.anyio
 async def test_a_burst_reaches_a_stream_as_one_chunk_with_skipped_events_left_out() -> None:
-    bus = Bus()
+    bus = Fanout[str]()
     chunks = _iterate(bus)
     got: list[bytes] = []
 
@@ -125,7 +125,7 @@ async def test_a_burst_reaches_a_stream_as_one_chunk_with_skipped_events_left_ou
 
 @pytest.mark.anyio
 async def test_a_stream_the_bus_cuts_for_falling_behind_ends_after_what_it_held() -> None:
-    bus = Bus()
+    bus = Fanout[str]()
     chunks = _iterate(bus, buffer=10)
     got: list[bytes] = []
 
@@ -150,7 +150,7 @@ async def test_a_stream_the_bus_cuts_for_falling_behind_ends_after_what_it_held(
 async def test_shutdown_ends_open_streams_at_once_and_the_server_stops_promptly(
     uvicorn_errors: list[logging.LogRecord],
 ) -> None:
-    bus, closing = Bus(), anyio.Event()
+    bus, closing = Fanout[str](), anyio.Event()
     served = _Served(bus, closing, ping=60)
     server = anyio.CancelScope()
     stopped: list[float] = []

@@ -2,13 +2,11 @@
    touches; browser notifications; the message filter; the log follower. */
 "use strict";
 (() => {
-  const TOUCHES = [
-    [/^approval\./, ["approvals", "notify"]],
-    [/^question\./, ["questions", "notify"]],
-    [/^message\./, ["messages"]],
-    [/^(agent\.|applied\.moved)/, ["agents", "notify", "reconcile"]],
-    [/^reconcile\.run/, ["agents", "reconcile"]],
-  ];
+  // The event types and the regions each touches come from the page (EventType in
+  // controller/events.py is their one home).
+  const data = document.getElementById("hive-events");
+  const EVENTS = data ? JSON.parse(data.textContent) : { types: {}, touches: {} };
+  const EV = EVENTS.types;
   const dirty = new Set();
   let timer = null, inflight = false;
   function want(regions) {
@@ -48,18 +46,14 @@
     const es = new EventSource("/events");
     es.onopen = () => { dot && dot.classList.add("on"); };
     es.onerror = () => { dot && dot.classList.remove("on"); };
-    es.addEventListener("hello", () => want(["notify", "agents", "approvals", "questions", "messages", "reconcile"]));
-    const handle = (e) => {
-      for (const [re, regions] of TOUCHES) if (re.test(e.type)) want(regions);
+    const handle = (e, regions) => {
+      want(regions);
       let data = {};
       try { data = JSON.parse(e.data); } catch (err) { return; }
-      if (e.type === "approval.created") notify("hyperhive: approval #" + data.approval.id, data.approval.summary || data.approval.ref);
-      if (e.type === "question.asked") notify("hyperhive: " + data.question.asker + " asks", data.question.question);
+      if (e.type === EV.APPROVAL_CREATED) notify("hyperhive: approval #" + data.approval.id, data.approval.summary || data.approval.ref);
+      if (e.type === EV.QUESTION_ASKED) notify("hyperhive: " + data.question.asker + " asks", data.question.question);
     };
-    for (const type of ["approval.created", "approval.approved", "approval.denied", "approval.superseded", "approval.failed", "approval.noted",
-      "question.asked", "question.answered", "question.cancelled", "question.expired", "message.sent", "message.acked",
-      "agent.status", "agent.hold", "agent.turn", "agent.exited", "agent.removed", "agent.start", "agent.stop", "agent.restart", "agent.kill",
-      "applied.moved", "reconcile.run"]) es.addEventListener(type, handle);
+    for (const [type, regions] of Object.entries(EVENTS.touches)) es.addEventListener(type, (e) => handle(e, regions));
     window.hiveEvents = es;
   }
   if (document.querySelector("[data-region]")) connect();

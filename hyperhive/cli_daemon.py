@@ -9,9 +9,9 @@ import sys
 
 import anyio
 
-from controller.daemon import run_daemon
 from controller.settings import Settings
 from controller.version import VERSION
+from hyperhive.daemon import run_daemon
 
 __all__ = ["main"]
 

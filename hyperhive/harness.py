@@ -1,4 +1,8 @@
-"""`hive-ag3nt` / `hive-m1nd`: the agent side's command line."""
+"""The harness's root: `hive-ag3nt` / `hive-m1nd` run an agent's turn loop and its page.
+
+The page (`ui.agent_page`) is wired here, above both, so the harness itself never imports
+the ui; it is imported when `serve` starts, and `mcp` (claude launches it on every cold
+turn) loads only the MCP server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`hive-c0re serve`: the hive and its sockets under one task group, until a signal."""
+"""hive-c0re's root: the hive, its sockets and its dashboard under one task group, until a
+signal."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from anyio.abc import TaskStatus
 from controller.admin import HostSession, host_commands
 from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
+from controller.operations import Operations
 from controller.settings import Settings
 from controller.sockets import Slots, serve_socket
 from reconcilers.runtime import Runtime
+from ui.dashboard import serve_dashboard
 
 __all__ = ["build_hive", "run_daemon"]
 
@@ -24,13 +27,14 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
     """The hive with every component the daemon serves (on `runtime`, else the one the
     settings name)."""
     hive = Hive(settings, runtime)
+    ops = Operations(hive)
 
     async def host_socket(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(
             lambda task_status: serve_socket(
                 hive.layout.host_socket,
                 host_commands,
-                lambda: HostSession(hive),
+                lambda: HostSession(ops),
                 slots=Slots("host.sock", settings.host_connections),
                 idle_timeout=settings.idle_timeout,
                 task_status=task_status,
@@ -38,12 +42,10 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
         )
 
     async def agent_sockets(tg: anyio.abc.TaskGroup) -> None:
-        await tg.start(lambda task_status: serve_agent_sockets(hive, task_status=task_status))
+        await tg.start(lambda task_status: serve_agent_sockets(ops, task_status=task_status))
 
     async def dashboard(tg: anyio.abc.TaskGroup) -> None:
-        from ui.dashboard import serve_dashboard
-
-        await tg.start(lambda task_status: serve_dashboard(hive, task_status=task_status))
+        await tg.start(lambda task_status: serve_dashboard(ops, task_status=task_status))
 
     hive.add_component(host_socket)
     hive.add_component(agent_sockets)

@@ -1,0 +1,77 @@
+"""Every type of event on the hive's bus, in one enum.
+
+Publishers name their event with a member, the audit log picks what it keeps from it
+and filters by it, and the dashboard's script gets the list rendered into the page, so
+an event type exists in exactly one place. The values are the contract's strings
+(`hive watch`, `hive events --type`, SSE event names): `family.what`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["AUDITED", "EventType"]
+
+
+class EventType(enum.StrEnum):
+    HELLO = "hello"  # the first event of every stream: where applied main is
+    APPROVAL_CREATED = "approval.created"
+    APPROVAL_APPROVED = "approval.approved"
+    APPROVAL_DENIED = "approval.denied"
+    APPROVAL_SUPERSEDED = "approval.superseded"
+    APPROVAL_FAILED = "approval.failed"
+    APPROVAL_NOTED = "approval.noted"
+    APPLIED_MOVED = "applied.moved"
+    AGENT_STATUS = "agent.status"
+    AGENT_HOLD = "agent.hold"
+    AGENT_TURN = "agent.turn"
+    AGENT_EXITED = "agent.exited"
+    AGENT_REMOVED = "agent.removed"
+    AGENT_SOCKET_FAILED = "agent.socket_failed"
+    AGENT_START = "agent.start"
+    AGENT_STOP = "agent.stop"
+    AGENT_RESTART = "agent.restart"
+    AGENT_KILL = "agent.kill"
+    RECONCILE_RUN = "reconcile.run"
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_ACKED = "message.acked"
+    QUESTION_ASKED = "question.asked"
+    QUESTION_ANSWERED = "question.answered"
+    QUESTION_CANCELLED = "question.cancelled"
+    QUESTION_EXPIRED = "question.expired"
+
+    @property
+    def family(self) -> str:
+        """What the event is about: `approval`, `agent`, `message`, ..."""
+        return self.value.split(".", 1)[0]
+
+    @classmethod
+    def matching(cls, prefix: str, among: frozenset[EventType] | None = None) -> list[EventType]:
+        """The types whose value starts with `prefix` (`approval`, `agent.k`, an exact
+        type), in declaration order; all of them for an empty prefix."""
+        pool = list(cls) if among is None else [t for t in cls if t in among]
+        return [t for t in pool if t.value.startswith(prefix)]
+
+
+# What changes what runs or what the operator decided, kept in the audit log. Messages
+# and turn states are not copied there: they have their own tables or are ephemeral.
+AUDITED = frozenset(
+    {
+        EventType.APPROVAL_CREATED,
+        EventType.APPROVAL_APPROVED,
+        EventType.APPROVAL_DENIED,
+        EventType.APPROVAL_SUPERSEDED,
+        EventType.APPROVAL_FAILED,
+        EventType.APPROVAL_NOTED,
+        EventType.APPLIED_MOVED,
+        EventType.AGENT_HOLD,
+        EventType.AGENT_START,
+        EventType.AGENT_STOP,
+        EventType.AGENT_RESTART,
+        EventType.AGENT_KILL,
+        EventType.QUESTION_ASKED,
+        EventType.QUESTION_ANSWERED,
+        EventType.QUESTION_CANCELLED,
+        EventType.QUESTION_EXPIRED,
+    }
+)

@@ -1,0 +1,217 @@
+"""The host socket's commands as data: one `Spec` per command, in the order `hive --help`
+lists them. The daemon implements each (`controller.admin`); the `hive` client builds its
+subcommands, arguments and help from the same specs (`controller.cli_admin`), which is
+why this module imports nothing of the daemon.
+
+Field descriptions are the arguments' help. Arguments a command takes by position are
+named in `positional`; the rest are `--options`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from controller.commands import Args, NoArgs, Spec
+from controller.protocol import MAX_KEY
+from controller.protocol import MAX_PAGE as MAX_LIMIT
+
+__all__ = ["HOST_SPECS"]
+
+ApprovalStatus = Literal["pending", "approved", "denied", "superseded", "failed"]
+
+
+class NameArgs(Args):
+    name: str = Field(description="the agent's name")
+
+
+class OptionalNameArgs(Args):
+    name: str | None = Field(default=None, description="one agent (default: every agent)")
+
+
+class ApprovalIdArgs(Args):
+    id: int = Field(description="the approval's number (`hive approvals` lists them)")
+
+
+class DenyArgs(Args):
+    id: int = Field(description="the approval's number")
+    reason: str = Field(default="", max_length=4000, description="why (kept with the decision)")
+
+
+_BEFORE = "page back: only rows with a smaller id (the last id of the page before)"
+_AFTER = "page on: only rows with a greater id (the last id of the page before)"
+
+
+class ApprovalsArgs(Args):
+    status: ApprovalStatus | None = Field(default=None, description="only approvals of this status")
+    limit: int = Field(
+        default=200, ge=1, le=MAX_LIMIT, description="at most this many, newest first"
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
+
+
+class SendArgs(Args):
+    to: str = Field(description="the agent to send to (or operator)")
+    body: str = Field(description="the message")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY,
+        description="sent again with the same key, the message is stored once",
+    )
+
+
+class MessagesArgs(Args):
+    agent: str | None = Field(default=None, description="only messages to or from this agent")
+    limit: int = Field(
+        default=100, ge=1, le=MAX_LIMIT, description="at most this many, newest first"
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
+
+
+class QuestionsArgs(Args):
+    status: str | None = Field(
+        default="pending",
+        description="pending, answered, cancelled or expired (default: pending)",
+    )
+    limit: int = Field(
+        default=200,
+        ge=1,
+        le=MAX_LIMIT,
+        description="at most this many (of a status oldest first, else newest first)",
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
+    after_id: int | None = Field(default=None, ge=0, description=_AFTER)
+
+
+class QuestionIdArgs(Args):
+    id: int = Field(description="the question's number (`hive questions` lists them)")
+
+
+class AnswerArgs(Args):
+    id: int = Field(description="the question's number")
+    answer: str | list[str] = Field(description="the answer: free text, or one of its options")
+
+
+class EventsArgs(Args):
+    limit: int = Field(
+        default=100, ge=1, le=MAX_LIMIT, description="at most this many, newest first"
+    )
+    type: str = Field(
+        default="",
+        max_length=64,
+        description="only types starting with this, e.g. approval or agent.kill",
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
+
+
+_LIFECYCLE = {
+    "start": "start an agent and clear its hold",
+    "stop": "stop an agent and hold it stopped",
+    "restart": "restart an agent (clears its hold)",
+    "kill": "kill an agent and hold it until `hive start`",
+}
+
+HOST_SPECS: tuple[Spec, ...] = (
+    Spec("status", NoArgs, "daemon version, applied sha, counts"),
+    Spec("repos", NoArgs, "paths of the proposed and applied repos"),
+    Spec(
+        "agents",
+        NoArgs,
+        "agents with desired and observed state",
+        view="table",
+        columns=(
+            "name",
+            "role",
+            "state",
+            "turn",
+            "ready",
+            "reason",
+            "desired_rev",
+            "observed_rev",
+            "port",
+            "hold",
+            "message",
+        ),
+    ),
+    Spec(
+        "approvals",
+        ApprovalsArgs,
+        "list approvals, newest first (pending ones unless --status or --all)",
+        cli_defaults={"status": "pending"},
+        view="table",
+        columns=("id", "kind", "status", "ref", "sha", "plan", "errors", "summary"),
+        empty="no approvals",
+    ),
+    Spec(
+        "approve",
+        ApprovalIdArgs,
+        "approve-by-merge an approval",
+        positional=("id",),
+        view="decision",
+    ),
+    Spec(
+        "deny",
+        DenyArgs,
+        "deny an approval with a reason",
+        positional=("id", "reason"),
+        view="decision",
+    ),
+    Spec(
+        "reconcile",
+        OptionalNameArgs,
+        "queue a reconcile of one agent or all",
+        positional=("name",),
+    ),
+    *(
+        Spec(
+            verb,
+            NameArgs,
+            text,
+            positional=("name",),
+            view="table",
+            columns=("name", "state", "ready", "hold", "message"),
+        )
+        for verb, text in _LIFECYCLE.items()
+    ),
+    Spec("send", SendArgs, "send a message to an agent as the operator", positional=("to", "body")),
+    Spec(
+        "messages",
+        MessagesArgs,
+        "recent messages, newest first",
+        cli_defaults={"limit": 50},
+        view="table",
+        columns=("id", "sender", "recipient", "created_at", "body"),
+        empty="no messages",
+    ),
+    Spec(
+        "questions",
+        QuestionsArgs,
+        "the manager's questions (pending ones by default)",
+        view="table",
+        columns=("id", "question", "options", "expires_at"),
+        empty="no questions",
+    ),
+    Spec(
+        "answer",
+        AnswerArgs,
+        "answer a question of the manager (it gets the answer as operator_answered)",
+        positional=("id", "answer"),
+    ),
+    Spec(
+        "cancel-question",
+        QuestionIdArgs,
+        "cancel a question of the manager (it is told as operator_answered)",
+        positional=("id",),
+    ),
+    Spec(
+        "events",
+        EventsArgs,
+        "the audit log: decisions and lifecycle, newest first",
+        cli_defaults={"limit": 50},
+        view="events",
+        empty="no events",
+    ),
+    Spec("watch", NoArgs, "stream every event until interrupted", streaming=True, view="events"),
+)

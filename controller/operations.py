@@ -1,0 +1,393 @@
+"""The hive's domain operations: the one home of what the operator and the agents can do.
+
+The host socket (`controller.admin`), the agent sockets (`controller.agent_api`) and the
+dashboard (`ui`) are thin adapters: they check who is asking and translate a request into
+a call here, and turn the typed result (`controller.values`) into JSON; none of them calls
+another's handler. Rules that hold whoever asks live here: who may be messaged, which
+agents exist, that a disabled agent is not started, that `stop` and `kill` leave a hold
+the reconciler honours until `start` clears it.
+
+What proposes a change to the desired state (spawn, apply a commit) is in
+`controller.changes`; these operations delegate to it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import anyio
+
+from controller.broker import OPERATOR
+from controller.bus import Subscription
+from controller.changes import ChangeRequests
+from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.events import EventType
+from controller.hive import Hive
+from controller.paging import Page
+from controller.values import (
+    AgentRow,
+    Approval,
+    Identity,
+    Message,
+    Question,
+    Queued,
+    Repos,
+    Sent,
+    Status,
+)
+from controller.version import VERSION
+from gitstore.diff import ApprovalDiff
+from gitstore.spec import InvalidNameError, check_name, port_for, role_for
+from gitstore.tree import AgentTree
+from reconcilers.runtime import ContainerError, ContainerState
+from reconcilers.status import AgentStatus
+
+__all__ = ["LIFECYCLE", "Operations", "Verb"]
+
+Verb = Literal["start", "stop", "restart", "kill"]
+LIFECYCLE: tuple[Verb, ...] = ("start", "stop", "restart", "kill")
+JSONObject = dict[str, object]
+
+
+def checked_name(name: str) -> str:
+    """`name` if it is a valid agent name; an `invalid` error saying why otherwise."""
+    try:
+        return check_name(name)
+    except InvalidNameError as exc:
+        raise InvalidError(str(exc)) from exc
+
+
+class Operations:
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+        self.changes = ChangeRequests(hive)
+
+    # --- the hive --------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        hive = self.hive
+        applied = hive.applied  # the hive's cache of applied main: no git on this path
+        return Status(
+            version=VERSION,
+            harness_version=hive.settings.harness_version,
+            runtime=hive.runtime.name,
+            sandbox=hive.runtime.sandbox,
+            applied_sha=applied.sha,
+            agents=len(applied.revs),
+            pending_approvals=await hive.approvals.count_pending(),
+        )
+
+    def repos(self) -> Repos:
+        git = self.hive.git
+        return Repos(proposed=str(git.proposed_path), applied=str(git.applied_path))
+
+    def applied_sha(self) -> str:
+        return self.hive.applied.sha
+
+    async def harness_key_matches(self, agent: str, key: str) -> bool:
+        """Whether `key` is the one minted for `agent`'s running harness."""
+        path = self.hive.layout.harness_key(agent)
+        expected = await anyio.to_thread.run_sync(_read_key, path)
+        return bool(expected) and hmac.compare_digest(key.encode(), expected or b"")
+
+    def sandbox(self) -> str:
+        """How agents are contained: `bwrap`, `nixos-container`, or `none` (--unsandboxed)."""
+        return self.hive.runtime.sandbox
+
+    @contextmanager
+    def subscribe(self, buffer: int = 10_000) -> Iterator[Subscription]:
+        """Every event from now on (the `watch` stream, the dashboard's SSE)."""
+        with self.hive.bus.subscribe(buffer) as sub:
+            yield sub
+
+    def page(self, limit: int, before_id: int | None = None, after_id: int | None = None) -> Page:
+        """A page of a list answer: `limit` rows at most, within the settings' bytes."""
+        return Page(limit, before_id, after_id, budget=self.hive.settings.page_max_bytes)
+
+    async def events(
+        self, limit: int = 100, type_prefix: str = "", before_id: int | None = None
+    ) -> list[JSONObject]:
+        """The audit log, newest first, only types starting with `type_prefix`."""
+        page = self.page(limit, before_id)
+        return list(await self.hive.eventlog.recent(type_prefix=type_prefix, page=page))
+
+    # --- agents ----------------------------------------------------------------------
+
+    async def agent_names(self) -> list[str]:
+        """Every agent that is applied or has a container."""
+        return sorted(set(await self.hive.runtime.names()) | self.hive.applied_names)
+
+    async def agents(self) -> list[AgentRow]:
+        hive = self.hive
+        desired = await hive.git.applied_agents(hive.applied.sha or None)
+        statuses = await hive.records.statuses()
+        holds = await hive.records.holds()
+        return [
+            await self._row(name, desired.get(name), statuses.get(name), holds.get(name))
+            for name in sorted(set(desired) | set(statuses))
+        ]
+
+    async def agent(self, name: str) -> AgentRow:
+        hive = self.hive
+        desired = await hive.applied_agent(name)
+        status = await hive.records.status(name)
+        return await self._row(name, desired, status, await hive.records.hold(name))
+
+    async def _row(
+        self,
+        name: str,
+        desired: AgentTree | None,
+        status: AgentStatus | None,
+        hold: str | None,
+    ) -> AgentRow:
+        observed = await self.hive.runtime.observe(name)
+        spec = desired.spec if desired is not None else None
+        state = observed.state.value
+        if status is not None and status.reconciling and desired is not None:
+            if observed.state is ContainerState.MISSING:
+                state = "creating"
+            elif observed.rev != desired.rev:
+                state = "updating"
+        turn = self.hive.turns.get(name, {})
+        return AgentRow(
+            name=name,
+            role=role_for(name),
+            enabled=bool(spec.enabled) if spec else False,
+            description=spec.description if spec else "",
+            model=spec.model if spec else None,
+            state=state,
+            ready=bool(status.ready) if status else False,
+            reason=status.reason if status else "Pending",
+            stalled=bool(status.stalled) if status else False,
+            desired_rev=desired.rev if desired is not None else "",
+            observed_rev=observed.rev or "",
+            harness_version=observed.harness_version or "",
+            port=port_for(name),
+            hold=hold,
+            message=(status.message if status else "") or observed.message,
+            error=desired.error if desired is not None else None,
+            # What the harness last reported: idle / thinking / offline, with a reason.
+            turn=str(turn.get("state", "unknown")),
+            turn_reason=str(turn.get("reason", "")),
+        )
+
+    async def _known(self, name: str) -> str:
+        name = checked_name(name)
+        if (
+            name not in self.hive.applied_names
+            and (await self.hive.runtime.observe(name)).state is ContainerState.MISSING
+        ):
+            raise NotFoundError(f"no agent {name!r}; `hive agents` lists them")
+        return name
+
+    async def lifecycle(self, name: str, verb: Verb) -> AgentRow:
+        """start / stop / restart / kill: on the runtime directly (not config). `stop`
+        and `kill` leave a hold; `start` and `restart` clear it and forgive a crash loop."""
+        hive = self.hive
+        name = await self._known(name)
+        try:
+            if verb in ("stop", "kill"):
+                await hive.records.set_hold(
+                    name, "stop by operator" if verb == "stop" else "killed"
+                )
+                await hive.runtime.stop(name)
+            else:
+                desired = await hive.applied_agent(name)
+                if desired is not None and desired.spec is not None and not desired.spec.enabled:
+                    raise ConflictError(
+                        f"{name} is disabled in its agent.toml; enable it by a "
+                        "commit to the proposed repo"
+                    )
+                await hive.records.set_hold(name, None)
+                hive.agents.forgive(name)
+                if verb == "restart":
+                    await hive.runtime.stop(name)
+                if (await hive.runtime.observe(name)).state is not ContainerState.MISSING:
+                    await hive.runtime.start(name)
+        except ContainerError as exc:
+            raise ConflictError(f"{verb} {name} failed: {exc}") from exc
+        hive.agent_queue.add(name)
+        hive.bus.publish(EventType(f"agent.{verb}"), agent=name)
+        return await self.agent(name)
+
+    async def reconcile(self, name: str | None = None) -> Queued:
+        """Queue a reconcile of one agent (forgiving its crash loop) or of all."""
+        if name is not None:
+            name = await self._known(name)
+        return Queued(tuple(await self.hive.reconcile(name)))
+
+    async def logs(self, name: str, lines: int) -> list[str]:
+        if name not in await self.agent_names():
+            raise NotFoundError(f"no agent {name!r}")
+        return list(await self.hive.runtime.logs(name, lines))
+
+    def turns(self) -> dict[str, JSONObject]:
+        """What each harness last reported of its turn (state, reason, model, since)."""
+        return dict(self.hive.turns)
+
+    async def conditions(self) -> dict[str, AgentStatus]:
+        """Each agent's last recorded reconcile status."""
+        return await self.hive.records.statuses()
+
+    async def holds(self) -> dict[str, str]:
+        return await self.hive.records.holds()
+
+    async def runs(self, name: str | None = None, limit: int = 50) -> list[JSONObject]:
+        """Reconcile runs, newest first, of one agent or all."""
+        return list(await self.hive.records.runs(name, limit))
+
+    def desired_revs(self) -> dict[str, str]:
+        """`{name: subtree oid}` of every agent at applied main."""
+        return dict(self.hive.applied.revs)
+
+    async def proposed_heads(self) -> dict[str, str]:
+        return await self.hive.git.proposed_heads()
+
+    async def approval_diffs(self, pairs: Sequence[tuple[str, str]]) -> Sequence[ApprovalDiff]:
+        """What each `(base, sha)` changes, as the dashboard shows it on a card."""
+        return await self.hive.git.approval_diffs(pairs)
+
+    async def report_turn(self, name: str, turn: JSONObject) -> None:
+        """A harness reported its turn state (idle / thinking / offline)."""
+        if turn.get("state") not in ("idle", "thinking", "offline"):
+            raise InvalidError("state must be idle, thinking or offline")
+        self.hive.set_turn(name, dict(turn))
+
+    async def identity(self, name: str) -> Identity:
+        """Who the agent is and how its harness runs it (asked at every turn)."""
+        hive = self.hive
+        desired = await hive.applied_agent(name)
+        spec = desired.spec if desired is not None else None
+        prompt = desired.files.get("prompt.md", b"").decode("utf-8", "replace") if desired else ""
+        return Identity(
+            name=name,
+            role=role_for(name),
+            model=(spec.model if spec else None) or hive.settings.environ.get("HIVE_MODEL"),
+            prompt=prompt,
+            allowed_tools=tuple(spec.allowed_tools) if spec else (),
+            description=spec.description if spec else "",
+        )
+
+    # --- messages --------------------------------------------------------------------
+
+    def recipient(self, to: str) -> str:
+        """A name messages can go to: the operator or an applied agent."""
+        if to == OPERATOR:
+            return to
+        checked_name(to)
+        if to not in self.hive.applied_names:
+            raise NotFoundError(f"no agent {to!r} to send to; list_agents shows who exists")
+        return to
+
+    async def send(
+        self, sender: str, to: str, body: str, idempotency_key: str | None = None
+    ) -> Sent:
+        """Store a message for `to`; sent again with the same key, it is stored once."""
+        if to == sender:
+            raise InvalidError(f"{sender} cannot send to itself")
+        message = await self.hive.broker.send(
+            sender, self.recipient(to), body, idempotency_key=idempotency_key
+        )
+        return Sent(message.id)
+
+    async def messages(
+        self, agent: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[Message]:
+        """Recent messages, newest first, optionally to or from one agent."""
+        if agent is not None and agent != OPERATOR:
+            checked_name(agent)
+        return await self.hive.broker.messages(agent, limit, before_id)
+
+    async def traffic(self) -> list[JSONObject]:
+        """Who talks to whom: message counts per (sender, recipient)."""
+        return list(await self.hive.broker.counts())
+
+    async def inbox(
+        self, agent: str, limit: int = 100, after_id: int | None = None
+    ) -> list[Message]:
+        """`agent`'s messages not yet acknowledged, oldest first."""
+        return await self.hive.broker.inbox(agent, limit, after_id)
+
+    async def recv(self, agent: str, wait: float, owner: int | None) -> Message | None:
+        return await self.hive.broker.recv(agent, wait, owner)
+
+    async def ack(self, agent: str, message_id: int, owner: int) -> None:
+        await self.hive.broker.ack(agent, message_id, owner)
+
+    async def release(self, agent: str, message_id: int, owner: int) -> None:
+        await self.hive.broker.release(agent, message_id, owner)
+
+    def new_owner(self) -> int:
+        """A lease owner for one connection's `recv`s."""
+        return self.hive.broker.new_owner()
+
+    async def release_owner(self, owner: int) -> int:
+        """A connection closed: its leased messages become deliverable again."""
+        return await self.hive.broker.release_owner(owner)
+
+    # --- approvals -------------------------------------------------------------------
+
+    async def approvals(
+        self, status: str | None = None, limit: int = 200, before_id: int | None = None
+    ) -> list[Approval]:
+        """Approvals newest first, optionally of one status."""
+        return await self.hive.approvals.query(status, page=self.page(limit, before_id))
+
+    async def pending_approvals(self) -> int:
+        return await self.hive.approvals.count_pending()
+
+    async def approve(self, approval_id: int, approver: str = OPERATOR) -> Approval:
+        """Merge the approval's sha into applied main."""
+        return await self.hive.approvals.approve(approval_id, approver=approver)
+
+    async def deny(self, approval_id: int, reason: str = "", approver: str = OPERATOR) -> Approval:
+        return await self.hive.approvals.deny(approval_id, reason.strip(), approver=approver)
+
+    async def request_spawn(
+        self, requester: str, name: str, description: str = "", model: str | None = None
+    ) -> Approval:
+        return await self.changes.spawn(requester, name, description, model)
+
+    async def request_apply_commit(self, sha: str, note: str = "") -> Approval:
+        return await self.changes.apply_commit(sha, note)
+
+    # --- questions -------------------------------------------------------------------
+
+    async def questions(
+        self,
+        status: str | None = "pending",
+        limit: int = 200,
+        before_id: int | None = None,
+        after_id: int | None = None,
+    ) -> list[Question]:
+        """Questions of a status oldest first, or all of them newest first."""
+        page = self.page(limit, before_id, after_id)
+        return await self.hive.questions.query(status, page=page)
+
+    async def ask(
+        self,
+        asker: str,
+        question: str,
+        options: list[str] | None = None,
+        multi: bool = False,
+        ttl_seconds: int | None = None,
+    ) -> Question:
+        return await self.hive.questions.ask(asker, question, options, multi, ttl_seconds)
+
+    async def answer(self, question_id: int, answer: str | list[str]) -> Question:
+        """Answer a question; the asker gets it as `operator_answered`."""
+        return await self.hive.questions.answer(question_id, answer)
+
+    async def cancel_question(self, question_id: int) -> Question:
+        return await self.hive.questions.cancel(question_id)
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes().strip()
+    except OSError:
+        return None

@@ -1,0 +1,157 @@
+"""The hive's values as they leave sqlite: frozen, typed, and shaped like the contract.
+
+Each value's fields are the keys of its JSON in DESIGN.md's tables, in the same order,
+so the adapters serialise them with one generic encoder (`pydantic_core`'s
+`to_jsonable_python`: tuples become lists, enums their values) and the wire format does
+not change. The modules that own a table map its rows to these values; everything above
+(operations, sockets, pages) passes the values on and never indexes a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gitstore.plan import PlanStep
+
+__all__ = [
+    "AgentRow",
+    "Approval",
+    "Asked",
+    "Identity",
+    "Message",
+    "PlanStep",
+    "Question",
+    "Queued",
+    "Repos",
+    "Sent",
+    "Status",
+]
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A proposed change awaiting (or past) the operator's decision, bound to one sha."""
+
+    id: int
+    kind: str
+    ref: str
+    sha: str
+    base: str
+    summary: str
+    author: str
+    note: str
+    status: str
+    plan: tuple[PlanStep, ...]
+    errors: tuple[str, ...]
+    reason: str
+    approver: str
+    applied_sha: str
+    created_at: str
+    decided_at: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message between agents (or the operator); delivered once leased, acked when done."""
+
+    id: int
+    sender: str
+    recipient: str
+    kind: str
+    body: str
+    created_at: str
+    delivered_at: str | None
+    acked_at: str | None
+
+
+@dataclass(frozen=True)
+class Question:
+    """The manager's question to the operator: free text, one option, or several."""
+
+    id: int
+    asker: str
+    question: str
+    options: tuple[str, ...]
+    multi: bool
+    status: str
+    answer: str | tuple[str, ...] | None
+    created_at: str
+    expires_at: str | None
+    decided_at: str | None
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """An agent as `hive agents` shows it: desired (applied tree), observed (runtime),
+    the last reconcile's conditions, the operator's hold and the harness's turn."""
+
+    name: str
+    role: str
+    enabled: bool
+    description: str
+    model: str | None
+    state: str  # running, stopped, missing, crashed, creating, updating
+    ready: bool
+    reason: str
+    stalled: bool
+    desired_rev: str
+    observed_rev: str
+    harness_version: str
+    port: int
+    hold: str | None
+    message: str
+    error: str | None
+    turn: str  # idle, thinking, offline, unknown
+    turn_reason: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """`hive status`: versions, where applied main is, counts."""
+
+    version: str
+    harness_version: str
+    runtime: str
+    sandbox: str
+    applied_sha: str
+    agents: int
+    pending_approvals: int
+
+
+@dataclass(frozen=True)
+class Repos:
+    proposed: str
+    applied: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The agents a `reconcile` queued."""
+
+    queued: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message stored for delivery."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A question queued on the dashboard."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an agent's harness asks at every turn: who it is and how to run."""
+
+    name: str
+    role: str
+    model: str | None
+    prompt: str
+    allowed_tools: tuple[str, ...]
+    description: str
