@@ -9,21 +9,22 @@ kind (EMFILE, ENFILE, ENOBUFS, ECONNABORTED, ...) is logged at most once per
 backlog, so retrying at once would spin) and accepting goes on.
 
 Each party (the operator on host.sock, one agent on its socket) holds a `Slots`: a
-connection over its cap is told `too_many_connections` in one line and closed at once,
-so a flood from one agent costs the daemon one descriptor per connection for a
-moment, never more than its cap for long, and never starves the host socket or the
-other agents.
+connection over its cap is told `too_many_connections` in one line and closed after a
+short linger (so the line is read, not lost to a reset; at most `MAX_LINGERING` at once,
+past that closed at once), so a flood from one agent holds at most its cap plus that
+many descriptors, and never starves the host socket or the other agents.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
+from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from controller.protocol import encode_error
 from reconcilers.backoff import Backoff
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 ACCEPT_BACKOFF = Backoff(0.01, 0.5)
 LOG_EVERY = 10.0
+# How long, and for how many connections at once, a refusal waits for its line to be read.
+LINGER = 0.5
+MAX_LINGERING = 64
 
 
 @dataclass
@@ -73,18 +77,29 @@ class _Throttled:
         self._last, self._suppressed = now, 0
 
 
-def _refuse(stream: ByteStream, slots: Slots) -> None:
+def _tell(stream: SocketStream, slots: Slots) -> None:
     """Tell a connection over the cap why, without waiting on it."""
     line = encode_error(
         None,
         "too_many_connections",
         f"{slots.who} holds {slots.held} connections, the limit; close one and retry",
     )
-    try:
-        sock = stream.extra(SocketAttribute.raw_socket)
-        sock.send(line)  # non-blocking; a fresh socket's buffer takes one line
-    except OSError:
-        pass  # the peer may be gone already; it learns nothing either way
+    # A fresh socket takes a line at once; a peer already gone learns nothing either way.
+    with contextlib.suppress(OSError):
+        stream.extra(SocketAttribute.raw_socket).send(line)
+
+
+async def _linger(stream: SocketStream) -> None:
+    """Close a refused connection gently: a socket closed with unread data resets the
+    connection, and a client that had sent its request would lose the line. So: no more
+    writing, and what the client sends meanwhile is read and dropped (a moment, a bound)."""
+    with anyio.move_on_after(LINGER), contextlib.suppress(Exception):
+        await stream.send_eof()
+        dropped = 0
+        while dropped < 64 * 1024:
+            dropped += len(await stream.receive())
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 async def serve_listener(
@@ -99,7 +114,16 @@ async def serve_listener(
     errors = _Throttled(LOG_EVERY)
     refusals = _Throttled(LOG_EVERY)
     failures = 0
+    lingering = 0
     async with anyio.create_task_group() as tg:
+
+        async def linger(stream: SocketStream) -> None:
+            nonlocal lingering
+            lingering += 1
+            try:
+                await _linger(stream)
+            finally:
+                lingering -= 1
 
         async def run(stream: SocketStream) -> None:
             try:
@@ -124,8 +148,11 @@ async def serve_listener(
             failures = 0
             if not slots.take():
                 refusals.warning("%s is over its %d connections; refusing", slots.who, slots.limit)
-                _refuse(stream, slots)
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
+                _tell(stream, slots)
+                if lingering < MAX_LINGERING:
+                    tg.start_soon(linger, stream)
+                else:  # a flood: no descriptor held for it (a client that sent may miss it)
+                    with anyio.CancelScope(shield=True):
+                        await stream.aclose()
                 continue
             tg.start_soon(run, stream)

@@ -87,3 +87,23 @@ async def test_dashboard_ids_are_route_converted_and_numbers_checked(
         async with http.get(base + "/api/logs/hm1nd?lines=999999") as resp:
             assert resp.status == 200
             assert isinstance((await resp.json())["lines"], list)
+
+
+async def test_a_refused_send_is_a_status_a_client_can_act_on(short_dir: Path) -> None:
+    settings = hive_settings(
+        short_dir, dashboard_enabled=True, dashboard="127.0.0.1:0", inbox_max_messages=1
+    )
+    async with running_hive(settings) as hive:
+        base = f"http://127.0.0.1:{hive.dashboard_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            _, headers = await _page(http, base + "/")
+            send = base + "/api/send"
+            async with http.post(send, headers=headers, json={"to": "hm1nd", "body": "x"}) as r:
+                assert r.status == 200
+            async with http.post(send, headers=headers, json={"to": "hm1nd", "body": "y"}) as r:
+                assert r.status == 429  # the inbox is full: try again later
+                assert "holds 1 unread messages" in (await r.json())["error"]
+            big = {"to": "hm1nd", "body": "\x01" * 50_000}  # 300 kB as sent (escaped)
+            async with http.post(send, headers=headers, json=big) as r:
+                assert r.status == 413
+                assert "the limit is 262144 bytes" in (await r.json())["error"]
