@@ -25,7 +25,17 @@ from controller.host_spec import (
     SendArgs,
 )
 from controller.operations import LIFECYCLE, JSONObject, Operations, Verb
-from controller.values import AgentRow, Approval, Message, Question, Queued, Repos, Sent, Status
+from controller.values import (
+    AgentRow,
+    AppliedReset,
+    Approval,
+    Message,
+    Question,
+    Queued,
+    Repos,
+    Sent,
+    Status,
+)
 
 __all__ = ["HostSession", "host_commands"]
 
@@ -72,6 +82,16 @@ async def approve(s: HostSession, a: ApprovalIdArgs) -> Approval:
 @host_commands.implement("deny")
 async def deny(s: HostSession, a: DenyArgs) -> Approval:
     return await s.ops.deny(a.id, a.reason)
+
+
+@host_commands.implement("applied-reset")
+async def applied_reset(s: HostSession, _: NoArgs) -> AppliedReset:
+    return await s.ops.applied_reset()
+
+
+@host_commands.implement("applied-adopt")
+async def applied_adopt(s: HostSession, _: NoArgs) -> Approval:
+    return await s.ops.applied_adopt()
 
 
 @host_commands.implement("reconcile")

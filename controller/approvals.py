@@ -1,28 +1,37 @@
 """Approvals: the queue of proposed changes and approve-by-merge / deny.
 
-An approval is bound to one sha. Approving re-plans against applied `main` as it is now
-(another approval may have landed since the card was drawn): errors or a conflict fail
-the approval with the reason and leave applied `main` untouched. The merge itself is a
-compare-and-swap (`GitStore.approve`), serialised here by a lock so two
-operators clicking at once get two clean merges, never a lost one.
+An approval is bound to one sha. Every decision is one compare-and-swap statement on
+`status='pending'` (`_transition`); approve first *claims* the pending row the same way,
+so a deny (or a supersede) racing it either lands before the merge starts (approve then
+fails with a conflict and nothing merges) or loses with a conflict naming the status.
+
+Approving holds the gate (`controller.gate`) and re-plans against applied `main` as it
+is now: errors or a conflict fail the approval with the reason and leave applied `main`
+untouched. The merge is written first, then moved into place by the gate (write-ahead,
+compare-and-swap), whose record and the approval's outcome commit in one transaction: a
+merge that happened is always recorded as approved. Pending plans are brought up to date
+whenever applied `main` moves (`replanned`, driven by the proposals reconciler).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 
 from controller.bus import Bus, EventType
 from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
+from controller.gate import Gate, Move, Mover
 from controller.paging import Page
 from controller.store import Store, now_iso
 from controller.values import Approval
 from gitstore.errors import GitStoreError
 from gitstore.errors import NoSpaceError as GitNoSpaceError
 from gitstore.plan import Action, NameCheck, Plan, PlanStep
+from gitstore.replan import PlannedAt, Replanned
 from gitstore.store import GitStore
 from reconcilers.proposals import PendingApproval
 
@@ -49,6 +58,12 @@ def _row(row: sqlite3.Row) -> Approval:
         applied_sha=row["applied_sha"],
         created_at=row["created_at"],
         decided_at=row["decided_at"],
+        mergeable=bool(row["mergeable"]),
+        # The claim token is approve's own business; clients see only that it is merging.
+        merging=bool(row["claim"]),
+        merge_base=row["merge_base"],
+        touched=tuple(json.loads(row["touched"])),
+        planned_at=row["planned_at"],
     )
 
 
@@ -60,21 +75,48 @@ def _plan_json(plan: Plan) -> str:
     return json.dumps([{"agent": s.agent, "action": s.action.value} for s in plan.steps])
 
 
+def _plan_columns(plan: Plan) -> tuple[str, str, int, str, str, str]:
+    """plan, errors, mergeable, merge_base, touched, planned_at."""
+    return (
+        _plan_json(plan),
+        json.dumps(list(plan.errors)),
+        int(plan.mergeable),
+        plan.merge_base,
+        json.dumps(list(plan.touched)),
+        now_iso(),
+    )
+
+
+def _transition(
+    db: sqlite3.Connection, approval_id: int, status: str, claim: str, fields: Mapping[str, str]
+) -> Approval | None:
+    """The one compare-and-swap every decision is: pending (and claimed by `claim`, the
+    empty claim for all but approve's own) -> `status`; None when it was not."""
+    sets = "".join(f", {k}=?" for k in fields)
+    cur = db.execute(
+        f"UPDATE approvals SET status=?, decided_at=?, claim=''{sets} "
+        "WHERE id=? AND status='pending' AND claim=?",
+        (status, now_iso(), *fields.values(), approval_id, claim),
+    )
+    return _select(db, approval_id) if cur.rowcount else None
+
+
 class ApprovalBook:
     def __init__(
         self,
         store: Store,
         bus: Bus,
         git: GitStore,
+        gate: Gate,
         on_applied: Callable[[str, str], Awaitable[None]],
         name_problem: NameCheck | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.git = git
+        self.gate = gate
         self.on_applied = on_applied
         self.name_problem = name_problem
-        self._merge_lock = anyio.Lock()
 
     # --- reading -------------------------------------------------------------------
 
@@ -124,7 +166,30 @@ class ApprovalBook:
     # --- the proposals reconciler's side (reconcilers.proposals.Approvals) ---------
 
     async def pending(self) -> list[PendingApproval]:
-        return [PendingApproval(a.id, a.ref, a.sha, a.kind) for a in await self.query("pending")]
+        def q(db: sqlite3.Connection) -> list[PendingApproval]:
+            rows = db.execute(
+                "SELECT id, ref, sha, kind, base, merge_base, touched, claim FROM approvals"
+                " WHERE status='pending' ORDER BY id"
+            )
+            return [
+                PendingApproval(
+                    r["id"],
+                    r["ref"],
+                    r["sha"],
+                    r["kind"],
+                    PlannedAt(
+                        r["id"],
+                        r["sha"],
+                        r["base"],
+                        r["merge_base"],
+                        tuple(json.loads(r["touched"])),
+                    ),
+                    merging=bool(r["claim"]),
+                )
+                for r in rows
+            ]
+
+        return await self.store.call(q)
 
     async def known(self, heads: Mapping[str, str]) -> set[tuple[str, str]]:
         def q(db: sqlite3.Connection) -> set[tuple[str, str]]:
@@ -150,19 +215,9 @@ class ApprovalBook:
         def q(db: sqlite3.Connection) -> Approval:
             cur = db.execute(
                 "INSERT INTO approvals(kind, ref, sha, base, summary, author, note, status,"
-                " plan, errors, created_at) VALUES (?,?,?,?,?,?,?,'pending',?,?,?)",
-                (
-                    kind,
-                    ref,
-                    sha,
-                    plan.base,
-                    summary,
-                    author,
-                    note,
-                    _plan_json(plan),
-                    json.dumps(list(plan.errors)),
-                    now_iso(),
-                ),
+                " plan, errors, mergeable, merge_base, touched, planned_at, created_at)"
+                " VALUES (?,?,?,?,?,?,?,'pending',?,?,?,?,?,?,?)",
+                (kind, ref, sha, plan.base, summary, author, note, *_plan_columns(plan), now_iso()),
             )
             assert cur.lastrowid is not None
             return _select(db, cur.lastrowid)
@@ -171,19 +226,46 @@ class ApprovalBook:
         self.bus.publish(EventType.APPROVAL_CREATED, approval=approval)
         return approval.id
 
-    async def _decide(self, approval_id: int, status: str, **fields: str) -> Approval:
-        def q(db: sqlite3.Connection) -> Approval:
-            sets = ", ".join(f"{k}=?" for k in fields)
-            db.execute(
-                f"UPDATE approvals SET status=?, decided_at=?{', ' + sets if sets else ''} "
-                "WHERE id=?",
-                (status, now_iso(), *fields.values(), approval_id),
-            )
-            return _select(db, approval_id)
+    async def replanned(self, results: Sequence[Replanned]) -> None:
+        """Store brought-up plans; a changed one is published (`approval.replanned`)."""
 
-        approval = await self.store.call(q)
-        self.bus.publish(EventType(f"approval.{status}"), approval=approval)
+        def q(db: sqlite3.Connection) -> list[Approval]:
+            changed: list[Approval] = []
+            for r in results:
+                if r.plan is None:
+                    db.execute(
+                        "UPDATE approvals SET base=? WHERE id=? AND status='pending' AND claim=''",
+                        (r.base, r.id),
+                    )
+                    continue
+                cur = db.execute(
+                    "UPDATE approvals SET base=?, plan=?, errors=?, mergeable=?, merge_base=?,"
+                    " touched=?, planned_at=? WHERE id=? AND status='pending' AND claim=''",
+                    (r.base, *_plan_columns(r.plan), r.id),
+                )
+                if cur.rowcount:
+                    changed.append(_select(db, r.id))
+            return changed
+
+        for approval in await self.store.call(q):
+            self.bus.publish(EventType.APPROVAL_REPLANNED, approval=approval)
+
+    async def _decide(
+        self, approval_id: int, status: str, *, claim: str = "", **fields: str
+    ) -> Approval | None:
+        """Move a pending approval to `status` in one compare-and-swap statement; None when
+        it was not pending (or someone else holds its claim)."""
+        approval = await self.store.call(_transition, approval_id, status, claim, fields)
+        if approval is not None:
+            self.bus.publish(EventType(f"approval.{status}"), approval=approval)
         return approval
+
+    async def _not_pending(self, approval_id: int) -> ConflictError:
+        """The conflict to raise when a decision lost its compare-and-swap."""
+        approval = await self.get(approval_id)
+        if approval.status == "pending":
+            return ConflictError(f"approval #{approval_id} is being approved, not pending")
+        return ConflictError(f"approval #{approval_id} is {approval.status}, not pending")
 
     async def set_note(self, approval_id: int, note: str) -> Approval:
         await self.store.call(
@@ -193,57 +275,136 @@ class ApprovalBook:
         self.bus.publish(EventType.APPROVAL_NOTED, approval=approval)
         return approval
 
-    async def supersede(self, approval_id: int, reason: str) -> None:
-        await self._decide(approval_id, "superseded", reason=reason)
+    async def supersede(self, approval_id: int, reason: str) -> bool:
+        return await self._decide(approval_id, "superseded", reason=reason) is not None
 
-    async def recover(self, approval_id: int, applied_sha: str) -> None:
-        await self._decide(
+    async def recover(self, approval_id: int, applied_sha: str) -> bool:
+        recovered = await self._decide(
             approval_id,
             "approved",
             applied_sha=applied_sha,
             approver="recovered",
-            reason="found applied at start",
+            reason="contained in applied main (it landed with another approval)",
+        )
+        return recovered is not None
+
+    # --- start-up ------------------------------------------------------------------
+
+    def settle_merged(self, db: sqlite3.Connection, move: Move) -> Approval | None:
+        """For `Gate.open`: an approval whose merge landed before a crash, recorded as
+        approved in the transaction that records the move (its claim died with the crash)."""
+        if move.approval_id is None:
+            return None
+        db.execute(
+            "UPDATE approvals SET claim='' WHERE id=? AND status='pending'", (move.approval_id,)
+        )
+        return _transition(
+            db,
+            move.approval_id,
+            "approved",
+            "",
+            {
+                "applied_sha": move.new,
+                "approver": move.approver,
+                "reason": "merged before hive-c0re stopped; recorded at the next start",
+            },
+        )
+
+    async def release_claims(self) -> int:
+        """At start: no approve is running, so a claim left by a crash is released."""
+        return await self.store.call(
+            lambda db: db.execute("UPDATE approvals SET claim='' WHERE claim!=''").rowcount
         )
 
     # --- the operator's side -------------------------------------------------------
 
-    async def _pending_one(self, approval_id: int) -> Approval:
-        approval = await self.get(approval_id)
-        if approval.status != "pending":
-            raise ConflictError(f"approval #{approval_id} is {approval.status}, not pending")
-        return approval
+    async def _claim(self, approval_id: int) -> tuple[Approval, str]:
+        """Claim a pending approval for approve (one compare-and-swap): while claimed, no
+        other decision can land on it, so a deny either wins before the merge starts or
+        loses. Returns the approval and the claim token."""
+        token = secrets.token_hex(8)
+
+        def q(db: sqlite3.Connection) -> Approval | None:
+            cur = db.execute(
+                "UPDATE approvals SET claim=? WHERE id=? AND status='pending' AND claim=''",
+                (token, approval_id),
+            )
+            return _select(db, approval_id) if cur.rowcount else None
+
+        approval = await self.store.call_fast(q)
+        if approval is None:
+            raise await self._not_pending(approval_id)
+        return approval, token
+
+    async def _release(self, approval_id: int, token: str) -> None:
+        await self.store.call(
+            lambda db: db.execute(
+                "UPDATE approvals SET claim='' WHERE id=? AND claim=?", (approval_id, token)
+            )
+        )
+
+    async def _fail(self, approval_id: int, token: str, reason: str, approver: str) -> None:
+        failed = await self._decide(
+            approval_id, "failed", claim=token, reason=reason, approver=approver
+        )
+        # Nothing else can decide a claimed approval; losing here is a bug, not a race.
+        assert failed is not None, f"approval #{approval_id} lost its claim"
 
     async def approve(self, approval_id: int, approver: str = "operator") -> Approval:
-        async with self._merge_lock:
-            approval = await self._pending_one(approval_id)
-            sha = approval.sha
-            plan = await self.git.plan(sha, self.name_problem)
-            if plan.errors:
-                failed = await self._decide(
-                    approval_id, "failed", reason="; ".join(plan.errors), approver=approver
-                )
-                raise InvalidError(f"approval #{approval_id} failed: {failed.reason}")
+        approval, token = await self._claim(approval_id)
+        decided = False
+        try:
+            async with self.gate.moving() as mover:
+                approved = await self._merge(approval, token, approver, mover)
+                decided = True
+                return approved
+        finally:
+            if not decided:  # a decision clears the claim itself; anything else, here
+                with anyio.CancelScope(shield=True):
+                    await self._release(approval_id, token)
+
+    async def _merge(self, approval: Approval, token: str, approver: str, mover: Mover) -> Approval:
+        approval_id, sha = approval.id, approval.sha
+        plan = await self.git.plan(sha, self.name_problem)
+        if plan.errors:
+            reason = "; ".join(plan.errors)
+            await self._fail(approval_id, token, reason, approver)
+            raise InvalidError(f"approval #{approval_id} failed: {reason}")
+        # From here the merge and its record must agree: a cancellation waits for both.
+        with anyio.CancelScope(shield=True):
+
+            def settle(db: sqlite3.Connection, new: str) -> Approval:
+                fields = {
+                    "applied_sha": new,
+                    "approver": approver,
+                    "plan": _plan_json(plan),
+                    "errors": "[]",
+                }
+                approved = _transition(db, approval_id, "approved", token, fields)
+                # Nothing else can decide a claimed approval: losing is a bug, not a race.
+                assert approved is not None, f"approval #{approval_id} lost its claim"
+                return approved
+
             try:
-                # The compare-and-swap on plan.base makes it the head we moved from.
-                new = await self.git.approve(
-                    sha, expected_base=plan.base, approval_id=approval_id, approver=approver
+                new, approved = await mover.approve(
+                    sha, approval_id=approval_id, approver=approver, settle=settle
                 )
             except GitNoSpaceError as exc:
                 # Not the approval's fault: it stays pending, to be approved once there
                 # is space; applied main did not move.
                 raise NoSpaceError(str(exc)) from exc
             except GitStoreError as exc:
-                await self._decide(approval_id, "failed", reason=str(exc), approver=approver)
+                await self._fail(approval_id, token, str(exc), approver)
                 raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc
-            approval = await self._decide(
-                approval_id, "approved", applied_sha=new, approver=approver, plan=_plan_json(plan)
-            )
-            # Still under the merge lock, so moves are reported in the order they happened.
+            self.bus.publish(EventType.APPROVAL_APPROVED, approval=approved)
+            # Still holding the gate, so moves are reported in the order they happened.
             await self.on_applied(plan.base, new)
-        return approval
+        return approved
 
     async def deny(
         self, approval_id: int, reason: str = "", approver: str = "operator"
     ) -> Approval:
-        await self._pending_one(approval_id)
-        return await self._decide(approval_id, "denied", reason=reason, approver=approver)
+        denied = await self._decide(approval_id, "denied", reason=reason, approver=approver)
+        if denied is None:
+            raise await self._not_pending(approval_id)
+        return denied

@@ -55,7 +55,7 @@ class ChangeRequests:
             f"spawn {name}\n\n{description}".strip(),
             (requester, f"{requester}@hive"),
         )
-        return await self._approval_for(f"refs/heads/spawn/{name}", sha)
+        return await self.approval_for(f"refs/heads/spawn/{name}", sha)
 
     async def apply_commit(self, sha: str, note: str = "") -> Approval:
         """Ask the operator to apply a commit the manager pushed to the proposed repo."""
@@ -71,12 +71,12 @@ class ChangeRequests:
         if ref is None:
             ref = f"refs/heads/request/{full[:12]}"
             await hive.git.point_branch(ref.removeprefix("refs/heads/"), full)
-        approval = await self._approval_for(ref, full)
+        approval = await self.approval_for(ref, full)
         if note:
             approval = await hive.approvals.set_note(approval.id, note)
         return approval
 
-    async def _approval_for(self, ref: str, sha: str) -> Approval:
+    async def approval_for(self, ref: str, sha: str) -> Approval:
         """Wait for the proposals reconciler to record the approval of `ref` at `sha`."""
         hive = self.hive
         with hive.bus.subscribe(types=(EventType.APPROVAL_CREATED,)) as sub:

@@ -28,7 +28,7 @@ import anyio
 from pydantic.fields import FieldInfo
 
 from controller.commands import Spec
-from controller.host_spec import HOST_SPECS
+from controller.host_spec import GROUP_HELP, HOST_SPECS
 from controller.protocol import ProtocolError, connect_client
 from controller.settings import default_runtime_dir, default_state_dir
 
@@ -110,14 +110,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="host socket [$HIVE_HOST_SOCKET, else <runtime>/host.sock]")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for spec in HOST_SPECS:
-        _add_arguments(sub.add_parser(spec.name, help=spec.help, description=spec.help), spec)
+        parent, *rest = spec.cli
+        if rest:  # `hive applied reset`: a group of subcommands under one word
+            if parent not in groups:
+                text = GROUP_HELP[parent]
+                group = sub.add_parser(parent, help=text, description=text)
+                groups[parent] = group.add_subparsers(
+                    dest=f"{parent}_cmd", required=True, metavar="ACTION"
+                )
+            leaf = groups[parent].add_parser(rest[0], help=spec.help, description=spec.help)
+        else:
+            leaf = sub.add_parser(parent, help=spec.help, description=spec.help)
+        leaf.set_defaults(spec_name=spec.name)
+        _add_arguments(leaf, spec)
     return p
 
 
 def request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The command and the arguments to send for a parsed command line."""
-    spec = SPECS[ns.cmd]
+    spec = SPECS[ns.spec_name]
     args: dict[str, Any] = {}
     for name in spec.args.model_fields:
         value = getattr(ns, name, None)
@@ -153,7 +166,9 @@ def _cells(row: dict[str, Any]) -> dict[str, Any]:
         changes = [f"{p['agent']}:{p['action']}" for p in row["plan"] if p["action"] != "none"]
         out["plan"] = ", ".join(changes) or "-"
     if isinstance(row.get("errors"), list):
-        out["errors"] = len(row["errors"])
+        pending = row.get("status") == "pending"
+        conflicted = pending and row.get("mergeable") is False
+        out["errors"] = "conflicts with applied main" if conflicted else len(row["errors"])
     if "turn_reason" in row and not row.get("message"):
         out["message"] = row["turn_reason"]
     return out
@@ -169,7 +184,24 @@ def render(spec: Spec, result: Any) -> str:
         rows = result if isinstance(result, list) else [result]
         if not rows and spec.empty:
             return spec.empty
-        return table([_cells(r) for r in rows], spec.columns)
+        lines = [table([_cells(r) for r in rows], spec.columns)]
+        # What a pending approval's errors are, before anyone tries to approve it.
+        lines += [
+            f"#{r['id']}: ✗ {e}"
+            for r in rows
+            if r.get("status") == "pending" and isinstance(r.get("errors"), list)
+            for e in r["errors"]
+        ]
+        return "\n".join(lines)
+    if spec.view == "status":
+        alarm, main = result.get("alarm"), result.get("proposed_main")
+        lines = [f"{k}: {v}" for k, v in result.items() if k not in ("alarm", "proposed_main")]
+        if main:
+            lines.append(f"proposed_main: {main['sha'][:12]} ({main['state']})")
+        lines.append(f"alarm: {alarm['code']}: {alarm['message']}" if alarm else "alarm: none")
+        return "\n".join(lines)
+    if spec.view == "template":
+        return spec.template.format(**result)
     if spec.view == "events":
         return "\n".join(_event_line(e) for e in result) if result else spec.empty
     if spec.view == "decision":

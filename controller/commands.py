@@ -26,7 +26,7 @@ A = TypeVar("A", bound="Args")
 
 # How `hive` prints a result: a table of `columns`, audit-log lines, the line of a
 # decision, `key: value` lines, or the JSON.
-View = Literal["table", "events", "decision", "fields", "json"]
+View = Literal["table", "events", "decision", "fields", "status", "template", "json"]
 
 
 class Args(BaseModel):
@@ -56,6 +56,14 @@ class Spec:
     view: View = "fields"
     columns: tuple[str, ...] = ()
     empty: str = ""
+    # The words `hive` takes for it when they are not its name (`hive applied reset`
+    # for `applied-reset`), and for the "template" view a `str.format` of the result.
+    words: tuple[str, ...] = ()
+    template: str = ""
+
+    @property
+    def cli(self) -> tuple[str, ...]:
+        return self.words or (self.name,)
 
     def __post_init__(self) -> None:
         unknown = (set(self.positional) | set(self.cli_defaults)) - set(self.args.model_fields)

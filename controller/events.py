@@ -21,7 +21,13 @@ class EventType(enum.StrEnum):
     APPROVAL_SUPERSEDED = "approval.superseded"
     APPROVAL_FAILED = "approval.failed"
     APPROVAL_NOTED = "approval.noted"
+    APPROVAL_REPLANNED = "approval.replanned"  # applied main moved: the plan was redone
     APPLIED_MOVED = "applied.moved"
+    APPLIED_ALARM = "applied.alarm"  # applied main moved outside hive-c0re (or cleared)
+    APPLIED_RESET = "applied.reset"
+    APPLIED_ADOPTED = "applied.adopted"
+    PROPOSED_FOLLOWED = "proposed.followed"  # proposed main fast-forwarded to applied
+    PROPOSED_DIVERGED = "proposed.diverged"
     AGENT_STATUS = "agent.status"
     AGENT_HOLD = "agent.hold"
     AGENT_TURN = "agent.turn"
@@ -64,6 +70,11 @@ AUDITED = frozenset(
         EventType.APPROVAL_FAILED,
         EventType.APPROVAL_NOTED,
         EventType.APPLIED_MOVED,
+        EventType.APPLIED_ALARM,
+        EventType.APPLIED_RESET,
+        EventType.APPLIED_ADOPTED,
+        EventType.PROPOSED_FOLLOWED,
+        EventType.PROPOSED_DIVERGED,
         EventType.AGENT_HOLD,
         EventType.AGENT_START,
         EventType.AGENT_STOP,

@@ -1,9 +1,12 @@
 """The composition: every controller-managed component, built once and served together.
 
-`Hive.serve()` runs, under one task group: the runtime's exit watcher, the ref watcher on
-`proposed.git`, the proposals and agents work queues, the periodic resync and the admin
-socket (plus what later components add). Triggers only *queue keys*:
-- the applied ref moved (approve): the agents whose subtree oid changed;
+`Hive.serve()` runs, under one task group: the audit log, then the gate opens (its record
+of applied moves read, a crash's leftovers finished, `controller.gate`), the runtime's
+exit watcher, the ref watchers on `proposed.git` (proposals) and `applied.git` (the
+gate's check), the proposals, gate and agents work queues, the periodic resync and the
+admin socket (plus what later components add). Triggers only *queue keys*:
+- the applied ref moved (approve): the agents whose subtree oid changed, and a proposals
+  pass (proposed main follows, pending plans are brought up to date);
 - a container exited: that agent;
 - resync: every agent whose recorded status, desired rev, observed rev, harness version
   or running state disagree (drift), found in one cheap pass instead of N reconciles;
@@ -26,11 +29,13 @@ from controller.approvals import ApprovalBook
 from controller.broker import Broker
 from controller.bus import Bus, EventType
 from controller.eventlog import EventLog
+from controller.gate import Gate
 from controller.questions import Questions
 from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
+from gitstore.follow import MainState, ProposedMain
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
 from gitstore.watch import serve_ref_watcher
@@ -47,6 +52,7 @@ __all__ = ["PROPOSALS", "Applied", "Hive"]
 
 log = logging.getLogger(__name__)
 PROPOSALS = "proposals"
+GATE = "gate"
 AGENT_TREE_CACHE = 1024
 
 
@@ -79,6 +85,9 @@ class Hive:
         self.store = Store(settings.state_dir / "hive.sqlite")
         self.git = GitStore(settings.state_dir)
         self.records = StoreRecords(self.store, self.bus)
+        self.gate = Gate(self.store, self.bus, self.git)
+        # How proposed `main` stands to applied `main`, as the proposals reconciler saw it.
+        self.proposed_main: ProposedMain | None = None
         # Read at the start of `serve()` (`load_applied`), then kept by `applied_moved`.
         self.applied = Applied.of("", {})
         self._applied_lock = anyio.Lock()
@@ -86,7 +95,12 @@ class Hive:
         self._agent_trees: OrderedDict[tuple[str, str], AgentTree] = OrderedDict()
         self.runtime: Runtime = runtime or self._make_runtime()
         self.approvals = ApprovalBook(
-            self.store, self.bus, self.git, self.applied_moved, self.runtime.name_problem
+            self.store,
+            self.bus,
+            self.git,
+            self.gate,
+            self.applied_moved,
+            self.runtime.name_problem,
         )
         backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.agents = AgentsReconciler(
@@ -125,10 +139,13 @@ class Hive:
             poll=settings.question_poll,
         )
         self.turns: dict[str, dict[str, Any]] = {}
-        self.proposals = ProposalsReconciler(self.git, self.approvals, self.runtime.name_problem)
+        self.proposals = ProposalsReconciler(
+            self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
+        )
         self.proposal_queue = WorkQueue(
             self._reconcile_proposals, workers=1, backoff=backoff, clock=self.clock
         )
+        self.gate_queue = WorkQueue(self._check_gate, workers=1, backoff=backoff, clock=self.clock)
         self._extra: list[Callable[[anyio.abc.TaskGroup], Awaitable[None]]] = []
         self.dashboard_port: int | None = None  # set by the dashboard once it listens
 
@@ -161,6 +178,25 @@ class Hive:
 
     def proposals_changed(self, reason: str) -> None:
         self.proposal_queue.add(PROPOSALS)
+
+    async def _check_gate(self, _key: str) -> Result:
+        await self.gate.check()
+        return Result()
+
+    def applied_changed(self, reason: str) -> None:
+        """Applied's refs may have moved (ours or not): the gate compares them."""
+        self.gate_queue.add(GATE)
+
+    def _main_seen(self, main: ProposedMain) -> None:
+        previous, self.proposed_main = self.proposed_main, main
+        if main.followed_from is not None:
+            self.bus.publish(EventType.PROPOSED_FOLLOWED, old=main.followed_from, new=main.sha)
+        if main.state is MainState.DIVERGED and (
+            previous is None or previous.as_json() != main.as_json()
+        ):
+            self.bus.publish(
+                EventType.PROPOSED_DIVERGED, sha=main.sha, applied_sha=self.applied.sha
+            )
 
     @property
     def applied_names(self) -> frozenset[str]:
@@ -199,10 +235,12 @@ class Hive:
             before = known.revs if known.sha == old else await self.git.applied_revs(old)
             after = await self.git.applied_revs(new)
             self.applied = Applied.of(new, after)
-            changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+            changed = _changed(before, after)
             self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
             for name in changed:
                 self.agent_queue.add(name)
+            # Proposed main follows, pending plans are brought up to date.
+            self.proposal_queue.add(PROPOSALS)
 
     async def resync(self) -> list[str]:
         """Queue every agent that drifted from its desired state; returns their names."""
@@ -253,22 +291,33 @@ class Hive:
 
     async def serve(self, *, task_status: TaskStatus[Hive] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
-            await self.load_applied()
             async with anyio.create_task_group() as tg:
+                # The audit log first: what the gate finds at start is an event too.
+                await tg.start(self.eventlog.serve)
+                await self.open_gate()
+                await self.load_applied()
                 serve_runtime = getattr(self.runtime, "serve", None)
                 if serve_runtime is not None:
                     await tg.start(serve_runtime)
-                await tg.start(self.eventlog.serve)
                 await tg.start(self.store.serve_checkpoints)
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)
                 await tg.start(self.agent_queue.serve)
                 await tg.start(self.proposal_queue.serve)
+                await tg.start(self.gate_queue.serve)
                 tg.start_soon(self._watch_exits)
                 await tg.start(
                     lambda task_status: serve_ref_watcher(
                         self.git.proposed_path,
                         self.proposals_changed,
+                        resync=self.settings.resync_interval,
+                        task_status=task_status,
+                    )
+                )
+                await tg.start(
+                    lambda task_status: serve_ref_watcher(
+                        self.git.applied_path,
+                        self.applied_changed,
                         resync=self.settings.resync_interval,
                         task_status=task_status,
                     )
@@ -285,10 +334,35 @@ class Hive:
             self.bus.publish(EventType.AGENT_EXITED, agent=name)
             self.agent_queue.add(name)
 
+    async def open_gate(self) -> None:
+        """At start: the gate reads its record and finishes what a crash interrupted (a
+        merge that landed is recorded, its approval approved); claims left are released."""
+        for move, approval in await self.gate.open(self.approvals.settle_merged):
+            if approval is not None:
+                self.bus.publish(EventType.APPROVAL_APPROVED, approval=approval)
+            if move.old != move.new:
+                changed = _changed(
+                    await self.git.applied_revs(move.old), await self.git.applied_revs(move.new)
+                )
+                self.bus.publish(
+                    EventType.APPLIED_MOVED,
+                    old=move.old,
+                    new=move.new,
+                    agents=changed,
+                    recovered=True,
+                )
+        await self.approvals.release_claims()
+
     async def _resync_loop(self) -> None:
         while True:
             try:
+                await self.gate.check()
                 await self.resync()
             except Exception:
                 log.exception("resync failed")
             await self.clock.sleep(self.settings.resync_interval)
+
+
+def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The agents whose subtree differs between two `{name: rev}` maps."""
+    return sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))

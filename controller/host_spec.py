@@ -17,7 +17,7 @@ from controller.commands import Args, NoArgs, Spec
 from controller.protocol import MAX_KEY
 from controller.protocol import MAX_PAGE as MAX_LIMIT
 
-__all__ = ["HOST_SPECS"]
+__all__ = ["GROUP_HELP", "HOST_SPECS"]
 
 ApprovalStatus = Literal["pending", "approved", "denied", "superseded", "failed"]
 
@@ -113,8 +113,13 @@ _LIFECYCLE = {
     "kill": "kill an agent and hold it until `hive start`",
 }
 
+# Commands of two words (`hive applied reset`) are grouped under their first word.
+GROUP_HELP = {
+    "applied": "resolve the gate's alarm (applied main moved outside hive-c0re): reset | adopt",
+}
+
 HOST_SPECS: tuple[Spec, ...] = (
-    Spec("status", NoArgs, "daemon version, applied sha, counts"),
+    Spec("status", NoArgs, "daemon version, applied sha, counts, the gate's alarm", view="status"),
     Spec("repos", NoArgs, "paths of the proposed and applied repos"),
     Spec(
         "agents",
@@ -157,6 +162,24 @@ HOST_SPECS: tuple[Spec, ...] = (
         "deny an approval with a reason",
         positional=("id", "reason"),
         view="decision",
+    ),
+    Spec(
+        "applied-reset",
+        NoArgs,
+        "resolve an alarm: move applied main back to the sha hive-c0re recorded",
+        words=("applied", "reset"),
+        view="template",
+        template="applied main moved back from {found_sha:.12} to the recorded {recorded_sha:.12}",
+    ),
+    Spec(
+        "applied-adopt",
+        NoArgs,
+        "resolve an alarm: propose the found sha as an approval (applied main stays at the "
+        "recorded sha until it is approved)",
+        words=("applied", "adopt"),
+        view="template",
+        template="approval #{id} proposes {sha:.12} ({ref}); applied main is back at the "
+        "recorded sha until it is approved",
     ),
     Spec(
         "reconcile",

@@ -26,12 +26,15 @@ from controller.bus import Subscription
 from controller.changes import ChangeRequests
 from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.events import EventType
+from controller.gate import Alarm
 from controller.hive import Hive
 from controller.paging import Page
 from controller.values import (
     AgentRow,
+    AppliedReset,
     Approval,
     Identity,
+    MainSummary,
     Message,
     Question,
     Queued,
@@ -41,6 +44,7 @@ from controller.values import (
 )
 from controller.version import VERSION
 from gitstore.diff import ApprovalDiff
+from gitstore.follow import ProposedMain
 from gitstore.spec import InvalidNameError, check_name, port_for, role_for
 from gitstore.tree import AgentTree
 from reconcilers.runtime import ContainerError, ContainerState
@@ -79,6 +83,12 @@ class Operations:
             applied_sha=applied.sha,
             agents=len(applied.revs),
             pending_approvals=await hive.approvals.count_pending(),
+            alarm=hive.gate.alarm,
+            proposed_main=(
+                MainSummary(main.sha, main.state.value)
+                if (main := hive.proposed_main) is not None
+                else None
+            ),
         )
 
     def repos(self) -> Repos:
@@ -93,6 +103,27 @@ class Operations:
         path = self.hive.layout.harness_key(agent)
         expected = await anyio.to_thread.run_sync(_read_key, path)
         return bool(expected) and hmac.compare_digest(key.encode(), expected or b"")
+
+    def alarm(self) -> Alarm | None:
+        """The gate's alarm: applied main moved outside hive-c0re (None when it agrees)."""
+        return self.hive.gate.alarm
+
+    def proposed_main(self) -> ProposedMain | None:
+        return self.hive.proposed_main
+
+    async def applied_reset(self, approver: str = OPERATOR) -> AppliedReset:
+        """Resolve the alarm: move applied main back to the sha hive-c0re recorded."""
+        reset = await self.hive.gate.reset(approver)
+        return AppliedReset(reset["recorded_sha"], reset["found_sha"])
+
+    async def applied_adopt(self, approver: str = OPERATOR) -> Approval:
+        """Resolve the alarm: propose the found sha as an approval (applied main goes back
+        to the recorded sha until that approval is approved)."""
+        ref, sha = await self.hive.gate.adopt(approver)
+        approval = await self.changes.approval_for(ref, sha)
+        return await self.hive.approvals.set_note(
+            approval.id, "adopted: applied main was moved to this commit outside hive-c0re"
+        )
 
     def sandbox(self) -> str:
         """How agents are contained: `bwrap`, `nixos-container`, or `none` (--unsandboxed)."""

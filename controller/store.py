@@ -131,7 +131,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX questions_status ON questions(status);
     """,
-    # 3: broker quotas (each inbox's unacknowledged messages and bytes, kept by triggers
+    # 3: the enforced gate (hive-c0re's record of applied `main`) and plans that stay true
+    """
+    ALTER TABLE approvals ADD COLUMN claim TEXT NOT NULL DEFAULT '';
+    ALTER TABLE approvals ADD COLUMN mergeable INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE approvals ADD COLUMN merge_base TEXT NOT NULL DEFAULT '';
+    ALTER TABLE approvals ADD COLUMN touched TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE approvals ADD COLUMN planned_at TEXT;
+    CREATE TABLE applied_moves (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        old TEXT NOT NULL,
+        new TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        approval_id INTEGER,
+        approver TEXT NOT NULL DEFAULT '',
+        done INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+    # 4: broker quotas (each inbox's unacknowledged messages and bytes, kept by triggers
     # in the writing transaction: O(1) per send, exact after a crash) and idempotent sends
     """
     ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;

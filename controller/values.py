@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.gate import Alarm
 from gitstore.plan import PlanStep
 
 __all__ = [
     "AgentRow",
+    "AppliedReset",
     "Approval",
     "Asked",
     "Identity",
+    "MainSummary",
     "Message",
     "PlanStep",
     "Question",
@@ -48,6 +51,13 @@ class Approval:
     applied_sha: str
     created_at: str
     decided_at: str | None
+    # Kept true by re-planning whenever applied main moves (the card shows a conflict
+    # before anyone clicks); `merging` while an approve holds its claim.
+    mergeable: bool
+    merging: bool
+    merge_base: str
+    touched: tuple[str, ...]
+    planned_at: str
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,25 @@ class Status:
     applied_sha: str
     agents: int
     pending_approvals: int
+    # null, or applied main moved outside hive-c0re (never reconciled until resolved).
+    alarm: Alarm | None
+    proposed_main: MainSummary | None
+
+
+@dataclass(frozen=True)
+class MainSummary:
+    """Where proposed `main` is: `following` / `ahead` of applied main, or `diverged`."""
+
+    sha: str
+    state: str
+
+
+@dataclass(frozen=True)
+class AppliedReset:
+    """`hive applied reset`: applied main is back at the recorded sha."""
+
+    recorded_sha: str
+    found_sha: str
 
 
 @dataclass(frozen=True)

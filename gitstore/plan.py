@@ -3,8 +3,11 @@
 A plan says, for every agent, what approving a proposed sha would do to it. It is
 computed against the *merge result* (what applied `main` would become), not against the
 proposed tree alone, so a branch cut from an old `main` does not plan to destroy agents
-added since. The same merge is what `approve` writes, with a compare-and-swap on applied
-`main`: an approval computed against one head can never overwrite another's work.
+added since. The same merge is what approve writes (`merge_commit`, then `move_main`, a
+compare-and-swap on applied `main`): an approval computed against one head can never
+overwrite another's work. A plan also records its merge base and the paths the branch
+touches, so when applied `main` moves only the plans it can change are recomputed
+(`gitstore.replan`).
 
 Blocking helpers over pygit2 repositories; `gitstore.store.GitStore` calls them in a
 worker thread under its lock and mirrors applied `main` around them.
@@ -21,11 +24,34 @@ from dataclasses import dataclass
 import pygit2
 
 from gitstore.errors import GitStoreError, MergeConflictError, RefMovedError
-from gitstore.repos import APPLIED_MIRROR, MAIN, copy_objects, lookup_commit, ref_target, signature
+from gitstore.repos import (
+    APPLIED_MIRROR,
+    MAIN,
+    copy_objects,
+    lookup_commit,
+    ref_target,
+    signature,
+)
 from gitstore.spec import MANAGER, port_for
 from gitstore.tree import AgentTree, agent_in, tree_revs
 
-__all__ = ["Action", "NameCheck", "Plan", "PlanStep", "approve_merge", "compute_plan"]
+__all__ = [
+    "Action",
+    "NameCheck",
+    "Plan",
+    "PlanStep",
+    "compute_plan",
+    "merge_commit",
+    "move_main",
+    "touched_paths",
+]
+
+REBASE_HINT = (
+    "run `git pull --rebase origin main` in your clone (proposed main follows applied "
+    "main), resolve, and push the branch again"
+)
+# More touched paths than this and a plan is recomputed on every move (a huge branch).
+TOUCHED_MAX = 256
 
 
 NameCheck = Callable[[str], str | None]
@@ -51,6 +77,11 @@ class Plan:
     steps: tuple[PlanStep, ...]
     errors: tuple[str, ...]
     fast_forward: bool
+    mergeable: bool = True
+    merge_base: str = ""
+    # What the branch changes since its merge base: `agents/<name>` for anything in an
+    # agent's dir, else the file's path; ("*",) when there are too many to keep.
+    touched: tuple[str, ...] = ()
 
     @property
     def changed(self) -> tuple[str, ...]:
@@ -75,7 +106,8 @@ def _merged_tree(
         raise MergeConflictError(
             f"merging {str(sha)[:12]} into applied main {str(base)[:12]} conflicts in: "
             + ", ".join(paths)
-            + "; rebase the branch onto refs/hive/applied and push again"
+            + "; "
+            + REBASE_HINT
         )
     tree_id = index.write_tree(repo)
     tree = repo.get(tree_id)
@@ -112,15 +144,48 @@ def _validate(
     return errors
 
 
+def _path_key(path: str) -> str:
+    parts = path.split("/")
+    return "/".join(parts[:2]) if parts[0] == "agents" and len(parts) > 2 else path
+
+
+def touched_paths(repo: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree) -> tuple[str, ...]:
+    """What changes from tree `old` to tree `new`, as `Plan.touched` keeps it."""
+    keys: set[str] = set()
+    for delta in old.diff_to_tree(new).deltas:
+        keys.add(_path_key(delta.old_file.path))
+        keys.add(_path_key(delta.new_file.path))
+        if len(keys) > TOUCHED_MAX:
+            return ("*",)
+    return tuple(sorted(keys))
+
+
 def compute_plan(repo: pygit2.Repository, sha: str, name_problem: NameCheck | None = None) -> Plan:
     """The plan and validation errors for merging `sha`, a commit of the proposed `repo`,
     into applied `main` as mirrored there (the caller mirrors it first)."""
     commit = lookup_commit(repo, sha)
     base = ref_target(repo, APPLIED_MIRROR)
+    found = repo.merge_base(base, commit.id)
+    merge_base = str(found) if found is not None else ""
+    # Unrelated histories touch everything there is.
+    touched = (
+        touched_paths(repo, lookup_commit(repo, merge_base).tree, commit.tree)
+        if found is not None
+        else ("*",)
+    )
     try:
         tree, ff = _merged_tree(repo, base, commit.id)
     except MergeConflictError as exc:
-        return Plan(sha=sha, base=str(base), steps=(), errors=(str(exc),), fast_forward=False)
+        return Plan(
+            sha=sha,
+            base=str(base),
+            steps=(),
+            errors=(str(exc),),
+            fast_forward=False,
+            mergeable=False,
+            merge_base=merge_base,
+            touched=touched,
+        )
     current = tree_revs(lookup_commit(repo, str(base)).tree)
     target = tree_revs(tree)
     changed_specs: dict[str, AgentTree] = {}
@@ -146,6 +211,8 @@ def compute_plan(repo: pygit2.Repository, sha: str, name_problem: NameCheck | No
         steps=tuple(steps),
         errors=tuple(_validate(target, changed_specs, name_problem)),
         fast_forward=ff,
+        merge_base=merge_base,
+        touched=touched,
     )
 
 
@@ -165,42 +232,43 @@ class _RefLock:
         os.close(self._fd)
 
 
-def approve_merge(
+def merge_commit(
     applied: pygit2.Repository,
     proposed: pygit2.Repository,
     sha: str,
     *,
-    expected_base: str | None,
+    base: str,
     approval_id: int,
     approver: str,
 ) -> str:
-    """Merge exactly `sha` (a proposed commit) into applied `main`; returns the new sha.
+    """The commit applied `main` moves to when `sha` (a proposed commit) is approved onto
+    `base`: `sha` itself for a fast-forward, else a merge commit recording the approval.
+    Written into applied's object database, but no ref points at it yet (`move_main`)."""
+    oid = lookup_commit(proposed, sha).id
+    copy_objects(proposed, applied, oid)
+    head = lookup_commit(applied, base).id
+    if head == oid or applied.descendant_of(head, oid):
+        raise GitStoreError(f"{sha[:12]} is already applied")
+    tree, ff = _merged_tree(applied, head, oid)
+    if ff:
+        return str(oid)
+    message = (
+        f"hive: apply approval #{approval_id}\n\n"
+        f"Approval: {approval_id}\nApproved-by: {approver}\nProposed-sha: {sha}\n"
+    )
+    return str(applied.create_commit(None, signature(), signature(), message, tree.id, [head, oid]))
 
-    Fast-forward when `sha` descends from `main`, else a merge commit recording the
-    approval. The ref moves only if `main` still equals `expected_base` (when given) and
-    nobody moved it while we merged: a compare-and-swap under an exclusive lock.
-    """
+
+def move_main(applied: pygit2.Repository, old: str, new: str, message: str) -> None:
+    """Move applied `main` from `old` ("" when the ref is missing) to the commit `new`:
+    a compare-and-swap under an exclusive lock shared by every process that writes it."""
+    target = lookup_commit(applied, new).id
     with _RefLock(os.path.join(applied.path, "hive-main.lock")):
-        repo = applied
-        oid = lookup_commit(proposed, sha).id
-        copy_objects(proposed, repo, oid)
-        ref = repo.references[MAIN]
-        base = ref_target(repo, MAIN)
-        if expected_base is not None and str(base) != expected_base:
+        ref = applied.references.get(MAIN)
+        current = ref.resolve().target if ref is not None else None
+        found = str(current) if isinstance(current, pygit2.Oid) else ""
+        if found != old:
             raise RefMovedError(
-                f"applied main moved from {expected_base[:12]} to {str(base)[:12]} "
-                "since this approval was planned"
+                f"applied main is at {found[:12] or 'nothing'}, not at {old[:12] or 'nothing'}"
             )
-        if base == oid or repo.descendant_of(base, oid):
-            raise GitStoreError(f"{sha[:12]} is already applied")
-        tree, ff = _merged_tree(repo, base, oid)
-        if ff:
-            new = oid
-        else:
-            message = (
-                f"hive: apply approval #{approval_id}\n\n"
-                f"Approval: {approval_id}\nApproved-by: {approver}\nProposed-sha: {sha}\n"
-            )
-            new = repo.create_commit(None, signature(), signature(), message, tree.id, [base, oid])
-        ref.set_target(new, f"hive: approval #{approval_id} by {approver}")
-        return str(new)
+        applied.create_reference_direct(MAIN, target, True, message)

@@ -9,8 +9,14 @@ leave only as `GitStoreError`. A caller that waits for the lock waits in its wor
 thread (or, behind it, on a one-token limiter), so the event loop keeps serving everything
 else meanwhile.
 
-The lock covers this process; `approve` also takes an `flock` on applied `main` so a
-second process writing it (an operator's script, a test) cannot race the ref update.
+The lock covers this process; `approve` and `move_applied` also take an `flock` on
+applied `main` so a second process writing it (an operator's script, a test) cannot race
+the ref update.
+
+"Applied" here means the sha hive-c0re stands by (`stand_by`, set from its own record of
+applied moves by `controller.gate`), not whatever the ref says: reads, plans and the
+mirror all use it, so a move made behind hive-c0re's back is never planned against or
+reconciled. Only `applied_ref()` reads the ref itself, for the gate to compare.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 import anyio
@@ -26,7 +33,10 @@ import pygit2
 from gitstore import commits, repos
 from gitstore.diff import MAX_LINES, ApprovalDiff, approval_diff
 from gitstore.errors import GitStoreError, no_space
-from gitstore.plan import NameCheck, Plan, approve_merge, compute_plan
+from gitstore.follow import ProposedState, follow_main
+from gitstore.hooks import install_gate_hook
+from gitstore.plan import NameCheck, Plan, compute_plan, merge_commit, move_main
+from gitstore.replan import PlannedAt, Replanned, replan
 from gitstore.repos import MAIN, CommitInfo
 from gitstore.tree import AgentTree, agent_in, agents_at, tree_revs
 
@@ -45,7 +55,9 @@ class GitStore:
         repos.init_repos(self.proposed_path, self.applied_path)
         self._proposed = pygit2.Repository(str(self.proposed_path))
         self._applied = pygit2.Repository(str(self.applied_path))
+        install_gate_hook(self.applied_path, self.proposed_path)
         self._lock = threading.Lock()
+        self._stand_by: str | None = None
         # One hop at a time can make progress anyway; the others wait here, on the loop,
         # in order, instead of each holding a thread of anyio's shared pool (which sqlite
         # calls need too) while it waits for the lock.
@@ -69,16 +81,91 @@ class GitStore:
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
 
     def _head(self) -> pygit2.Oid:
+        """Applied `main` as hive-c0re stands by it (the ref itself until `stand_by`)."""
+        if self._stand_by is not None:
+            return pygit2.Oid(hex=self._stand_by)
         return repos.ref_target(self._applied, MAIN)
 
     def _applied_tree(self, sha: str | None) -> pygit2.Tree:
         return repos.lookup_commit(self._applied, sha or str(self._head())).tree
 
+    def _mirror(self) -> None:
+        repos.mirror_applied(self._applied, self._proposed, self._head())
+
     # --- applied main --------------------------------------------------------------
 
+    async def stand_by(self, sha: str) -> None:
+        """Make `sha` applied `main` for every read, plan and mirror from now on (it
+        names a commit of the applied repo; the gate sets it from its record)."""
+
+        def stand() -> None:
+            oid = repos.lookup_commit(self._applied, sha).id
+            self._stand_by = str(oid)
+            self._mirror()
+
+        await self._hop(stand)
+
     async def applied_head(self) -> str:
-        """The sha applied `main` points to."""
+        """Applied `main` as hive-c0re stands by it (see `stand_by`)."""
         return await self._hop(lambda: str(self._head()))
+
+    async def applied_ref(self) -> str:
+        """The sha the applied `main` ref points to right now, whoever moved it
+        (`UnknownRevError` when the ref is gone): what the gate compares with its record.
+
+        Read from the ref files, off the lock: the gate checks after every move of the
+        ref (ours included), and this keeps those checks from queueing behind, or ahead
+        of, the reads a reconcile makes right after an approve."""
+        return await anyio.to_thread.run_sync(repos.read_ref, self.applied_path, MAIN)
+
+    async def move_applied(self, old: str, new: str, message: str) -> None:
+        """Move the applied `main` ref from `old` ("" when missing) to `new`, a commit of
+        the applied repo: compare-and-swap (`RefMovedError`); then mirror what hive-c0re
+        stands by. Only the gate calls this, between its intent and its record."""
+
+        def move() -> None:
+            move_main(self._applied, old, new, message)
+            if self._stand_by is not None:
+                self._stand_by = new  # hive-c0re moved it: it stands by where it moved it
+            self._mirror()
+
+        await self._hop(move)
+
+    async def is_ancestor(self, sha: str, of: str) -> bool:
+        """Whether the applied commit `sha` is `of` or one of its ancestors."""
+        return await self._hop(
+            lambda: repos.is_ancestor_or_self(
+                self._applied, repos.lookup_commit(self._applied, of).id, sha
+            )
+        )
+
+    async def adopt_applied(self, sha: str, ref: str) -> None:
+        """Copy the applied commit `sha` into the proposed repo as branch `ref`."""
+
+        def adopt() -> None:
+            oid = repos.lookup_commit(self._applied, sha).id
+            repos.copy_objects(self._applied, self._proposed, oid)
+            existing = self._proposed.references.get(ref)
+            if existing is not None and existing.target != oid:
+                raise GitStoreError(f"{ref} already exists in the proposed repo")
+            self._proposed.create_reference_direct(ref, oid, True, "hive: adopt applied main")
+
+        await self._hop(adopt)
+
+    async def proposed_state(self, shas: Iterable[str] = ()) -> ProposedState:
+        """One hop for a proposals pass: proposed `main` follows applied `main` (fast-
+        forwarded when behind, `gitstore.follow`), then every branch head is read, then
+        which of those heads and `shas` applied `main` contains."""
+        wanted = tuple(shas)
+
+        def read() -> ProposedState:
+            head = self._head()
+            main = follow_main(self._applied, self._proposed, str(head))
+            heads = repos.branch_heads(self._proposed)
+            applied = repos.contained_in(self._applied, head, (*heads.values(), *wanted))
+            return ProposedState(str(head), main, MappingProxyType(heads), applied)
+
+        return await self._hop(read)
 
     async def applied_revs(self, sha: str | None = None) -> dict[str, str]:
         """`{name: subtree oid}` at applied `main` (or `sha`): cheap, no blob is read."""
@@ -111,7 +198,7 @@ class GitStore:
 
         def read() -> frozenset[str]:
             head = self._head()
-            return frozenset(s for s in wanted if repos.is_ancestor_or_self(self._applied, head, s))
+            return repos.contained_in(self._applied, head, wanted)
 
         return await self._hop(read)
 
@@ -132,7 +219,7 @@ class GitStore:
 
     async def mirror_applied(self) -> None:
         """Copy applied `main` into proposed as `refs/hive/applied`."""
-        await self._hop(lambda: repos.mirror_applied(self._applied, self._proposed))
+        await self._hop(self._mirror)
 
     async def commit_files(
         self, branch: str, files: Mapping[str, bytes], message: str, author: tuple[str, str]
@@ -140,7 +227,7 @@ class GitStore:
         """Commit `files` over applied `main` onto proposed `refs/heads/<branch>`."""
 
         def write() -> str:
-            repos.mirror_applied(self._applied, self._proposed)
+            self._mirror()
             return commits.commit_files(self._proposed, branch, files, message, author)
 
         return await self._hop(write)
@@ -164,30 +251,55 @@ class GitStore:
         """What merging the proposed `sha` into applied `main` would do, with its errors."""
 
         def compute() -> Plan:
-            repos.mirror_applied(self._applied, self._proposed)
+            self._mirror()
             return compute_plan(self._proposed, sha, name_problem)
 
         return await self._hop(compute)
 
-    async def approve(
-        self, sha: str, *, expected_base: str | None, approval_id: int, approver: str
-    ) -> str:
-        """Merge exactly `sha` into applied `main` (compare-and-swap on `expected_base`
-        when given); returns the new applied sha."""
+    async def replan(
+        self, planned: Sequence[PlannedAt], name_problem: NameCheck | None = None
+    ) -> tuple[Replanned, ...]:
+        """Bring pending plans up to applied `main`, recomputing only those it can change
+        (`gitstore.replan`)."""
+        wanted = tuple(planned)
 
-        def merge() -> str:
-            new = approve_merge(
+        def compute() -> tuple[Replanned, ...]:
+            self._mirror()
+            return replan(self._proposed, wanted, name_problem)
+
+        return await self._hop(compute)
+
+    async def approve(
+        self,
+        sha: str,
+        *,
+        base: str,
+        approval_id: int,
+        approver: str,
+        intend: Callable[[str], None],
+    ) -> str:
+        """Approve-by-merge in one hop: the merge commit of the proposed `sha` onto
+        applied `base`, then `intend(new)` (the caller's write-ahead record, run in this
+        worker thread), then the compare-and-swap move of applied `main` from `base` to
+        it (`RefMovedError`). Returns the new applied sha."""
+
+        def approve() -> str:
+            new = merge_commit(
                 self._applied,
                 self._proposed,
                 sha,
-                expected_base=expected_base,
+                base=base,
                 approval_id=approval_id,
                 approver=approver,
             )
-            repos.mirror_applied(self._applied, self._proposed)
+            intend(new)
+            move_main(self._applied, base, new, f"hive: approval #{approval_id} by {approver}")
+            if self._stand_by is not None:
+                self._stand_by = new
+            self._mirror()
             return new
 
-        return await self._hop(merge)
+        return await self._hop(approve)
 
 
 async def clone_repository(source: Path, dest: Path) -> None:

@@ -1,11 +1,13 @@
 """The agents reconciler: converge each agent's container to the applied tree.
 
-`reconcile(name)` reads the desired state (the agent's subtree in applied `main`), the
-hold, and the observed container afresh, then runs ordered steps, stopping at the first
-that acts: `reconcile_removal`, `reconcile_build` (create / update when the rev or the
-harness version is stale), `reconcile_running` (start / stop / crash-loop restart with
-backoff). A deferred summary always writes status. Crash history lives in memory: a
-restart of hive-c0re gives a crash-looping agent a fresh chance, as a human would.
+`reconcile(name)` reads the desired state (the agent's subtree in applied `main` at the
+sha hive-c0re recorded, which `GitStore` stands by: a move made behind its back is never
+reconciled), the hold, and the observed container afresh, then runs ordered steps,
+stopping at the first that acts: `reconcile_removal`, `reconcile_build` (create / update
+when the rev or the harness version is stale), `reconcile_running` (start / stop /
+crash-loop restart with backoff). A deferred summary always writes status. Crash history
+lives in memory: a restart of hive-c0re gives a crash-looping agent a fresh chance, as a
+human would.
 """
 
 from __future__ import annotations

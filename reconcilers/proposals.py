@@ -1,20 +1,26 @@
 """The proposals reconciler: proposed branch heads -> pending approvals.
 
 Level-triggered: every run reads all branch heads and all pending approvals and makes
-them agree. One pending approval per branch head not contained in applied `main`; a
-newer head on the same branch supersedes the older pending approval (an approval is
-bound to its sha); a deleted branch supersedes its pending approval; a pending approval
-whose sha is already applied (hive-c0re died between merging and recording) is recovered
-as approved. Every git read is a `GitStore` call (a worker-thread hop each).
+them agree, in three steps. `reconcile_main`: proposed `main` follows applied `main`
+(`gitstore.follow`). `reconcile_heads`: one pending approval per branch head not
+contained in applied `main`; a newer head on the same branch supersedes the older pending
+approval (an approval is bound to its sha); a deleted branch supersedes its pending
+approval; a pending approval whose sha applied `main` now contains (it landed with
+another approval) is recovered as approved. `reconcile_plans`: every pending plan made
+against an older applied `main` is brought up to date, recomputed only where the move
+can change it (`gitstore.replan`). Every git read is a `GitStore` call (a worker-thread
+hop each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gitstore.follow import ProposedMain, ProposedState
 from gitstore.plan import NameCheck, Plan
+from gitstore.replan import PlannedAt, Replanned
 from gitstore.store import GitStore
 
 __all__ = ["Approvals", "PendingApproval", "ProposalsReconciler", "kind_of"]
@@ -26,6 +32,8 @@ class PendingApproval:
     ref: str
     sha: str
     kind: str
+    planned: PlannedAt  # what its plan was computed against
+    merging: bool = False  # an approve holds it: its plan is being used right now
 
 
 class Approvals(Protocol):
@@ -39,9 +47,17 @@ class Approvals(Protocol):
         self, *, kind: str, ref: str, sha: str, plan: Plan, summary: str, author: str
     ) -> int: ...
 
-    async def supersede(self, approval_id: int, reason: str) -> None: ...
+    async def supersede(self, approval_id: int, reason: str) -> bool:
+        """Compare-and-swap pending -> superseded; False when another decision won."""
+        ...
 
-    async def recover(self, approval_id: int, applied_sha: str) -> None: ...
+    async def recover(self, approval_id: int, applied_sha: str) -> bool:
+        """Compare-and-swap pending -> approved (found applied); False when it lost."""
+        ...
+
+    async def replanned(self, results: Sequence[Replanned]) -> None:
+        """Store plans brought up to applied `main`."""
+        ...
 
 
 def kind_of(ref: str) -> str:
@@ -50,18 +66,35 @@ def kind_of(ref: str) -> str:
 
 class ProposalsReconciler:
     def __init__(
-        self, git: GitStore, approvals: Approvals, name_problem: NameCheck | None = None
+        self,
+        git: GitStore,
+        approvals: Approvals,
+        name_problem: NameCheck | None = None,
+        on_main: Callable[[ProposedMain], None] = lambda main: None,
     ) -> None:
         self.git = git
         self.approvals = approvals
         self.name_problem = name_problem
+        self.on_main = on_main
 
     async def reconcile(self) -> None:
         pending = {p.ref: p for p in await self.approvals.pending()}
-        heads = await self.git.proposed_heads()
-        applied = await self.git.applied_among(
-            set(heads.values()) | {p.sha for p in pending.values()}
-        )
+        # One worker-thread hop for every git read of the pass (main followed first).
+        state = await self.git.proposed_state(p.sha for p in pending.values())
+        self.reconcile_main(state)
+        await self.reconcile_heads(pending, state)
+        await self.reconcile_plans(pending, state)
+
+    def reconcile_main(self, state: ProposedState) -> None:
+        """Proposed `main` follows applied `main` (fast-forwarded in the read); report
+        how it stands."""
+        self.on_main(state.main)
+
+    async def reconcile_heads(
+        self, pending: Mapping[str, PendingApproval], state: ProposedState
+    ) -> None:
+        """Branch heads and pending approvals agree: recover, supersede, open."""
+        heads, applied = state.heads, state.applied
         recovering = any(p.sha in applied for p in pending.values())
         applied_head = await self.git.applied_head() if recovering else ""
         for approval in pending.values():
@@ -80,6 +113,18 @@ class ProposalsReconciler:
         for ref, sha in sorted(fresh.items()):
             if (ref, sha) not in known:
                 await self.open_approval(ref, sha, pending.get(ref))
+
+    async def reconcile_plans(
+        self, pending: Mapping[str, PendingApproval], state: ProposedState
+    ) -> None:
+        """Pending plans are true against applied `main` as it is now."""
+        stale = [
+            p.planned
+            for p in pending.values()
+            if p.planned.base != state.head and not p.merging and p.sha not in state.applied
+        ]
+        if stale:
+            await self.approvals.replanned(await self.git.replan(stale, self.name_problem))
 
     async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
         plan = await self.git.plan(sha, self.name_problem)

@@ -17,6 +17,7 @@ import anyio
 from controller.hive import Hive
 from controller.protocol import Client, connect_client
 from controller.settings import Settings
+from gitstore.errors import RefMovedError
 from gitstore.store import GitStore
 from hyperhive.daemon import build_hive
 
@@ -193,3 +194,22 @@ def holding_git_lock(store: GitStore) -> Iterator[threading.Event]:
     finally:
         release.set()
         thread.join()
+
+
+async def land(store: GitStore, sha: str, approval_id: int = 1, approver: str = "op") -> str:
+    """Merge `sha` into applied main as approve does (the merge, then the compare-and-swap
+    move), but without hive-c0re's record: for gitstore tests, and to stand for what a
+    script (or a crash) leaves behind. A move that lost the compare-and-swap to another
+    writer is merged again onto what that writer left."""
+    while True:
+        head = await store.applied_head()
+        try:
+            return await store.approve(
+                sha, base=head, approval_id=approval_id, approver=approver, intend=_no_record
+            )
+        except RefMovedError:
+            continue
+
+
+def _no_record(new: str) -> None:
+    """`land` writes no record: that is the point of it."""

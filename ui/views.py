@@ -108,6 +108,9 @@ class Views:
             "not_ready": sorted(n for n, s in statuses.items() if not s.ready),
             "thinking": sorted(n for n, t in turns.items() if t.get("state") == "thinking"),
             "applied_sha": self.ops.applied_sha(),
+            # The gate's alarm (applied main moved outside hive-c0re) and proposed main.
+            "alarm": self.ops.alarm(),
+            "proposed_main": self.ops.proposed_main(),
             # "none" under --unsandboxed: every page says so (templates/_notify.html).
             "sandbox": self.ops.sandbox(),
         }
@@ -172,6 +175,7 @@ _TOUCHES: dict[str, tuple[str, ...]] = {
     "message": ("messages",),
     "agent": ("agents", "notify", "reconcile"),
     "applied": ("agents", "notify", "reconcile"),
+    "proposed": ("notify", "reconcile"),
     "reconcile": ("agents", "reconcile"),
 }
 

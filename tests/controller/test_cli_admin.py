@@ -12,6 +12,7 @@ import pytest
 
 from controller.admin import host_commands
 from controller.cli_admin import parser, request
+from controller.commands import Spec
 from controller.host_spec import HOST_SPECS
 
 
@@ -20,22 +21,29 @@ def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser
     return dict(action.choices)
 
 
+def _leaf(spec: Spec) -> argparse.ArgumentParser:
+    """The subcommand of `spec`, under a group when it takes two words (`applied reset`)."""
+    found = parser()
+    for word in spec.cli:
+        found = _subparsers(found)[word]
+    return found
+
+
 def test_every_host_command_is_implemented_and_has_a_subcommand() -> None:
     names = [spec.name for spec in HOST_SPECS]
     assert host_commands.unimplemented() == []
     assert sorted(host_commands.commands) == sorted(names)
-    assert list(_subparsers(parser())) == names
+    assert list(_subparsers(parser())) == list(dict.fromkeys(s.cli[0] for s in HOST_SPECS))
     top = " ".join(parser().format_help().split())
     for spec in HOST_SPECS:
-        assert spec.name in top and spec.help in top
+        parent = parser() if len(spec.cli) == 1 else _subparsers(parser())[spec.cli[0]]
+        assert spec.cli[0] in top and spec.help in " ".join(parent.format_help().split())
+        assert _leaf(spec).get_default("spec_name") == spec.name
 
 
 @pytest.mark.parametrize("spec", HOST_SPECS, ids=lambda s: s.name)
-def test_a_commands_help_shows_each_argument_with_its_description(spec: object) -> None:
-    from controller.commands import Spec
-
-    assert isinstance(spec, Spec)
-    text = " ".join(_subparsers(parser())[spec.name].format_help().split())
+def test_a_commands_help_shows_each_argument_with_its_description(spec: Spec) -> None:
+    text = " ".join(_leaf(spec).format_help().split())
     for name, field in spec.args.model_fields.items():
         shown = name if name in spec.positional else "--" + name.replace("_", "-")
         assert shown in text, f"{spec.name} --help lacks {shown}"
@@ -67,6 +75,8 @@ def test_a_commands_help_shows_each_argument_with_its_description(spec: object) 
         (["cancel-question", "3"], ("cancel-question", {"id": 3})),
         (["events", "--type", "approval"], ("events", {"limit": 50, "type": "approval"})),
         (["watch"], ("watch", {})),
+        (["applied", "reset"], ("applied-reset", {})),
+        (["applied", "adopt"], ("applied-adopt", {})),
     ],
 )
 def test_the_generated_command_line_sends_what_the_old_client_sent(
@@ -77,7 +87,14 @@ def test_the_generated_command_line_sends_what_the_old_client_sent(
 
 @pytest.mark.parametrize(
     "argv",
-    [["approve"], ["approve", "seven"], ["approvals", "--status", "weird"], ["launch"], []],
+    [
+        ["approve"],
+        ["approve", "seven"],
+        ["approvals", "--status", "weird"],
+        ["launch"],
+        [],
+        ["applied"],
+    ],
 )
 def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

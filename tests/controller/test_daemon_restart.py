@@ -15,8 +15,11 @@ from typing import Any
 import anyio
 import pytest
 
+from controller.bus import Bus
+from controller.gate import Gate
+from controller.store import Store
 from gitstore.store import GitStore
-from tests.helpers import Clone
+from tests.helpers import Clone, land
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,7 +156,33 @@ def test_a_sigkilled_daemon_restarts_keeps_approvals_adopts_agents_and_redoes_no
     assert len(daemon.json("approvals", "--all")) == 2
 
 
-def test_an_approval_merged_before_a_crash_is_recovered_as_approved(
+class Crash(Exception):
+    """Stands for hive-c0re dying: raised where the record would be written."""
+
+
+def crash_before_the_record(db: object, new: str) -> None:
+    raise Crash
+
+
+async def merge_then_crash(state: Path, approval_id: int, sha: str) -> str:
+    """Run approve's own path (the merge, the gate's intent, the ref move) on the dead
+    daemon's state dir, and die just before the record: what a crash there leaves."""
+    store = Store(state / "hive.sqlite")
+    try:
+        git = GitStore(state)
+        gate = Gate(store, Bus(), git)
+        await gate.open(lambda db, move: None)
+        with pytest.raises(Crash):
+            async with gate.moving() as mover:
+                await mover.approve(
+                    sha, approval_id=approval_id, approver="op", settle=crash_before_the_record
+                )
+        return await git.applied_ref()
+    finally:
+        store.close()
+
+
+def test_an_approval_merged_before_a_crash_is_recorded_as_approved_at_the_next_start(
     daemon: Daemon, short_dir: Path
 ) -> None:
     repos = daemon.json("repos")
@@ -162,19 +191,45 @@ def test_an_approval_merged_before_a_crash_is_recovered_as_approved(
     sha = clone.commit_push("alice", "feature/alice")
     (pending,) = daemon.wait(lambda: daemon.json("approvals"))
     daemon.kill()
-    # What a crash between the merge and the sqlite write leaves behind.
-    store = GitStore(short_dir / "state")
-    anyio.run(
-        lambda: store.approve(sha, expected_base=None, approval_id=pending["id"], approver="op")
-    )
+    new = anyio.run(merge_then_crash, short_dir / "state", pending["id"], sha)
     daemon.start()
-    recovered = daemon.wait(
-        lambda: [a for a in daemon.json("approvals", "--all") if a["status"] == "approved"]
-    )
-    assert recovered[0]["id"] == pending["id"]
-    assert recovered[0]["approver"] == "recovered"
+    status = daemon.json("status")
+    assert (status["applied_sha"], status["alarm"]) == (new, None)
+    (recovered,) = [a for a in daemon.json("approvals", "--all") if a["status"] == "approved"]
+    assert (recovered["id"], recovered["applied_sha"]) == (pending["id"], new)
+    assert recovered["approver"] == "op"
+    assert "recorded at the next start" in recovered["reason"]
     assert daemon.json("approvals") == []
     daemon.wait(lambda: running(daemon, "alice"))
+    moved = [e for e in daemon.json("events", "--type", "applied") if e["type"] == "applied.moved"]
+    assert moved[0]["new"] == new and moved[0]["recovered"] is True
+
+
+def test_a_merge_nobody_recorded_is_an_alarm_at_start_never_a_recovery(
+    daemon: Daemon, short_dir: Path
+) -> None:
+    repos = daemon.json("repos")
+    clone = Clone(short_dir / "clone", Path(repos["proposed"]))
+    clone.add_agent("alice")
+    sha = clone.commit_push("alice", "feature/alice")
+    (pending,) = daemon.wait(lambda: daemon.json("approvals"))
+    recorded = daemon.json("status")["applied_sha"]
+    daemon.kill()
+    # The same merge, written by a script while the daemon was down: no intent, no record.
+    anyio.run(land, GitStore(short_dir / "state"), sha, pending["id"])
+    daemon.start()
+    status = daemon.json("status")
+    assert status["applied_sha"] == recorded
+    assert status["alarm"]["found_sha"] == sha
+    assert daemon.json("approvals")[0]["status"] == "pending"
+    daemon.wait(lambda: running(daemon, "hm1nd"))
+    assert "alice" not in {a["name"] for a in daemon.json("agents")}
+    assert "alarm: applied_moved" in daemon.hive("status").stdout
+    # The operator's way out, from the CLI: back to what hive-c0re recorded.
+    out = daemon.hive("applied", "reset").stdout
+    assert f"from {sha[:12]} to the recorded {recorded[:12]}" in out
+    assert daemon.json("status")["alarm"] is None
+    assert "alarm: none" in daemon.hive("status").stdout
 
 
 def test_the_admin_cli_has_help_tables_json_and_exit_codes(daemon: Daemon) -> None:

@@ -56,6 +56,11 @@ APPROVAL_KEYS = [
     "applied_sha",
     "created_at",
     "decided_at",
+    "mergeable",
+    "merging",
+    "merge_base",
+    "touched",
+    "planned_at",
 ]
 MESSAGE_KEYS = [
     "id",
@@ -155,6 +160,8 @@ async def test_the_sockets_keep_the_contracts_json_keys(short_dir: Path) -> None
             "applied_sha",
             "agents",
             "pending_approvals",
+            "alarm",
+            "proposed_main",
         ]
         assert list(sent) == ["id"] and queued == {"queued": ["alice"]}
         async with await connect_client(hive.layout.socket("hm1nd")) as manager:

@@ -7,12 +7,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gitstore.errors import GitStoreError, MergeConflictError
+from gitstore.errors import GitStoreError, MergeConflictError, RefMovedError
 from gitstore.plan import Action
 from gitstore.repos import MAIN
 from gitstore.spec import parse_spec, port_for
 from gitstore.store import GitStore
-from tests.helpers import Clone, git
+from tests.helpers import Clone, git, land
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ async def actions(store: GitStore, sha: str) -> dict[str, str]:
 
 
 async def approve(store: GitStore, sha: str, approval_id: int = 1, approver: str = "op") -> str:
-    return await store.approve(sha, expected_base=None, approval_id=approval_id, approver=approver)
+    return await land(store, sha, approval_id, approver)
 
 
 async def test_both_repos_start_from_one_commit_declaring_the_manager(store: GitStore) -> None:
@@ -158,8 +158,7 @@ async def test_approve_fast_forwards_when_possible(store: GitStore, clone: Clone
     clone.add_agent("alice")
     sha = clone.commit("add alice")
     clone.push("feature")
-    head = await store.applied_head()
-    new = await store.approve(sha, expected_base=head, approval_id=7, approver="op")
+    new = await approve(store, sha, 7)
     assert new == sha == (await store.applied_head())
     assert "alice" in (await store.applied_agents())
 
@@ -201,13 +200,25 @@ async def test_a_conflict_is_a_clear_error_that_changes_nothing(
 
 
 async def test_the_ref_update_is_a_compare_and_swap(store: GitStore, clone: Clone) -> None:
+    base = git(clone.path, "rev-parse", "HEAD")
     clone.add_agent("alice")
     sha = clone.commit("alice")
     clone.push("a")
-    stale = "0" * 40
-    with pytest.raises(GitStoreError, match="moved"):
-        await store.approve(sha, expected_base=stale, approval_id=1, approver="op")
-    assert "alice" not in (await store.applied_agents())
+    head = await store.applied_head()
+    clone.checkout("b", base)
+    clone.add_agent("bob")
+    bob = clone.commit_push("bob", "b")
+    git(store.applied_path, "fetch", "-q", str(store.proposed_path), bob)
+
+    def someone_else_moves_main(new: str) -> None:
+        # Between the merge and the ref update, another process moves applied main.
+        git(store.applied_path, "update-ref", "refs/heads/main", bob)
+
+    with pytest.raises(RefMovedError, match=f"applied main is at .*, not at {head[:12]}"):
+        await store.approve(
+            sha, base=head, approval_id=1, approver="op", intend=someone_else_moves_main
+        )
+    assert git(store.applied_path, "rev-parse", "main") == bob
 
 
 async def test_concurrent_approvals_all_land_also_from_a_second_store(

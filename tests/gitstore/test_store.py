@@ -83,7 +83,11 @@ async def test_reads_return_frozen_values_never_pygit2_objects(
         "Op Erator <op@example.test>",
         (head,),
     )
-    new = await store.approve(sha, expected_base=plan.base, approval_id=1, approver="op")
+    intents: list[str] = []
+    new = await store.approve(
+        sha, base=plan.base, approval_id=1, approver="op", intend=intents.append
+    )
+    assert intents == [new]
     alice = await store.applied_agent("alice")
     assert alice is not None and alice.files["prompt.md"] == b"be brief\n"
     results: dict[str, object] = {
@@ -130,7 +134,8 @@ async def test_errors_come_back_as_gitstore_errors(store: GitStore) -> None:
         store.point_branch("x", "0" * 40),
         store.is_applied("zz"),
         store.plan("0" * 40),
-        store.approve("0" * 40, expected_base=None, approval_id=1, approver="op"),
+        store.approve("0" * 40, base=head, approval_id=1, approver="op", intend=lambda new: None),
+        store.move_applied(head, "0" * 40, "test"),
     ]
     for call in unknown:
         with pytest.raises(UnknownRevError):
@@ -139,7 +144,7 @@ async def test_errors_come_back_as_gitstore_errors(store: GitStore) -> None:
     with pytest.raises(GitStoreError, match="not valid"):
         await store.point_branch("bad..name", head)
     with pytest.raises(GitStoreError, match="already applied"):
-        await store.approve(head, expected_base=None, approval_id=1, approver="op")
+        await store.approve(head, base=head, approval_id=1, approver="op", intend=lambda new: None)
 
 
 async def test_a_second_caller_waits_for_the_lock_while_the_loop_runs_on(

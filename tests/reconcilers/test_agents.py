@@ -1,6 +1,6 @@
 """The agents reconciler against a `FakeRuntime`, driven by the work queue on a `FakeClock`.
 
-Real git repos (pushed with the git CLI, applied with the approve merge), a real sqlite
+Real git repos (pushed with the git CLI, applied with approve's merge and ref move), a real sqlite
 file for the records; only the containers are in memory. The same behaviour with real
 processes is in `test_agents_lifecycle.py`.
 """
@@ -27,7 +27,7 @@ from reconcilers.runtime import ContainerState, Runtime
 from reconcilers.status import AgentStatus
 from tests.fakes.clock import FakeClock
 from tests.fakes.runtime import FakeRuntime
-from tests.helpers import Clone, wait_for
+from tests.helpers import Clone, land, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -48,9 +48,7 @@ class Rig:
     async def apply(self, message: str) -> None:
         """Commit the clone's changes, push them to proposed and approve them."""
         sha = self.clone.commit_push(message)
-        await self.git.approve(
-            sha, expected_base=None, approval_id=next(self._ids), approver="test"
-        )
+        await land(self.git, sha, next(self._ids), "test")
 
     async def rev(self, name: str) -> str:
         agent = await self.git.applied_agent(name)

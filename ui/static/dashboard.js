@@ -51,6 +51,7 @@
       let data = {};
       try { data = JSON.parse(e.data); } catch (err) { return; }
       if (e.type === EV.APPROVAL_CREATED) notify("hyperhive: approval #" + data.approval.id, data.approval.summary || data.approval.ref);
+      if (e.type === EV.APPLIED_ALARM && data.alarm) notify("hyperhive: gate alarm", data.alarm.message);
       if (e.type === EV.QUESTION_ASKED) notify("hyperhive: " + data.question.asker + " asks", data.question.question);
     };
     for (const [type, regions] of Object.entries(EVENTS.touches)) es.addEventListener(type, (e) => handle(e, regions));
