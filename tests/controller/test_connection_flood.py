@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Clone
+from tests.helpers import Clone, kill_strays
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -96,6 +96,7 @@ class LimitedDaemon:
         for proc_json in (self.root / "state" / "agents").glob("*/proc.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
                 os.killpg(json.loads(proc_json.read_text())["pid"], 15)
+        kill_strays(self.root)
 
 
 def ask(sock: socket.socket, cmd: str) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import kill_strays
+
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(
@@ -131,6 +133,7 @@ class FullDiskDaemon:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
+        kill_strays(self.root)
 
 
 @pytest.fixture
