@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,15 +79,20 @@ class _Throttled:
 
 
 def _tell(stream: SocketStream, slots: Slots) -> None:
-    """Tell a connection over the cap why, without waiting on it."""
+    """Tell a connection over the cap why, without waiting on it, and drop what it sent
+    already (a close with unread data would reset the connection and lose the line)."""
     line = encode_error(
         None,
         "too_many_connections",
         f"{slots.who} holds {slots.held} connections, the limit; close one and retry",
     )
+    sock = stream.extra(SocketAttribute.raw_socket)
     # A fresh socket takes a line at once; a peer already gone learns nothing either way.
     with contextlib.suppress(OSError):
-        stream.extra(SocketAttribute.raw_socket).send(line)
+        sock.send(line)
+        for _ in range(16):
+            if not sock.recv(65536, socket.MSG_DONTWAIT):
+                break
 
 
 async def _linger(stream: SocketStream) -> None:
