@@ -15,8 +15,9 @@ handed a message waits for that hand-off and then returns the message to the que
 
 Quotas (`controller/quotas.py`) are checked where the message would be stored: the body
 size and the sender's rate before it is queued, the recipient's inbox inside the
-writer's transaction (exact, even within one batch: triggers keep each inbox's count
-and bytes in the `inboxes` table as messages are stored and acknowledged). A send may
+writer's transaction, against an upper bound kept in memory and read exactly (a partial
+index holds only the unacknowledged rows and their sizes) only when the bound says the
+inbox might be full: one inbox query per many sends, exact when it matters. A send may
 carry an `idempotency_key`: a retry with the same key from the same sender answers the
 first message's id and stores nothing; keys are kept as long as their message (for
 ever: the broker prunes nothing), by a unique index on `(sender, idempotency_key)`.
@@ -97,6 +98,8 @@ class Broker:
         self.store = store
         self.bus = bus
         self.limits = limits or BrokerLimits()
+        # recipient -> (messages, bytes) at least as many as its inbox holds unacknowledged
+        self._held: dict[str, tuple[int, int]] = {}
         self.page_bytes = page_bytes
         self._rate = SendRate(self.limits, clock or SystemClock())
         self._waiters: dict[str, deque[_Waiter]] = {}
@@ -197,17 +200,15 @@ class Broker:
         for out in batch:
             if out.key is not None and self._repeat(db, out):
                 continue
-            if out.recipient != OPERATOR:  # the operator never acknowledges: see quotas
-                row = db.execute(
-                    "SELECT held, bytes FROM inboxes WHERE recipient=?", (out.recipient,)
-                ).fetchone()
-                held, held_bytes = (row[0], row[1]) if row is not None else (0, 0)
-                out.failure = inbox_full(out.recipient, held, held_bytes, out.size, self.limits)
-                if out.failure is not None:
-                    continue
+            # The operator never acknowledges: see quotas.
+            if out.recipient != OPERATOR and not self._inbox_takes(db, out):
+                continue
             waiter = self._pop_waiter(out.recipient)
             delivered = now if waiter is not None else None
             acked = now if waiter is not None and waiter.owner is None else None
+            if acked is None and out.recipient != OPERATOR:
+                held, held_bytes = self._held[out.recipient]
+                self._held[out.recipient] = (held + 1, held_bytes + out.size)
             row = (out.sender, out.recipient, out.kind, out.body, now, delivered, acked)
             cur = db.execute(
                 "INSERT INTO messages(sender, recipient, kind, body, created_at, delivered_at,"
@@ -216,6 +217,22 @@ class Broker:
             )
             out.message = _message((cur.lastrowid, *row))
             out.waiter = waiter
+
+    def _inbox_takes(self, db: sqlite3.Connection, out: _Outgoing) -> bool:
+        """Whether the recipient's inbox has room for `out` (else `out.failure` says why).
+
+        `_held` bounds each inbox from above: exact when read, then raised by every
+        message stored and never lowered (acks only make it looser), so the count is
+        read again only when the bound says the inbox might be full."""
+        bound = self._held.get(out.recipient)
+        if bound is None or inbox_full(out.recipient, *bound, out.size, self.limits):
+            row = db.execute(
+                "SELECT count(*), total(size) FROM messages WHERE recipient=? AND acked_at IS NULL",
+                (out.recipient,),
+            ).fetchone()
+            bound = self._held[out.recipient] = (int(row[0]), int(row[1]))
+            out.failure = inbox_full(out.recipient, *bound, out.size, self.limits)
+        return out.failure is None
 
     def _repeat(self, db: sqlite3.Connection, out: _Outgoing) -> bool:
         """Whether `out` repeats a message stored before under its key (then `out`
@@ -353,12 +370,16 @@ class Broker:
             raise NotFoundError(f"message {message_id} is not leased to this connection")
 
     async def _give_back(self, message: Message) -> None:
-        await self.store.call(
-            lambda db: db.execute(
+        def q(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE messages SET delivered_at=NULL, acked_at=NULL, lease=NULL WHERE id=?",
                 (message.id,),
             )
-        )
+            # Unacknowledged again: the inbox's bound no longer holds (under the store's
+            # lock, like every use of it).
+            self._held.pop(message.recipient, None)
+
+        await self.store.call(q)
         await self._rehand(message.recipient)
 
     async def release_owner(self, owner: int) -> int:

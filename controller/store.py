@@ -149,39 +149,15 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
-    # 4: broker quotas (each inbox's unacknowledged messages and bytes, kept by triggers
-    # in the writing transaction: O(1) per send, exact after a crash) and idempotent sends
+    # 4: broker quotas (each inbox's unacknowledged messages and their sizes, in a partial
+    # index that holds only those rows) and idempotent sends
     """
     ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
     UPDATE messages SET size = length(CAST(body AS BLOB));
+    CREATE INDEX messages_unacked ON messages(recipient, size) WHERE acked_at IS NULL;
     CREATE UNIQUE INDEX messages_idempotency ON messages(sender, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
-    CREATE TABLE inboxes (
-        recipient TEXT PRIMARY KEY,
-        held INTEGER NOT NULL,
-        bytes INTEGER NOT NULL
-    );
-    INSERT INTO inboxes SELECT recipient, count(*), total(size) FROM messages
-        WHERE acked_at IS NULL GROUP BY recipient;
-    CREATE TRIGGER inbox_held AFTER INSERT ON messages WHEN NEW.acked_at IS NULL BEGIN
-        INSERT INTO inboxes VALUES (NEW.recipient, 1, NEW.size) ON CONFLICT(recipient)
-            DO UPDATE SET held = held + 1, bytes = bytes + excluded.bytes;
-    END;
-    CREATE TRIGGER inbox_acked AFTER UPDATE OF acked_at ON messages
-        WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL BEGIN
-        UPDATE inboxes SET held = held - 1, bytes = bytes - OLD.size
-            WHERE recipient = OLD.recipient;
-    END;
-    CREATE TRIGGER inbox_returned AFTER UPDATE OF acked_at ON messages
-        WHEN OLD.acked_at IS NOT NULL AND NEW.acked_at IS NULL BEGIN
-        INSERT INTO inboxes VALUES (NEW.recipient, 1, NEW.size) ON CONFLICT(recipient)
-            DO UPDATE SET held = held + 1, bytes = bytes + excluded.bytes;
-    END;
-    CREATE TRIGGER inbox_deleted AFTER DELETE ON messages WHEN OLD.acked_at IS NULL BEGIN
-        UPDATE inboxes SET held = held - 1, bytes = bytes - OLD.size
-            WHERE recipient = OLD.recipient;
-    END;
     """,
 )
 
