@@ -94,11 +94,12 @@ def bind_page_socket(path: Path) -> int:
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        old = os.umask(0o177)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
+        # Not `os.umask`: it is the process's, and the daemon's other threads (sqlite,
+        # git, other agents' starts) would create their dirs and files under it
+        # meanwhile (a dir made 0600 then, without x, defeated bwrap's chdir). The parent
+        # is 0700, so the moment before the chmod exposes nothing.
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
         sock.listen(128)
     except OSError as exc:
         sock.close()
