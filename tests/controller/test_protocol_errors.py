@@ -128,6 +128,8 @@ async def test_huge_numbers_deep_nesting_and_surrogates_are_invalid_not_internal
                 + b"}}",
                 b'{"id": 4, "cmd": "ack", "args": {"id": 99999999999999999999}}',
                 b'{"id": 5, "cmd": "recv", "args": {"wait_seconds": 0}}',
+                b'{"id": 6, "cmd": "request_spawn", "args": '
+                b'{"name": "zed", "description": "a\\u0000b"}}',
             ],
         )
         codes = [(a["id"], a.get("error", {}).get("code")) for a in agent]
@@ -137,6 +139,7 @@ async def test_huge_numbers_deep_nesting_and_surrogates_are_invalid_not_internal
             (3, "invalid"),
             (4, "invalid"),
             (5, None),
+            (6, "invalid"),  # a NUL cannot go into a git commit message
         ], agent
         # The emoji (a valid surrogate pair) arrived whole.
         assert agent[4]["result"]["body"] == "\U0001f600"
