@@ -207,17 +207,18 @@ class Daemon:
     log: Path
 
 
-def daemon_argv(dashboard: bool = False) -> list[str]:
+def daemon_argv(dashboard: bool = False, flags: Sequence[str] = ()) -> list[str]:
     """`hive-c0re serve`, the installed script beside this interpreter; the dashboard (on
-    a free port) only when asked for."""
+    a free port) only when asked for; `flags` after."""
     script = Path(sys.executable).parent / "hive-c0re"
     base = [str(script)] if script.exists() else [sys.executable, "-m", "hyperhive.cli_daemon"]
-    return [*base, "serve", *(["--dashboard", "127.0.0.1:0"] if dashboard else ["--no-dashboard"])]
+    dash = ["--dashboard", "127.0.0.1:0"] if dashboard else ["--no-dashboard"]
+    return [*base, "serve", *dash, *flags]
 
 
 @asynccontextmanager
 async def open_daemon(
-    root: Path, *, dashboard: bool = False, unsandboxed: bool = False
+    root: Path, *, dashboard: bool = False, unsandboxed: bool = False, flags: Sequence[str] = ()
 ) -> AsyncIterator[Daemon]:
     """The real daemon as a subprocess, state and sockets under `root`, this worktree's
     code first on PYTHONPATH (passed on to its agents too); its agents in bubblewrap
@@ -230,7 +231,7 @@ async def open_daemon(
     if unsandboxed:
         env["HIVE_UNSANDBOXED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    argv = daemon_argv(dashboard)
+    argv = daemon_argv(dashboard, flags)
     log_path = root / "daemon.log"
     with log_path.open("ab") as log:
         proc = await anyio.open_process(

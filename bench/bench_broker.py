@@ -167,6 +167,9 @@ async def throughput(system: System, seconds: float, *, record: bool = True) -> 
 # --- the hive --------------------------------------------------------------------------
 
 
+SINK_FLAGS = ("--inbox-max-messages", str(10**9), "--inbox-max-bytes", str(10**12))
+
+
 @asynccontextmanager
 async def open_hive_system(in_process: bool) -> AsyncIterator[System]:
     """The hive of this checkout with the agents declared, and a client per agent."""
@@ -174,11 +177,15 @@ async def open_hive_system(in_process: bool) -> AsyncIterator[System]:
     try:
         async with AsyncExitStack() as stack:
             pid: int | None = None
+            # The throughput senders write to a sink that never reads: past its inbox
+            # quota they would measure refusals, so the sink may hold everything.
             if in_process:
-                hive = await stack.enter_async_context(open_hive(root))
+                hive = await stack.enter_async_context(
+                    open_hive(root, inbox_max_messages=10**9, inbox_max_bytes=10**12)
+                )
                 state, run = hive.settings.state_dir, hive.settings.runtime_dir
             else:
-                daemon = await stack.enter_async_context(open_daemon(root))
+                daemon = await stack.enter_async_context(open_daemon(root, flags=SINK_FLAGS))
                 state, run, pid = daemon.state_dir, daemon.host_socket.parent, daemon.pid
             agents = {"hm1nd": False, "alice": False, "bob": False, "sink": False}
             await declare(state, run, agents | dict.fromkeys(SENDERS, False), root)

@@ -45,6 +45,8 @@ host_commands: CommandTable[HostSession] = CommandTable(HOST_SPECS)
 class HostSession:
     """A connection to host.sock."""
 
+    busy = False  # nothing the operator holds outlives a request
+
     def __init__(self, ops: Operations) -> None:
         self.ops = ops
 
@@ -69,7 +71,7 @@ async def agents(s: HostSession, _: NoArgs) -> list[AgentRow]:
 
 @host_commands.implement("approvals")
 async def approvals(s: HostSession, a: ApprovalsArgs) -> list[Approval]:
-    return await s.ops.approvals(a.status, a.limit)
+    return await s.ops.approvals(a.status, a.limit, a.before_id)
 
 
 @host_commands.implement("approve")
@@ -110,17 +112,17 @@ for _verb in LIFECYCLE:
 
 @host_commands.implement("send")
 async def send(s: HostSession, a: SendArgs) -> Sent:
-    return await s.ops.send("operator", a.to, a.body)
+    return await s.ops.send("operator", a.to, a.body, a.idempotency_key)
 
 
 @host_commands.implement("messages")
 async def messages(s: HostSession, a: MessagesArgs) -> list[Message]:
-    return await s.ops.messages(a.agent, a.limit)
+    return await s.ops.messages(a.agent, a.limit, a.before_id)
 
 
 @host_commands.implement("questions")
 async def questions(s: HostSession, a: QuestionsArgs) -> list[Question]:
-    return await s.ops.questions(a.status)
+    return await s.ops.questions(a.status, a.limit, a.before_id, a.after_id)
 
 
 @host_commands.implement("answer")
@@ -135,7 +137,7 @@ async def cancel_question(s: HostSession, a: QuestionIdArgs) -> Question:
 
 @host_commands.implement("events")
 async def events(s: HostSession, a: EventsArgs) -> list[JSONObject]:
-    return await s.ops.events(a.limit, a.type)
+    return await s.ops.events(a.limit, a.type, a.before_id)
 
 
 @host_commands.implement("watch")

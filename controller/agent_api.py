@@ -20,8 +20,10 @@ from pydantic import Field
 
 from controller.broker import MAX_WAIT
 from controller.commands import Args, CommandTable, NoArgs
-from controller.errors import ForbiddenError, InvalidError
+from controller.errors import ForbiddenError, InvalidError, NotFoundError
 from controller.operations import Operations, Verb
+from controller.paging import MAX_LIMIT
+from controller.protocol import MAX_KEY
 from controller.values import AgentRow, Approval, Asked, Identity, Message, Sent
 from gitstore.spec import MANAGER
 
@@ -39,6 +41,13 @@ class AgentSession:
         self.agent = agent
         self.owner = ops.new_owner()
         self.harness = False
+        self.leases: set[int] = set()
+
+    @property
+    def busy(self) -> bool:
+        """A connection holding a leased message (a turn in progress) never times out:
+        closing it would hand the message out again and the turn would run twice."""
+        return bool(self.leases)
 
     async def close(self) -> None:
         released = await self.ops.release_owner(self.owner)
@@ -59,6 +68,12 @@ class AgentSession:
 class SendArgs(Args):
     to: str
     body: str
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
+
+
+class InboxArgs(Args):
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
+    after_id: int | None = Field(default=None, ge=0)
 
 
 class RecvArgs(Args):
@@ -94,7 +109,7 @@ async def auth(s: AgentSession, a: AuthArgs) -> dict[str, object]:
 @agent_commands.command("send", SendArgs)
 async def send(s: AgentSession, a: SendArgs) -> Sent:
     """Send a message as this agent."""
-    return await s.ops.send(s.agent, a.to, a.body)
+    return await s.ops.send(s.agent, a.to, a.body, a.idempotency_key)
 
 
 @agent_commands.command("recv", RecvArgs, watch_peer=True)
@@ -102,14 +117,22 @@ async def recv(s: AgentSession, a: RecvArgs) -> Message | None:
     """The next message for this agent, waiting up to wait_seconds."""
     if a.lease:
         s.require_harness("recv with lease")
-    return await s.ops.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
+    message = await s.ops.recv(s.agent, a.wait_seconds, s.owner if a.lease else None)
+    if message is not None and a.lease:
+        s.leases.add(message.id)
+    return message
 
 
 @agent_commands.command("ack", IdArgs)
 async def ack(s: AgentSession, a: IdArgs) -> dict[str, object]:
     """Acknowledge a leased message: its turn is done."""
     s.require_harness("ack")
-    await s.ops.ack(s.agent, a.id, s.owner)
+    try:
+        await s.ops.ack(s.agent, a.id, s.owner)
+    except NotFoundError:
+        s.leases.discard(a.id)  # not leased to this connection (any more)
+        raise
+    s.leases.discard(a.id)
     return {}
 
 
@@ -117,14 +140,19 @@ async def ack(s: AgentSession, a: IdArgs) -> dict[str, object]:
 async def release(s: AgentSession, a: IdArgs) -> dict[str, object]:
     """Give a leased message back: it will be delivered again."""
     s.require_harness("release")
-    await s.ops.release(s.agent, a.id, s.owner)
+    try:
+        await s.ops.release(s.agent, a.id, s.owner)
+    except NotFoundError:
+        s.leases.discard(a.id)  # not leased to this connection (any more)
+        raise
+    s.leases.discard(a.id)
     return {}
 
 
-@agent_commands.command("inbox", NoArgs)
-async def inbox(s: AgentSession, _: NoArgs) -> list[Message]:
-    """Messages to this agent not yet acknowledged."""
-    return await s.ops.inbox(s.agent)
+@agent_commands.command("inbox", InboxArgs)
+async def inbox(s: AgentSession, a: InboxArgs) -> list[Message]:
+    """Messages to this agent not yet acknowledged, oldest first."""
+    return await s.ops.inbox(s.agent, a.limit, a.after_id)
 
 
 @agent_commands.command("turn_state", TurnArgs)

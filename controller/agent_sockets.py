@@ -3,6 +3,8 @@
 The set of sockets is reconciled like everything else: on start and whenever applied
 `main` moves, every applied agent gets its socket and a removed agent loses it. Only the
 socket file is replaced, never its directory: a running container bind-mounts the dir.
+Each agent's connections count against its own cap (`Settings.agent_connections`), kept
+across re-serving its socket, so a flood from one agent never starves another.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import anyio
 from controller.agent_api import AgentSession, agent_commands
 from controller.events import EventType
 from controller.operations import Operations
-from controller.sockets import serve_socket
+from controller.sockets import Slots, serve_socket
 
 __all__ = ["serve_agent_sockets"]
 
@@ -27,6 +29,7 @@ async def serve_agent_sockets(
 ) -> None:
     hive = ops.hive
     scopes: dict[str, anyio.CancelScope] = {}
+    slots: dict[str, Slots] = {}
 
     async with anyio.create_task_group() as tg:
 
@@ -38,6 +41,10 @@ async def serve_agent_sockets(
                         hive.layout.socket(name),
                         agent_commands,
                         lambda: AgentSession(ops, name),
+                        slots=slots.setdefault(
+                            name, Slots(f"agent {name}", hive.settings.agent_connections)
+                        ),
+                        idle_timeout=hive.settings.idle_timeout,
                         task_status=task_status,
                     )
                 except OSError as exc:

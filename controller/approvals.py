@@ -23,11 +23,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import anyio
 
 from controller.bus import Bus, EventType
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
 from controller.gate import Gate, Move, Mover
+from controller.paging import Page
 from controller.store import Store, now_iso
 from controller.values import Approval
 from gitstore.errors import GitStoreError
+from gitstore.errors import NoSpaceError as GitNoSpaceError
 from gitstore.plan import Action, NameCheck, Plan, PlanStep
 from gitstore.replan import PlannedAt, Replanned
 from gitstore.store import GitStore
@@ -118,19 +120,28 @@ class ApprovalBook:
 
     # --- reading -------------------------------------------------------------------
 
-    async def query(self, status: str | None = None, limit: int = 1000) -> list[Approval]:
+    async def query(
+        self, status: str | None = None, limit: int = 1000, page: Page | None = None
+    ) -> list[Approval]:
+        """Approvals newest first; with a `page` (a client's list), one page of them."""
         if status is not None and status not in STATUSES:
             raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        where, params = page.where() if page is not None else ("1", ())
+        limit = page.limit if page is not None else limit
 
         def q(db: sqlite3.Connection) -> list[Approval]:
             if status is None:
-                rows = db.execute("SELECT * FROM approvals ORDER BY id DESC LIMIT ?", (limit,))
+                rows = db.execute(
+                    f"SELECT * FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
+                    (*params, limit),
+                )
             else:
                 rows = db.execute(
-                    "SELECT * FROM approvals WHERE status=? ORDER BY id DESC LIMIT ?",
-                    (status, limit),
+                    f"SELECT * FROM approvals WHERE status=? AND {where} ORDER BY id DESC LIMIT ?",
+                    (status, *params, limit),
                 )
-            return [_row(r) for r in rows]
+            found = (_row(r) for r in rows)
+            return page.take(found) if page is not None else list(found)
 
         return await self.store.call(q)
 
@@ -378,6 +389,10 @@ class ApprovalBook:
                 new, approved = await mover.approve(
                     sha, approval_id=approval_id, approver=approver, settle=settle
                 )
+            except GitNoSpaceError as exc:
+                # Not the approval's fault: it stays pending, to be approved once there
+                # is space; applied main did not move.
+                raise NoSpaceError(str(exc)) from exc
             except GitStoreError as exc:
                 await self._fail(approval_id, token, str(exc), approver)
                 raise ConflictError(f"approval #{approval_id} failed: {exc}") from exc

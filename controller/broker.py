@@ -12,6 +12,16 @@ registers a waiter *inside the same store lock* the writer takes, so a message i
 seen by the check or handed to the waiter in the very transaction that inserts it (one
 commit on the hot path, no polling, no lost wake-up). A waiter that gives up after it was
 handed a message waits for that hand-off and then returns the message to the queue.
+
+Quotas (`controller/quotas.py`) are checked where the message would be stored: the body
+size and the sender's rate before it is queued, the recipient's inbox inside the
+writer's transaction, against an upper bound kept in memory and read exactly (a partial
+index holds only the unacknowledged rows and their sizes) only when the bound says the
+inbox might be full: one inbox query per many sends, exact when it matters. A send may
+carry an `idempotency_key`: a retry with the same key from the same sender answers the
+first message's id and stores nothing; keys are kept as long as their message (for
+ever: the broker prunes nothing), by a unique index on `(sender, idempotency_key)`.
+Lists are pages (`controller/paging.py`).
 """
 
 from __future__ import annotations
@@ -28,19 +38,23 @@ from typing import Any
 import anyio
 
 from controller.bus import Bus, EventType
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, HiveError, NotFoundError
+from controller.paging import DEFAULT_BUDGET, Page
+from controller.quotas import BrokerLimits, SendRate, check_body, inbox_full
 from controller.store import Store, now_iso
 from controller.values import Message
+from reconcilers.clock import Clock, SystemClock
 
-__all__ = ["MAX_BODY", "MAX_WAIT", "OPERATOR", "Broker"]
+__all__ = ["MAX_WAIT", "OPERATOR", "Broker"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 256 * 1024
 MAX_WAIT = 180.0
 OPERATOR = "operator"
 
 _COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_at"
+# What a row costs a page beyond its body: its other fields as JSON.
+_ROW_BYTES = 200
 
 
 def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
@@ -63,15 +77,31 @@ class _Outgoing:
     recipient: str
     kind: str
     body: str
+    size: int
+    key: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     message: Message | None = None
     waiter: _Waiter | None = None
+    failure: HiveError | None = None  # why it was not stored, when the sender may act
+    repeated: bool = False  # the key's message was stored before: `message` is that one
 
 
 class Broker:
-    def __init__(self, store: Store, bus: Bus) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        limits: BrokerLimits | None = None,
+        clock: Clock | None = None,
+        page_bytes: int = DEFAULT_BUDGET,
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.limits = limits or BrokerLimits()
+        # recipient -> (messages, bytes) at least as many as its inbox holds unacknowledged
+        self._held: dict[str, tuple[int, int]] = {}
+        self.page_bytes = page_bytes
+        self._rate = SendRate(self.limits, clock or SystemClock())
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self._owners = itertools.count(1)
@@ -115,17 +145,24 @@ class Broker:
                 continue
             try:
                 await self.store.call_fast(self._insert_batch, batch)
-            except Exception:
+            except Exception as exc:
                 # Nothing of the batch was stored (the transaction rolled back): its
                 # senders get an error instead of an id, and the broker carries on.
-                log.exception("storing %d message(s) failed", len(batch))
+                if isinstance(exc, HiveError):  # e.g. the disk is full: say so
+                    log.warning("storing %d message(s) failed: %s", len(batch), exc)
+                else:
+                    log.exception("storing %d message(s) failed", len(batch))
                 for out in batch:
                     out.message = None
+                    out.failure = exc if isinstance(exc, HiveError) else None
                     if out.waiter is not None:
                         self._requeue_waiter(out.waiter)
                     out.done.set()
                 continue
             for out in batch:
+                if out.failure is not None or out.repeated:
+                    out.done.set()
+                    continue
                 assert out.message is not None
                 if out.waiter is not None:
                     out.waiter.message = out.message
@@ -135,16 +172,25 @@ class Broker:
 
     # --- sending -------------------------------------------------------------------
 
-    async def send(self, sender: str, recipient: str, body: str, kind: str = "message") -> Message:
-        size = len(body.encode("utf-8"))
-        if size > MAX_BODY:
-            raise InvalidError(f"message body is {size} bytes; the limit is {MAX_BODY}")
+    async def send(
+        self,
+        sender: str,
+        recipient: str,
+        body: str,
+        kind: str = "message",
+        idempotency_key: str | None = None,
+    ) -> Message:
+        size = check_body(body, self.limits)
         if not self._serving:
             raise ConflictError("the broker is not running")
-        out = _Outgoing(sender, recipient, kind, body)
+        if sender != OPERATOR:
+            self._rate.spend(sender, size)
+        out = _Outgoing(sender, recipient, kind, body, size, idempotency_key)
         self._outbox.append(out)
         self._outbox_ready.set()
         await out.done.wait()
+        if out.failure is not None:
+            raise type(out.failure)(out.failure.message)
         if out.message is None:
             raise ConflictError("the broker stopped before the message was stored")
         return out.message
@@ -152,17 +198,59 @@ class Broker:
     def _insert_batch(self, db: sqlite3.Connection, batch: list[_Outgoing]) -> None:
         now = now_iso()
         for out in batch:
+            if out.key is not None and self._repeat(db, out):
+                continue
+            # The operator never acknowledges: see quotas.
+            if out.recipient != OPERATOR and not self._inbox_takes(db, out):
+                continue
             waiter = self._pop_waiter(out.recipient)
             delivered = now if waiter is not None else None
             acked = now if waiter is not None and waiter.owner is None else None
+            if acked is None and out.recipient != OPERATOR:
+                held, held_bytes = self._held[out.recipient]
+                self._held[out.recipient] = (held + 1, held_bytes + out.size)
             row = (out.sender, out.recipient, out.kind, out.body, now, delivered, acked)
             cur = db.execute(
                 "INSERT INTO messages(sender, recipient, kind, body, created_at, delivered_at,"
-                " acked_at, lease) VALUES (?,?,?,?,?,?,?,?)",
-                (*row, waiter.owner if waiter is not None else None),
+                " acked_at, lease, size, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*row, waiter.owner if waiter is not None else None, out.size, out.key),
             )
             out.message = _message((cur.lastrowid, *row))
             out.waiter = waiter
+
+    def _inbox_takes(self, db: sqlite3.Connection, out: _Outgoing) -> bool:
+        """Whether the recipient's inbox has room for `out` (else `out.failure` says why).
+
+        `_held` bounds each inbox from above: exact when read, then raised by every
+        message stored and never lowered (acks only make it looser), so the count is
+        read again only when the bound says the inbox might be full."""
+        bound = self._held.get(out.recipient)
+        if bound is None or inbox_full(out.recipient, *bound, out.size, self.limits):
+            row = db.execute(
+                "SELECT count(*), total(size) FROM messages WHERE recipient=? AND acked_at IS NULL",
+                (out.recipient,),
+            ).fetchone()
+            bound = self._held[out.recipient] = (int(row[0]), int(row[1]))
+            out.failure = inbox_full(out.recipient, *bound, out.size, self.limits)
+        return out.failure is None
+
+    def _repeat(self, db: sqlite3.Connection, out: _Outgoing) -> bool:
+        """Whether `out` repeats a message stored before under its key (then `out`
+        answers with that message, or fails if the key was used for another)."""
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE sender=? AND idempotency_key=?",
+            (out.sender, out.key),
+        ).fetchone()
+        if row is None:
+            return False
+        if (row["recipient"], row["body"], row["kind"]) != (out.recipient, out.body, out.kind):
+            out.failure = ConflictError(
+                f"idempotency key {out.key!r} was used for message #{row['id']} to "
+                f"{row['recipient']} with another body; a new message needs a new key"
+            )
+        else:
+            out.message, out.repeated = _message(row), True
+        return True
 
     def _requeue_waiter(self, waiter: _Waiter) -> None:
         """Give back a waiter claimed for a message that was not stored after all."""
@@ -282,12 +370,16 @@ class Broker:
             raise NotFoundError(f"message {message_id} is not leased to this connection")
 
     async def _give_back(self, message: Message) -> None:
-        await self.store.call(
-            lambda db: db.execute(
+        def q(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE messages SET delivered_at=NULL, acked_at=NULL, lease=NULL WHERE id=?",
                 (message.id,),
             )
-        )
+            # Unacknowledged again: the inbox's bound no longer holds (under the store's
+            # lock, like every use of it).
+            self._held.pop(message.recipient, None)
+
+        await self.store.call(q)
         await self._rehand(message.recipient)
 
     async def release_owner(self, owner: int) -> int:
@@ -308,32 +400,43 @@ class Broker:
 
     # --- reading -------------------------------------------------------------------
 
-    async def messages(self, agent: str | None = None, limit: int = 100) -> list[Message]:
+    async def messages(
+        self, agent: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[Message]:
+        """Messages newest first, optionally to or from `agent`, one page of them."""
+        page = Page(limit, before_id=before_id, budget=self.page_bytes)
+        where, params = page.where()
+
         def q(db: sqlite3.Connection) -> list[Message]:
             if agent is None:
                 rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (limit,)
+                    f"SELECT {_COLUMNS}, size FROM messages WHERE {where} ORDER BY id DESC LIMIT ?",
+                    (*params, page.limit),
                 )
             else:
                 rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE sender=? OR "
-                    "recipient=? ORDER BY id DESC LIMIT ?",
-                    (agent, agent, limit),
+                    f"SELECT {_COLUMNS}, size FROM messages WHERE (sender=? OR recipient=?) "
+                    f"AND {where} ORDER BY id DESC LIMIT ?",
+                    (agent, agent, *params, page.limit),
                 )
-            return [_message(r) for r in rows]
+            return [_message(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
 
         return await self.store.call(q)
 
-    async def inbox(self, recipient: str, limit: int = 100) -> list[Message]:
-        """Messages not yet acknowledged by `recipient`, oldest first."""
+    async def inbox(
+        self, recipient: str, limit: int = 100, after_id: int | None = None
+    ) -> list[Message]:
+        """Messages not yet acknowledged by `recipient`, oldest first, one page of them."""
+        page = Page(limit, after_id=after_id, budget=self.page_bytes)
+        where, params = page.where()
 
         def q(db: sqlite3.Connection) -> list[Message]:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE recipient=? AND "
-                "acked_at IS NULL ORDER BY id LIMIT ?",
-                (recipient, limit),
+                f"SELECT {_COLUMNS}, size FROM messages WHERE recipient=? AND "
+                f"acked_at IS NULL AND {where} ORDER BY id LIMIT ?",
+                (recipient, *params, page.limit),
             )
-            return [_message(r) for r in rows]
+            return [_message(tuple(r)[:-1]) for r in page.take(rows, _row_size)]
 
         return await self.store.call(q)
 
@@ -347,6 +450,10 @@ class Broker:
             return [{"sender": s, "recipient": r, "count": n} for s, r, n in rows]
 
         return await self.store.call(q)
+
+
+def _row_size(row: sqlite3.Row) -> int:
+    return int(row["size"]) + _ROW_BYTES
 
 
 def _public(message: Message) -> Message:

@@ -45,6 +45,8 @@ class ChangeRequests:
             raise InvalidError(str(exc)) from exc
         except ValidationError as exc:
             raise InvalidError(f"not a valid agent.toml: {exc.errors()[0]['msg']}") from exc
+        if "\x00" in description:  # it becomes the commit message, a C string to git
+            raise InvalidError("description must not contain NUL characters")
         if name in hive.applied_names:
             raise ConflictError(f"agent {name} exists already")
         toml = tomli_w.dumps(spec.model_dump(include={"description", "model"}, exclude_none=True))

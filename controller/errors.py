@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "ForbiddenError", "HiveError", "InvalidError", "NotFoundError"]
+__all__ = [
+    "ConflictError",
+    "ForbiddenError",
+    "HiveError",
+    "InvalidError",
+    "NoSpaceError",
+    "NotFoundError",
+    "QuotaError",
+    "TooLargeError",
+]
 
 
 class HiveError(Exception):
@@ -37,3 +46,21 @@ class ForbiddenError(HiveError):
     """Raised when the caller's socket does not grant the method."""
 
     code = "forbidden"
+
+
+class NoSpaceError(HiveError):
+    """Raised when a write failed because the disk is full; nothing was changed."""
+
+    code = "no_space"
+
+
+class TooLargeError(HiveError):
+    """Raised when one input is bigger than its limit (a message body)."""
+
+    code = "too_large"
+
+
+class QuotaError(HiveError):
+    """Raised when a request would take a party past its quota (an inbox, a send rate)."""
+
+    code = "quota"

@@ -31,6 +31,7 @@ from controller.bus import Bus, EventType
 from controller.eventlog import EventLog
 from controller.gate import Gate
 from controller.questions import Questions
+from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
@@ -117,7 +118,18 @@ class Hive:
         self.agent_queue = WorkQueue(
             self.agents.reconcile, workers=settings.workers, backoff=backoff, clock=self.clock
         )
-        self.broker = Broker(self.store, self.bus)
+        self.broker = Broker(
+            self.store,
+            self.bus,
+            BrokerLimits(
+                message_bytes=settings.message_max_bytes,
+                inbox_messages=settings.inbox_max_messages,
+                inbox_bytes=settings.inbox_max_bytes,
+                send_bytes_per_minute=settings.send_max_bytes_per_minute,
+            ),
+            clock=self.clock,
+            page_bytes=settings.page_max_bytes,
+        )
         self.eventlog = EventLog(self.store, self.bus)
         self.questions = Questions(
             self.store,

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field
 
 from controller.commands import Args, NoArgs, Spec
+from controller.protocol import MAX_KEY
+from controller.protocol import MAX_PAGE as MAX_LIMIT
 
 __all__ = ["GROUP_HELP", "HOST_SPECS"]
 
@@ -37,19 +39,35 @@ class DenyArgs(Args):
     reason: str = Field(default="", max_length=4000, description="why (kept with the decision)")
 
 
+_BEFORE = "page back: only rows with a smaller id (the last id of the page before)"
+_AFTER = "page on: only rows with a greater id (the last id of the page before)"
+
+
 class ApprovalsArgs(Args):
     status: ApprovalStatus | None = Field(default=None, description="only approvals of this status")
-    limit: int = Field(default=200, ge=1, le=10_000, description="at most this many, newest first")
+    limit: int = Field(
+        default=200, ge=1, le=MAX_LIMIT, description="at most this many, newest first"
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
 
 class SendArgs(Args):
     to: str = Field(description="the agent to send to (or operator)")
     body: str = Field(description="the message")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY,
+        description="sent again with the same key, the message is stored once",
+    )
 
 
 class MessagesArgs(Args):
     agent: str | None = Field(default=None, description="only messages to or from this agent")
-    limit: int = Field(default=100, ge=1, le=10_000, description="at most this many, newest first")
+    limit: int = Field(
+        default=100, ge=1, le=MAX_LIMIT, description="at most this many, newest first"
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
 
 class QuestionsArgs(Args):
@@ -57,6 +75,14 @@ class QuestionsArgs(Args):
         default="pending",
         description="pending, answered, cancelled or expired (default: pending)",
     )
+    limit: int = Field(
+        default=200,
+        ge=1,
+        le=MAX_LIMIT,
+        description="at most this many (of a status oldest first, else newest first)",
+    )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
+    after_id: int | None = Field(default=None, ge=0, description=_AFTER)
 
 
 class QuestionIdArgs(Args):
@@ -69,12 +95,15 @@ class AnswerArgs(Args):
 
 
 class EventsArgs(Args):
-    limit: int = Field(default=100, ge=1, le=10_000, description="at most this many, newest first")
+    limit: int = Field(
+        default=100, ge=1, le=MAX_LIMIT, description="at most this many, newest first"
+    )
     type: str = Field(
         default="",
         max_length=64,
         description="only types starting with this, e.g. approval or agent.kill",
     )
+    before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
 
 _LIFECYCLE = {

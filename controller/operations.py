@@ -28,6 +28,7 @@ from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.events import EventType
 from controller.gate import Alarm
 from controller.hive import Hive
+from controller.paging import Page
 from controller.values import (
     AgentRow,
     AppliedReset,
@@ -134,9 +135,16 @@ class Operations:
         with self.hive.bus.subscribe(buffer) as sub:
             yield sub
 
-    async def events(self, limit: int = 100, type_prefix: str = "") -> list[JSONObject]:
+    def page(self, limit: int, before_id: int | None = None, after_id: int | None = None) -> Page:
+        """A page of a list answer: `limit` rows at most, within the settings' bytes."""
+        return Page(limit, before_id, after_id, budget=self.hive.settings.page_max_bytes)
+
+    async def events(
+        self, limit: int = 100, type_prefix: str = "", before_id: int | None = None
+    ) -> list[JSONObject]:
         """The audit log, newest first, only types starting with `type_prefix`."""
-        return list(await self.hive.eventlog.recent(limit, type_prefix))
+        page = self.page(limit, before_id)
+        return list(await self.hive.eventlog.recent(type_prefix=type_prefix, page=page))
 
     # --- agents ----------------------------------------------------------------------
 
@@ -305,24 +313,34 @@ class Operations:
             raise NotFoundError(f"no agent {to!r} to send to; list_agents shows who exists")
         return to
 
-    async def send(self, sender: str, to: str, body: str) -> Sent:
+    async def send(
+        self, sender: str, to: str, body: str, idempotency_key: str | None = None
+    ) -> Sent:
+        """Store a message for `to`; sent again with the same key, it is stored once."""
         if to == sender:
             raise InvalidError(f"{sender} cannot send to itself")
-        message = await self.hive.broker.send(sender, self.recipient(to), body)
+        message = await self.hive.broker.send(
+            sender, self.recipient(to), body, idempotency_key=idempotency_key
+        )
         return Sent(message.id)
 
-    async def messages(self, agent: str | None = None, limit: int = 100) -> list[Message]:
+    async def messages(
+        self, agent: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[Message]:
         """Recent messages, newest first, optionally to or from one agent."""
         if agent is not None and agent != OPERATOR:
             checked_name(agent)
-        return await self.hive.broker.messages(agent, limit)
+        return await self.hive.broker.messages(agent, limit, before_id)
 
     async def traffic(self) -> list[JSONObject]:
         """Who talks to whom: message counts per (sender, recipient)."""
         return list(await self.hive.broker.counts())
 
-    async def inbox(self, agent: str) -> list[Message]:
-        return await self.hive.broker.inbox(agent)
+    async def inbox(
+        self, agent: str, limit: int = 100, after_id: int | None = None
+    ) -> list[Message]:
+        """`agent`'s messages not yet acknowledged, oldest first."""
+        return await self.hive.broker.inbox(agent, limit, after_id)
 
     async def recv(self, agent: str, wait: float, owner: int | None) -> Message | None:
         return await self.hive.broker.recv(agent, wait, owner)
@@ -343,8 +361,11 @@ class Operations:
 
     # --- approvals -------------------------------------------------------------------
 
-    async def approvals(self, status: str | None = None, limit: int = 200) -> list[Approval]:
-        return await self.hive.approvals.query(status, limit)
+    async def approvals(
+        self, status: str | None = None, limit: int = 200, before_id: int | None = None
+    ) -> list[Approval]:
+        """Approvals newest first, optionally of one status."""
+        return await self.hive.approvals.query(status, page=self.page(limit, before_id))
 
     async def pending_approvals(self) -> int:
         return await self.hive.approvals.count_pending()
@@ -366,8 +387,16 @@ class Operations:
 
     # --- questions -------------------------------------------------------------------
 
-    async def questions(self, status: str | None = "pending", limit: int = 200) -> list[Question]:
-        return await self.hive.questions.query(status, limit)
+    async def questions(
+        self,
+        status: str | None = "pending",
+        limit: int = 200,
+        before_id: int | None = None,
+        after_id: int | None = None,
+    ) -> list[Question]:
+        """Questions of a status oldest first, or all of them newest first."""
+        page = self.page(limit, before_id, after_id)
+        return await self.hive.questions.query(status, page=page)
 
     async def ask(
         self,

@@ -6,6 +6,15 @@ A streaming command (`watch`) answers with `{"id", "event": {...}}` lines until 
 closes. Lines are capped at `MAX_LINE` bytes so a client cannot make the daemon buffer
 without bound; a longer line is refused and the connection closed (its framing is lost).
 
+Requests are strict JSON and checked before any command sees them, so that no input
+reaches a conversion that could fail on it (sqlite, `timedelta`, UTF-8): `NaN` and
+`Infinity` are not JSON (`bad_json`); numbers must be finite and integers within
++-2^63; text must be Unicode (no lone surrogates); nesting is at most `MAX_DEPTH` deep
+(each `invalid`). An `id` is null (or absent), a string of at most `MAX_ID_LENGTH`
+characters or an integer within +-(2^53 - 1), which every JSON parser keeps exact;
+any other id is `invalid` and answered with `id: null`. Answers are strict JSON too
+(`allow_nan=False`, ASCII), whatever they carry.
+
 This module is the one both sides import: the harness uses `Client`, the controller uses
 `decode_request` / `encode_*`. Both run their connections on asyncio's transports
 (`open_transport_stream`): anyio's own unix-socket stream yields to the loop on every
@@ -19,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
+import re
 import socket
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, is_dataclass
 from types import TracebackType
 from typing import Any
@@ -31,7 +42,12 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_ID",
+    "MAX_ID_LENGTH",
+    "MAX_KEY",
     "MAX_LINE",
+    "MAX_PAGE",
     "Client",
     "ProtocolError",
     "Request",
@@ -40,12 +56,24 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_result",
+    "encoded_size",
     "jsonable",
     "open_transport_stream",
     "read_line",
 ]
 
 MAX_LINE = 1024 * 1024
+MAX_DEPTH = 32
+MAX_ID = 2**53 - 1
+MAX_ID_LENGTH = 128
+MAX_KEY = 128  # an idempotency key's length (`send`)
+MAX_PAGE = 1000  # the most rows a list answer holds (`controller/paging.py`)
+_MAX_INT = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# What a line needs to hold for the parsed value to need a look: an escape (the only way
+# to a lone surrogate), an exponent or 19 digits (the only ways out of range), and more
+# brackets than MAX_DEPTH (the only way too deep).
+_NUMBER_TO_CHECK = re.compile(rb"\d[eE]|\d{19}")
 
 JSON = Any
 
@@ -67,15 +95,104 @@ class Request:
     args: Mapping[str, JSON]
 
 
+class _NotJSON(Exception):
+    """Raised inside the JSON parser for `NaN` and `Infinity`, which are not JSON."""
+
+
+def _no_constant(name: str) -> JSON:
+    raise _NotJSON(f"{name} is not JSON; numbers must be finite")
+
+
+# One decoder for every request: `json.loads` with a hook builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _text_problem(text: str) -> str | None:
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return None
+    return "text must be valid Unicode (a lone surrogate is not)"
+
+
+def _number_problem(item: int | float) -> str | None:
+    if type(item) is float:
+        return None if math.isfinite(item) else "a number is out of range"
+    if type(item) is int and not -_MAX_INT <= item <= _MAX_INT:
+        return "an integer is out of range (+-2^63)"
+    return None
+
+
+def _shape_problem(value: JSON) -> str | None:
+    """What is wrong with a parsed request (depth, text, numbers), or None. Iterative,
+    so it cannot itself run out of stack; on the path of every request, so plain."""
+    stack: list[tuple[JSON, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            problem = _text_problem(item)
+        elif kind is dict or kind is list:
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            children = item.values() if kind is dict else item
+            if kind is dict:
+                for key in item:
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        return problem
+            for child in children:
+                stack.append((child, depth + 1))
+            continue
+        elif kind is int or kind is float:
+            problem = _number_problem(item)
+        else:
+            continue
+        if problem is not None:
+            return problem
+    return None
+
+
+def _worth_a_look(line: bytes) -> bool:
+    """Whether the parsed line may break a rule of `_shape_problem` (most lines cannot,
+    and the walk would cost more than the parse)."""
+    return (
+        b"\\u" in line
+        or line.count(b"[") + line.count(b"{") > MAX_DEPTH
+        or _NUMBER_TO_CHECK.search(line) is not None
+    )
+
+
+def _id_problem(rid: JSON) -> str | None:
+    if rid is None:
+        return None
+    if isinstance(rid, str):
+        return None if len(rid) <= MAX_ID_LENGTH else f"'id' is longer than {MAX_ID_LENGTH}"
+    if isinstance(rid, int) and not isinstance(rid, bool) and abs(rid) <= MAX_ID:
+        return None
+    return "'id' must be null, a string or an integer within +-(2^53 - 1)"
+
+
 def decode_request(line: bytes) -> Request:
-    """Parse one request line; the `id` is kept even when the rest is bad."""
+    """Parse one request line; the `id` is kept even when the rest is bad (if it is a
+    valid id)."""
     try:
-        raw = json.loads(line)
+        raw = _DECODER.decode(line.decode("utf-8"))
+    except _NotJSON as exc:
+        raise ProtocolError("bad_json", str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("bad_json", f"request is not valid JSON: {exc}") from exc
+    except ValueError:  # Python's own limit: an integer of more than 4,300 digits
+        raise ProtocolError("invalid", "bad request: an integer is out of range") from None
+    except RecursionError:
+        raise ProtocolError("invalid", f"request nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(raw, dict):
         raise ProtocolError("bad_request", "request must be a JSON object")
     rid = raw.get("id")
+    problem = _id_problem(rid)
+    if problem is not None:
+        raise ProtocolError("invalid", problem)
+    problem = _shape_problem(raw) if _worth_a_look(line) else None
+    if problem is not None:
+        raise ProtocolError("invalid", f"bad request: {problem}", rid)
     cmd = raw.get("cmd")
     args = raw.get("args", {})
     if not isinstance(cmd, str) or not cmd:
@@ -106,8 +223,15 @@ def _default(value: object) -> JSON:
     return jsonable(value)
 
 
+def encoded_size(value: object) -> int:
+    """Bytes of `value` inside an answer line."""
+    return len(json.dumps(value, separators=(",", ":"), default=_default))
+
+
 def _dump(obj: Mapping[str, JSON]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=_default).encode() + b"\n"
+    """One line of strict JSON; ASCII (`ensure_ascii`), so it always encodes."""
+    text = json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False)
+    return text.encode() + b"\n"
 
 
 def encode_result(rid: JSON, result: JSON) -> bytes:
@@ -193,12 +317,29 @@ async def open_transport_stream(stream: ByteStream) -> ByteStream:
     return _TransportStream(reader, writer)
 
 
-class Client:
-    """A connection to a hive socket; one call at a time (calls are serialised)."""
+class _Unsent(Exception):
+    """Raised when the server had closed the connection before reading the request."""
 
-    def __init__(self, stream: ByteStream) -> None:
+
+class Client:
+    """A connection to a hive socket; one call at a time (calls are serialised).
+
+    A client made by `connect_client` knows its socket's path: when the server had
+    closed the connection for idleness before the request (the `idle_timeout` line, or
+    a broken pipe on sending), the request was never carried out, and it is sent once
+    more on a fresh connection, after the `hello` calls that make a connection what it
+    was (the harness's `auth`)."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        path: str | None = None,
+        hello: Sequence[tuple[str, Mapping[str, JSON]]] = (),
+    ) -> None:
         self._stream = stream
         self._reader = BufferedByteReceiveStream(stream)
+        self._path = path
+        self._hello = tuple(hello)
         self._lock = anyio.Lock()
         self._next = 0
 
@@ -218,20 +359,53 @@ class Client:
 
     async def call(self, cmd: str, **args: JSON) -> JSON:
         async with self._lock:
-            self._next += 1
-            rid = self._next
             try:
-                await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
-                line = await read_line(self._reader)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                raise ProtocolError("closed", f"the connection is gone: {exc!r}") from exc
-            if line is None:
-                raise ProtocolError("closed", "the server closed the connection")
-            answer = json.loads(line)
-            if answer.get("ok"):
-                return answer.get("result")
-            err = answer.get("error") or {}
-            raise ProtocolError(str(err.get("code", "error")), str(err.get("message", "")))
+                return await self._exchange(cmd, args)
+            except _Unsent as exc:
+                if self._path is None:
+                    raise ProtocolError("closed", f"the connection is gone: {exc}") from exc
+                await self._reconnect()
+                try:
+                    return await self._exchange(cmd, args)
+                except _Unsent as again:
+                    raise ProtocolError("closed", f"the connection is gone: {again}") from again
+
+    async def _exchange(self, cmd: str, args: Mapping[str, JSON]) -> JSON:
+        self._next += 1
+        rid = self._next
+        try:
+            await self._stream.send(_dump({"id": rid, "cmd": cmd, "args": args}))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _Unsent(repr(exc)) from exc
+        try:
+            line = await read_line(self._reader)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ProtocolError("closed", f"the connection is gone: {exc!r}") from exc
+        if line is None:
+            raise ProtocolError("closed", "the server closed the connection")
+        answer = json.loads(line)
+        if answer.get("ok"):
+            return answer.get("result")
+        err = answer.get("error") or {}
+        code, message = str(err.get("code", "error")), str(err.get("message", ""))
+        if code == "idle_timeout" and answer.get("id") is None:
+            raise _Unsent(message)
+        raise ProtocolError(code, message)
+
+    async def _reconnect(self) -> None:
+        assert self._path is not None
+        with contextlib.suppress(OSError, anyio.BrokenResourceError):
+            await self._stream.aclose()
+        self._stream = await _open(self._path)
+        self._reader = BufferedByteReceiveStream(self._stream)
+        await self._greet()
+
+    async def _greet(self) -> None:
+        for cmd, args in self._hello:
+            try:
+                await self._exchange(cmd, args)
+            except _Unsent as exc:
+                raise ProtocolError("closed", f"the connection is gone: {exc}") from exc
 
     async def stream(self, cmd: str, **args: JSON) -> AsyncGenerator[JSON, None]:
         """Send a streaming command and yield each event until the server closes."""
@@ -250,15 +424,30 @@ class Client:
                     raise ProtocolError(str(err.get("code")), str(err.get("message")))
 
 
-async def connect_client(path: str | os.PathLike[str]) -> Client:
+async def _open(path: str) -> ByteStream:
     try:
-        stream = await anyio.connect_unix(os.fspath(path))
+        stream = await anyio.connect_unix(path)
     except OSError as exc:
         raise ProtocolError(
-            "unreachable", f"cannot connect to {os.fspath(path)}: {exc.strerror or exc}"
+            "unreachable", f"cannot connect to {path}: {exc.strerror or exc}"
         ) from exc
     try:
-        return Client(await open_transport_stream(stream))
+        return await open_transport_stream(stream)
     except BaseException:
         await stream.aclose()
         raise
+
+
+async def connect_client(
+    path: str | os.PathLike[str], hello: Sequence[tuple[str, Mapping[str, JSON]]] = ()
+) -> Client:
+    """A client on the socket at `path`, after the `hello` calls (made again whenever
+    the client has to reconnect)."""
+    client = Client(await _open(os.fspath(path)), os.fspath(path), hello)
+    try:
+        async with client._lock:
+            await client._greet()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client

@@ -11,8 +11,8 @@ pending questions every `poll` seconds at the latest. Deadlines are wall-clock t
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import sqlite3
 from datetime import datetime, timedelta
 
@@ -20,12 +20,15 @@ import anyio
 
 from controller.broker import OPERATOR, Broker
 from controller.bus import Bus, EventType
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, InvalidError, NoSpaceError, NotFoundError
+from controller.paging import Page
 from controller.store import Store
 from controller.values import Question
 from reconcilers.clock import Clock, SystemClock, iso, wait_event
 
 __all__ = ["MAX_TTL", "STATUSES", "Questions"]
+
+log = logging.getLogger(__name__)
 
 MAX_TTL = 7 * 24 * 3600
 STATUSES = ("pending", "answered", "cancelled", "expired")
@@ -111,18 +114,29 @@ class Questions:
             raise NotFoundError(f"no question #{question_id}")
         return found
 
-    async def query(self, status: str | None = "pending", limit: int = 200) -> list[Question]:
+    async def query(
+        self, status: str | None = "pending", limit: int = 200, page: Page | None = None
+    ) -> list[Question]:
+        """Pending (or any status's) questions oldest first, all questions newest first;
+        with a `page` (a client's list), one page of them."""
         if status is not None and status not in STATUSES:
             raise InvalidError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        where, params = page.where() if page is not None else ("1", ())
+        limit = page.limit if page is not None else limit
 
         def q(db: sqlite3.Connection) -> list[Question]:
             if status is None:
-                rows = db.execute("SELECT * FROM questions ORDER BY id DESC LIMIT ?", (limit,))
+                rows = db.execute(
+                    f"SELECT * FROM questions WHERE {where} ORDER BY id DESC LIMIT ?",
+                    (*params, limit),
+                )
             else:
                 rows = db.execute(
-                    "SELECT * FROM questions WHERE status=? ORDER BY id LIMIT ?", (status, limit)
+                    f"SELECT * FROM questions WHERE status=? AND {where} ORDER BY id LIMIT ?",
+                    (status, *params, limit),
                 )
-            return [_row(r) for r in rows]
+            found = (_row(r) for r in rows)
+            return page.take(found) if page is not None else list(found)
 
         return await self.store.call(q)
 
@@ -196,8 +210,12 @@ class Questions:
                     continue
                 left = (datetime.fromisoformat(question.expires_at) - now).total_seconds()
                 if left <= 0:
-                    with contextlib.suppress(ConflictError):
+                    try:
                         await self._resolve(question, "expired", None)
+                    except ConflictError:
+                        pass  # answered or cancelled meanwhile
+                    except NoSpaceError as exc:
+                        log.warning("question #%s expires later: %s", question.id, exc)
                 else:
                     nearest = min(nearest, left)
             await wait_event(self.clock, self._wake, started + nearest)

@@ -7,6 +7,18 @@ agent that crashes `crash_limit` times within `crash_window` is Stalled; restart
 `crash_backoff` doubling up to `backoff_cap`, the first one none); the grace a stopping
 agent gets before SIGKILL; and how often the question expiry re-reads pending questions
 at the latest (it also wakes at the nearest deadline and on every new question).
+
+Limits on what a client may hold: connections at once on host.sock and on each agent's
+socket (over the cap a connection is refused with `too_many_connections`), and how long
+a connection may sit without a request before it is closed (`idle_timeout`). With the
+defaults a hive of 200 agents holds at most ~6,500 descriptors for sockets, well within
+the NixOS unit's `LimitNOFILE`; `hive-c0re serve` also raises its soft limit to the hard
+one at start.
+
+The broker's quotas (`controller/quotas.py`): the largest message body, what one
+agent's inbox may hold unacknowledged (messages and bytes), how fast one agent may send;
+and how many bytes one page of a list answer may hold (`controller/paging.py`). Bodies
+and pages must fit in a socket line (`protocol.MAX_LINE`, 1 MiB) with room to spare.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller import version
+from controller.protocol import MAX_LINE
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
@@ -71,6 +84,14 @@ class Settings:
     crash_backoff: float = 1.0
     stop_grace: float = 5.0
     question_poll: float = 60.0
+    host_connections: int = 64
+    agent_connections: int = 32
+    idle_timeout: float = 600.0
+    message_max_bytes: int = 256 * 1024
+    inbox_max_messages: int = 1000
+    inbox_max_bytes: int = 16 * 1024 * 1024
+    send_max_bytes_per_minute: int = 16 * 1024 * 1024
+    page_max_bytes: int = 512 * 1024
     harness_version: str = field(default_factory=version.harness_version)
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
@@ -117,15 +138,35 @@ class Settings:
             "crash_window",
             "crash_backoff",
             "question_poll",
+            "idle_timeout",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value < float("inf")):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if self.stop_grace < 0:
             raise ValueError(f"stop_grace must not be negative, not {self.stop_grace!r}")
-        for name in ("workers", "crash_limit"):
+        for name in (
+            "workers",
+            "crash_limit",
+            "host_connections",
+            "agent_connections",
+            "message_max_bytes",
+            "inbox_max_messages",
+            "inbox_max_bytes",
+            "send_max_bytes_per_minute",
+            "page_max_bytes",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
         if self.backoff_base > self.backoff_cap or self.crash_backoff > self.backoff_cap:
             raise ValueError("backoff_base and crash_backoff must not exceed backoff_cap")
+        for name in ("message_max_bytes", "page_max_bytes"):
+            if getattr(self, name) > MAX_LINE // 2:
+                raise ValueError(f"{name} must be at most {MAX_LINE // 2} (half a socket line)")
+        if self.inbox_max_bytes < self.message_max_bytes:
+            raise ValueError("inbox_max_bytes must hold at least one message_max_bytes")
+        if self.send_max_bytes_per_minute < self.message_max_bytes:
+            raise ValueError(
+                "send_max_bytes_per_minute must allow at least one message_max_bytes a minute"
+            )

@@ -3,14 +3,23 @@
 Each connection gets a *session* from a factory: the session knows who is speaking (the
 host operator, or the one agent whose socket this is) and is closed when the peer goes,
 which is how the broker returns leased messages of a dead harness. Bad input of any kind
-gets an error answer and the connection stays usable; only a line over `MAX_LINE` closes
-it, because its framing is lost.
+gets an error answer (`invalid`, never `internal`) and the connection stays usable; only
+a line over `MAX_LINE` closes it, because its framing is lost.
+
+A connection that sends nothing for `idle_timeout` seconds while nothing is in flight
+(no long-poll, no stream, no lease its session holds: `Session.busy`) is told
+`idle_timeout` in one line and closed, so forgotten connections do not pile up against
+the caps (`controller/listener.py`). The server decides only between requests, so a
+request the client sent that the line answers instead was never carried out: the client
+may send it again on a new connection (`protocol.Client` does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -21,6 +30,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from controller.commands import CommandTable
 from controller.errors import HiveError
+from controller.listener import Slots, serve_listener
 from controller.protocol import (
     MAX_LINE,
     ProtocolError,
@@ -30,25 +40,77 @@ from controller.protocol import (
     encode_result,
     open_transport_stream,
 )
+from gitstore.errors import NoSpaceError as GitNoSpaceError
 
-__all__ = ["Session", "serve_socket"]
+__all__ = ["Session", "Slots", "serve_socket"]
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound="Session")
 
 
 class Session(Protocol):
+    @property
+    def busy(self) -> bool:
+        """Whether the connection holds something that must not time out (a lease)."""
+        ...
+
     async def close(self) -> None: ...
 
 
+# Raised by handlers for input no check caught (a number too big for a conversion, a
+# structure too deep, text that cannot be encoded): still the caller's input, so
+# `invalid`, logged so the check can be added where it belongs.
+_INPUT_ERRORS = (OverflowError, RecursionError, UnicodeError)
+LINGER = 1.0
+
+
 class _Connection(Generic[C]):
-    def __init__(self, stream: ByteStream, table: CommandTable[C], session: C) -> None:
+    def __init__(
+        self, stream: ByteStream, table: CommandTable[C], session: C, idle_timeout: float
+    ) -> None:
         self.stream = stream
         self.reader = BufferedByteReceiveStream(stream)
         self.table = table
         self.session = session
+        self.idle_timeout = idle_timeout
+        self.active = time.monotonic()  # the end of the last answer
+        self.answering = False
 
     async def run(self) -> None:
+        # A watchdog beside the request loop rather than a deadline around every read:
+        # a cancel scope with a deadline per request costs ~6 us, a timestamp nothing.
+        idled = False
+        async with anyio.create_task_group() as tg:
+
+            async def close_when_idle() -> None:
+                nonlocal idled
+                while True:
+                    left = self.active + self.idle_timeout - time.monotonic()
+                    if left > 0:
+                        await anyio.sleep(left)
+                    elif self.answering or self.session.busy:
+                        self.active = time.monotonic()
+                    else:
+                        # Not inside an answer: the request loop waits for a line, and
+                        # whatever arrived meanwhile goes unread (the client may resend).
+                        idled = True
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(close_when_idle)
+            await self.serve_requests()
+            tg.cancel_scope.cancel()
+        if idled:
+            await self.stream.send(
+                encode_error(
+                    None,
+                    "idle_timeout",
+                    f"no request for {self.idle_timeout:g} s; closing (a request sent "
+                    "after this line was not read)",
+                )
+            )
+
+    async def serve_requests(self) -> None:
         while True:
             try:
                 line = await self.reader.receive_until(b"\n", MAX_LINE)
@@ -58,13 +120,29 @@ class _Connection(Generic[C]):
                         None, "too_large", f"request longer than {MAX_LINE} bytes; closing"
                     )
                 )
+                await self.linger()
                 return
             except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
                 return
             if not line.strip():
                 continue
-            if not await self.answer(line):
-                return
+            self.answering = True
+            try:
+                if not await self.answer(line):
+                    return
+            finally:
+                self.answering = False
+                self.active = time.monotonic()
+
+    async def linger(self) -> None:
+        """Close gently after refusing a line: a socket closed with unread data resets
+        the connection, and the client would lose the refusal. So: no more writing, and
+        what the client still sends is read and dropped (for a moment, up to a bound)."""
+        with anyio.move_on_after(LINGER), contextlib.suppress(Exception):
+            await self.stream.send_eof()
+            dropped = 0
+            while dropped < 4 * MAX_LINE:
+                dropped += len(await self.stream.receive())
 
     async def answer(self, line: bytes) -> bool:
         """Answer one request line; False once the connection is done."""
@@ -84,8 +162,13 @@ class _Connection(Generic[C]):
             await self.stream.send(encode_error(exc.request_id, exc.code, exc.message))
         except HiveError as exc:
             await self.stream.send(encode_error(rid, exc.code, exc.message))
+        except GitNoSpaceError as exc:
+            await self.stream.send(encode_error(rid, "no_space", str(exc)))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
+        except _INPUT_ERRORS as exc:
+            log.warning("input no check caught: %s: %r", type(exc).__name__, line[:200])
+            await self.stream.send(encode_error(rid, "invalid", f"bad input: {exc}"))
         except Exception as exc:
             log.exception("command failed: %r", line[:200])
             await self.stream.send(encode_error(rid, "internal", f"{type(exc).__name__}: {exc}"))
@@ -159,10 +242,13 @@ async def serve_socket(
     table: CommandTable[C],
     new_session: Callable[[], C],
     *,
+    slots: Slots,
+    idle_timeout: float,
     mode: int = 0o600,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on `path` (replacing a stale socket) until cancelled.
+    """Listen on `path` (replacing a stale socket) until cancelled, holding at most
+    `slots.limit` connections at once (`slots` may be shared by several sockets).
 
     The socket is bound and listening under a temporary name and then renamed into
     place, so `path` never exists without a listener behind it (a client that sees the
@@ -175,21 +261,19 @@ async def serve_socket(
         os.replace(staging, path)
 
         async def handle(accepted: ByteStream) -> None:
-            session = new_session()
-            async with accepted, await open_transport_stream(accepted) as stream:
-                try:
-                    await _Connection(stream, table, session).run()
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass  # the peer went away mid-answer: nothing to tell it
-                except Exception:
-                    # One connection's failure must never take the listener down.
-                    log.exception("connection handler failed")
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await session.close()
+            try:
+                async with accepted, await open_transport_stream(accepted) as stream:
+                    session = new_session()
+                    try:
+                        await _Connection(stream, table, session, idle_timeout).run()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await session.close()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass  # the peer went away mid-answer: nothing to tell it
 
         task_status.started()
         try:
-            await listener.serve(handle)
+            await serve_listener(listener, handle, slots)
         finally:
             path.unlink(missing_ok=True)

@@ -13,10 +13,17 @@ trip (~0.1-0.3 ms, most of a message's latency); when it is busy it never waits,
 the thread path. With WAL and `synchronous=NORMAL` a commit does not fsync; only
 checkpoints do, so automatic checkpoints are off and `serve_checkpoints` runs them in a
 worker thread: nothing on the loop ever waits for the disk.
+
+A full disk (`SQLITE_FULL`: sqlite maps ENOSPC to it, at a write or at the commit that
+appends to the WAL) rolls the transaction back and raises `NoSpaceError`, which the
+sockets answer as `no_space`, "no space left on device": the caller learns what to do
+and nothing was changed. A checkpoint that cannot write is retried at the next interval.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -27,7 +34,11 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio
 
+from controller.errors import NoSpaceError
+
 __all__ = ["MIGRATIONS", "Store", "now_iso"]
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,7 +149,25 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    # 4: broker quotas (each inbox's unacknowledged messages and their sizes, in a partial
+    # index that holds only those rows) and idempotent sends
+    """
+    ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
+    UPDATE messages SET size = length(CAST(body AS BLOB));
+    CREATE INDEX messages_unacked ON messages(recipient, size) WHERE acked_at IS NULL;
+    CREATE UNIQUE INDEX messages_idempotency ON messages(sender, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
 )
+
+
+_SQLITE_FULL = 13
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_FULL
 
 
 _last_iso: tuple[int, str] = (-1, "")
@@ -199,14 +228,29 @@ class Store:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(self._conn, *args, **kwargs)
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._conn, *args, **kwargs)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # sqlite may have rolled back already (it does on SQLITE_FULL); a failing
+                # ROLLBACK must not hide why.
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                raise self._no_space(exc) from exc
             raise
-        self._conn.execute("COMMIT")
         return result
+
+    def _no_space(self, exc: sqlite3.Error) -> NoSpaceError:
+        return NoSpaceError(
+            f"no space left on device: cannot write {self.path} ({exc}); nothing was "
+            "changed. Free space on its filesystem and try again."
+        )
 
     async def call_fast(
         self,
@@ -230,9 +274,20 @@ class Store:
     ) -> None:
         """Checkpoint the WAL into the database every `interval` seconds, off the loop."""
         task_status.started()
+        failing = False
         while True:
             await anyio.sleep(interval)
-            await anyio.to_thread.run_sync(self._checkpoint)
+            try:
+                await anyio.to_thread.run_sync(self._checkpoint)
+            except sqlite3.Error as exc:
+                # The WAL keeps every commit meanwhile; a later checkpoint moves it.
+                if not failing:
+                    log.warning("checkpoints of %s fail (retrying): %s", self.path, exc)
+                failing = True
+                continue
+            if failing:
+                log.info("checkpoints of %s work again", self.path)
+            failing = False
 
     def _checkpoint(self) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ import pygit2
 
 from gitstore import commits, repos
 from gitstore.diff import MAX_LINES, ApprovalDiff, approval_diff
-from gitstore.errors import GitStoreError
+from gitstore.errors import GitStoreError, no_space
 from gitstore.follow import ProposedState, follow_main
 from gitstore.hooks import install_gate_hook
 from gitstore.plan import NameCheck, Plan, compute_plan, merge_commit, move_main
@@ -70,8 +70,13 @@ class GitStore:
             with self._lock:
                 try:
                     return work()
-                except pygit2.GitError as exc:
-                    raise GitStoreError(str(exc)) from exc
+                except (pygit2.GitError, OSError) as exc:
+                    full = no_space(exc, self.applied_path.parent)
+                    if full is not None:
+                        raise full from exc
+                    if isinstance(exc, pygit2.GitError):
+                        raise GitStoreError(str(exc)) from exc
+                    raise
 
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
 

@@ -152,15 +152,10 @@ class Agent:
         return cancelled
 
     async def _connect(self) -> Client:
-        """A connection to the agent socket, as the harness when it holds its key."""
-        client = await connect_client(self.config.socket)
-        if self.config.key:
-            try:
-                await client.call("auth", key=self.config.key)
-            except BaseException:
-                await client.aclose()
-                raise
-        return client
+        """A connection to the agent socket, as the harness when it holds its key (also
+        when the client reconnects after an idle close)."""
+        hello = [("auth", {"key": self.config.key})] if self.config.key else []
+        return await connect_client(self.config.socket, hello)
 
     async def call(self, cmd: str, **args: Any) -> Any:
         """A control-plane call (page actions) on a connection of its own."""

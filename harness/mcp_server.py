@@ -87,9 +87,21 @@ def create_server(agent: str, socket_path: str) -> tuple[MCPServer, SocketLink]:
     async def send(
         to: Annotated[str, Field(description="Recipient agent name, or 'operator'.")],
         body: Annotated[str, Field(description="The message text.")],
+        idempotency_key: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=128,
+                description="Optional. The same key again (e.g. retrying after an error "
+                "that left it unclear whether the message went) stores nothing new and "
+                "returns the first message's id.",
+            ),
+        ] = None,
     ) -> str:
         """Send a message to another agent (or the operator). Returns {"id": message id}."""
-        return await link.call("send", to=to, body=body)
+        if idempotency_key is None:
+            return await link.call("send", to=to, body=body)
+        return await link.call("send", to=to, body=body, idempotency_key=idempotency_key)
 
     async def recv(
         wait_seconds: Annotated[

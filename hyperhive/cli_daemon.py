@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 
 import anyio
@@ -49,6 +50,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--resync", type=float, metavar="SECONDS", help="periodic resync interval (default 30)"
     )
+    serve.add_argument(
+        "--host-connections",
+        type=int,
+        metavar="N",
+        help="connections host.sock holds at once (default 64)",
+    )
+    serve.add_argument(
+        "--agent-connections",
+        type=int,
+        metavar="N",
+        help="connections each agent's socket holds at once (default 32)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a socket connection idle this long (default 600)",
+    )
+    serve.add_argument(
+        "--inbox-max-messages",
+        type=int,
+        metavar="N",
+        help="unacknowledged messages one agent's inbox holds (default 1000)",
+    )
+    serve.add_argument(
+        "--inbox-max-bytes",
+        type=int,
+        metavar="BYTES",
+        help="bytes of unacknowledged messages one agent's inbox holds (default 16 MiB)",
+    )
     serve.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     serve.add_argument(
         "--unsandboxed",
@@ -59,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def raise_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one (as Go's runtime does): every
+    socket connection is a descriptor, and the usual soft limit of 1,024 is far below
+    what the caps allow. Returns the (soft, hard) limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logging.getLogger(__name__).warning("cannot raise the open-files limit: %s", exc)
+    return soft, hard
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,12 +122,19 @@ def main(argv: list[str] | None = None) -> None:
             runtime=args.runtime,
             dashboard=args.dashboard,
             resync_interval=args.resync,
+            host_connections=args.host_connections,
+            agent_connections=args.agent_connections,
+            idle_timeout=args.idle_timeout,
+            inbox_max_messages=args.inbox_max_messages,
+            inbox_max_bytes=args.inbox_max_bytes,
             dashboard_enabled=False if args.no_dashboard else None,
             unsandboxed=True if args.unsandboxed else None,
         )
     except ValueError as exc:
         print(f"hive-c0re: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    soft, _ = raise_file_limit()
+    logging.getLogger(__name__).info("open-files limit %d", soft)
     anyio.run(run_daemon, settings)
 
 

@@ -14,7 +14,7 @@ from controller.agent_sockets import serve_agent_sockets
 from controller.hive import Hive
 from controller.operations import Operations
 from controller.settings import Settings
-from controller.sockets import serve_socket
+from controller.sockets import Slots, serve_socket
 from reconcilers.runtime import Runtime
 from ui.dashboard import serve_dashboard
 
@@ -35,6 +35,8 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
                 hive.layout.host_socket,
                 host_commands,
                 lambda: HostSession(ops),
+                slots=Slots("host.sock", settings.host_connections),
+                idle_timeout=settings.idle_timeout,
                 task_status=task_status,
             )
         )

@@ -141,6 +141,10 @@ in
         KillMode = "control-group";
         # Building a container can take long; it is bounded per command inside.
         TimeoutStopSec = 30;
+        # Every socket connection is a descriptor: systemd's default soft limit (1,024)
+        # is what one agent's connection flood used to exhaust. The caps per socket
+        # (hive-c0re serve --agent-connections, default 32) keep real use far below.
+        LimitNOFILE = 65536;
       };
     };
 

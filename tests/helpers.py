@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -136,9 +138,7 @@ async def connect_harness(hive: Hive, name: str) -> Client:
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.write_text(secrets.token_hex(32))
-    client = await connect_client(hive.layout.socket(name))
-    await client.call("auth", key=key_file.read_text())
-    return client
+    return await connect_client(hive.layout.socket(name), [("auth", {"key": key_file.read_text()})])
 
 
 @asynccontextmanager
@@ -215,3 +215,22 @@ async def land(store: GitStore, sha: str, approval_id: int = 1, approver: str = 
 
 def _no_record(new: str) -> None:
     """`land` writes no record: that is the point of it."""
+
+
+def kill_strays(root: Path) -> list[int]:
+    """SIGKILL every process whose `HIVE_STATE` lies under `root` (an agent a daemon under
+    test was starting when it stopped, so no proc.json recorded it); returns their pids."""
+    killed = []
+    prefix = f"HIVE_STATE={root}/".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(var.startswith(prefix) for var in environ.split(b"\0")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed

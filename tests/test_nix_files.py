@@ -301,7 +301,7 @@ def eval_host_module(overrides: str = "{ }") -> Any:
         unit = c.systemd.services.hive-c0re;
       in {{
         inherit (unit) environment path wantedBy;
-        inherit (unit.serviceConfig) ExecStart EnvironmentFile;
+        inherit (unit.serviceConfig) ExecStart EnvironmentFile LimitNOFILE;
         tmpfiles = c.systemd.tmpfiles.rules;
         containers = c.boot.enableContainers;
         features = c.nix.settings.experimental-features;
@@ -334,6 +334,7 @@ def test_the_host_module_runs_hive_c0re_with_the_nixos_runtime_and_private_dirs(
     assert result["features"] == ["nix-command", "flakes"]
     assert result["packages"] == ["/nix/store/hyperhive"]
     assert (result["firewall"], result["EnvironmentFile"]) == ([], [])
+    assert result["LimitNOFILE"] == 65536
 
 
 def test_the_host_module_honours_dashboard_firewall_and_environment_file() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from controller.errors import ConflictError, ForbiddenError, HiveError, NotFoundError
+from controller.errors import HiveError
 from controller.protocol import ProtocolError, jsonable
 from ui.security import MAX_BODY
 
@@ -39,13 +39,17 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 32
 MAX_DIGITS = 18
 
-_STATUS: dict[type[HiveError], int] = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}
-_PROTOCOL_STATUS = {
+# By error code, for our errors and the sockets' alike (`HiveError.code`).
+_STATUS = {
     "not_found": 404,
     "conflict": 409,
     "forbidden": 403,
+    "too_large": 413,
+    "quota": 429,
+    "no_space": 507,
     "unreachable": 503,
     "closed": 503,
+    "too_many_connections": 503,
 }
 
 
@@ -141,9 +145,9 @@ def action(handler: Handler) -> Handler:
         except BadRequestError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         except HiveError as exc:
-            return JSONResponse({"error": exc.message}, _STATUS.get(type(exc), 400))
+            return JSONResponse({"error": exc.message}, _STATUS.get(exc.code, 400))
         except ProtocolError as exc:
-            return JSONResponse({"error": exc.message}, _PROTOCOL_STATUS.get(exc.code, 400))
+            return JSONResponse({"error": exc.message}, _STATUS.get(exc.code, 400))
         except OverflowError:  # an id in the path too large for sqlite
             return JSONResponse({"error": "a number in the request is out of range"}, 400)
 

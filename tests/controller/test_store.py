@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from controller.errors import NoSpaceError
 from controller.store import MIGRATIONS, Store
 
 pytestmark = pytest.mark.anyio
@@ -91,4 +92,22 @@ async def test_checkpoints_move_the_wal_into_the_database(tmp_path: Path) -> Non
         await anyio.sleep(0.1)
         tg.cancel_scope.cancel()
     assert db_file.stat().st_size > before + 200 * 500
+    store.close()
+
+
+def test_a_full_database_raises_no_space_and_changes_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "hive.sqlite")
+    # A database that may not grow: the same SQLITE_FULL a full disk gives.
+    pages = store.call_sync(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    store.call_sync(lambda db: db.execute(f"PRAGMA max_page_count={pages}"))
+
+    def grow(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO holds(name, reason, created_at) VALUES ('a', 'r', 'now')")
+        db.execute(
+            "INSERT INTO holds(name, reason, created_at) VALUES ('b', ?, 'now')", ("x" * 100_000,)
+        )
+
+    with pytest.raises(NoSpaceError, match="no space left on device"):
+        store.call_sync(grow)
+    assert store.call_sync(lambda db: db.execute("SELECT count(*) FROM holds").fetchone()[0]) == 0
     store.close()

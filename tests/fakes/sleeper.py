@@ -17,8 +17,16 @@ state = Path(os.environ["HIVE_STATE"])
 if (state / "crash").exists():
     print("crashing on purpose", flush=True)
     sys.exit(3)
-(state / "started").write_text(str(time.time_ns()))
-(state / "env").write_text("\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())))
+
+
+def write(name: str, text: str) -> None:
+    # Whole or not at all: a test that sees the file reads all of it.
+    (state / f".{name}").write_text(text)
+    os.replace(state / f".{name}", state / name)
+
+
+write("started", str(time.time_ns()))
+write("env", "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 print(f"{os.environ['HIVE_AGENT']} up", flush=True)
 while True:

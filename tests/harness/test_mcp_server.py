@@ -66,6 +66,16 @@ async def test_send_and_recv_are_forwarded_over_one_connection() -> None:
 
 
 @pytest.mark.anyio
+async def test_send_passes_an_idempotency_key_on_when_given() -> None:
+    async with open_agent_socket("alice") as sock, stdio_mcp("alice", sock.path) as client:
+        keyed = {"to": "bob", "body": "hi", "idempotency_key": "turn-7-1"}
+        assert _json(await client.call_tool("send", keyed)) == {"id": 1}
+        too_long = await client.call_tool("send", {**keyed, "idempotency_key": "k" * 129})
+        assert too_long.is_error
+    assert sock.calls == [Call("send", keyed)]
+
+
+@pytest.mark.anyio
 async def test_only_the_manager_is_offered_manager_tools() -> None:
     async with open_agent_socket("alice") as sock:
         async with stdio_mcp("alice", sock.path) as client:

@@ -141,3 +141,23 @@ async def test_agent_pages_live_behind_the_dashboard_and_its_guard(
             assert resp.status == 200, await resp.text()
         (sent,) = [m for m in await hive.broker.messages("hm1nd") if m.body == "from the page"]
         assert (sent.sender, sent.recipient) == ("operator", "hm1nd")
+
+
+async def test_a_refused_send_is_a_status_a_client_can_act_on(short_dir: Path) -> None:
+    settings = hive_settings(
+        short_dir, dashboard_enabled=True, dashboard="127.0.0.1:0", inbox_max_messages=1
+    )
+    async with running_hive(settings) as hive:
+        base = f"http://127.0.0.1:{hive.dashboard_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            _, headers = await _page(http, base + "/")
+            send = base + "/api/send"
+            async with http.post(send, headers=headers, json={"to": "hm1nd", "body": "x"}) as r:
+                assert r.status == 200
+            async with http.post(send, headers=headers, json={"to": "hm1nd", "body": "y"}) as r:
+                assert r.status == 429  # the inbox is full: try again later
+                assert "holds 1 unread messages" in (await r.json())["error"]
+            big = {"to": "hm1nd", "body": "\x01" * 50_000}  # 300 kB as sent (escaped)
+            async with http.post(send, headers=headers, json=big) as r:
+                assert r.status == 413
+                assert "the limit is 262144 bytes" in (await r.json())["error"]
