@@ -7,6 +7,7 @@ agent that crashes `crash_limit` times within `crash_window` is Stalled; restart
 `crash_backoff` doubling up to `backoff_cap`, the first one none); the grace a stopping
 agent gets before SIGKILL; and how often the question expiry re-reads pending questions
 at the latest (it also wakes at the nearest deadline and on every new question).
+The size and shape limits of a proposed tree (`gitstore.limits.Limits`) ride along.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller import version
+from gitstore.limits import Limits
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
@@ -77,6 +79,8 @@ class Settings:
     # The process runtime runs every agent in a bubblewrap sandbox unless this is set
     # (`--unsandboxed` / HIVE_UNSANDBOXED=1): then agents have the operator's rights.
     unsandboxed: bool = False
+    # Size and shape limits every plan checks (`gitstore.limits`); validated when built.
+    limits: Limits = field(default_factory=Limits)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod

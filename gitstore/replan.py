@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pygit2
 
 from gitstore.errors import UnknownRevError
+from gitstore.limits import Limits
 from gitstore.plan import NameCheck, Plan, compute_plan, touched_paths
 from gitstore.repos import APPLIED_MIRROR, lookup_commit, ref_target
 from gitstore.tree import tree_revs
@@ -97,7 +98,10 @@ def _stale(planned: PlannedAt, move: _Move) -> bool:
 
 
 def replan(
-    repo: pygit2.Repository, planned: Sequence[PlannedAt], name_problem: NameCheck | None
+    repo: pygit2.Repository,
+    planned: Sequence[PlannedAt],
+    name_problem: NameCheck | None,
+    limits: Limits | None = None,
 ) -> tuple[Replanned, ...]:
     """Bring every plan in `planned` up to applied `main` as mirrored in the proposed
     `repo` (the caller mirrors it first)."""
@@ -114,6 +118,6 @@ def replan(
             stale = _stale(p, move) or not _same_merge_base(repo, p, move)
         except UnknownRevError:
             continue  # its commit is gone (a gc'd branch): nothing to plan
-        plan = compute_plan(repo, p.sha, name_problem) if stale else None
+        plan = compute_plan(repo, p.sha, name_problem, limits) if stale else None
         out.append(Replanned(p.id, str(head.id), plan))
     return tuple(out)

@@ -92,8 +92,14 @@ def parse_spec(data: bytes) -> AgentSpec:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidSpecError(f"agent.toml is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        # tomllib recurses once per nested array or inline table: a 2 KB file can
+        # exhaust the stack, and that must stay this file's error.
+        raise InvalidSpecError("agent.toml nests arrays or tables too deeply") from exc
     try:
         return AgentSpec.model_validate(raw)
+    except RecursionError as exc:
+        raise InvalidSpecError("agent.toml nests arrays or tables too deeply") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'agent.toml'}: {err['msg']}"
