@@ -55,6 +55,7 @@ class GitStore:
         self.applied_path = state_dir / "applied.git"
         # Once, at start-up, before anything serves: the repos must exist to be opened.
         repos.init_repos(self.proposed_path, self.applied_path)
+        repos.check_received_objects(self.proposed_path)
         self._proposed = pygit2.Repository(str(self.proposed_path))
         self._applied = pygit2.Repository(str(self.applied_path))
         install_gate_hook(self.applied_path, self.proposed_path)
