@@ -28,7 +28,7 @@ import anyio
 from pydantic.fields import FieldInfo
 
 from controller.commands import Spec
-from controller.host_spec import HOST_SPECS
+from controller.host_spec import GROUP_HELP, HOST_SPECS
 from controller.protocol import ProtocolError, connect_client
 from controller.settings import default_runtime_dir, default_state_dir
 
@@ -115,8 +115,8 @@ def parser() -> argparse.ArgumentParser:
         parent, *rest = spec.cli
         if rest:  # `hive applied reset`: a group of subcommands under one word
             if parent not in groups:
-                helps = [s.help for s in HOST_SPECS if s.cli[0] == parent]
-                group = sub.add_parser(parent, help="; ".join(helps))
+                text = GROUP_HELP[parent]
+                group = sub.add_parser(parent, help=text, description=text)
                 groups[parent] = group.add_subparsers(
                     dest=f"{parent}_cmd", required=True, metavar="ACTION"
                 )

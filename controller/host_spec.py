@@ -15,7 +15,7 @@ from pydantic import Field
 
 from controller.commands import Args, NoArgs, Spec
 
-__all__ = ["HOST_SPECS"]
+__all__ = ["GROUP_HELP", "HOST_SPECS"]
 
 ApprovalStatus = Literal["pending", "approved", "denied", "superseded", "failed"]
 
@@ -82,6 +82,11 @@ _LIFECYCLE = {
     "stop": "stop an agent and hold it stopped",
     "restart": "restart an agent (clears its hold)",
     "kill": "kill an agent and hold it until `hive start`",
+}
+
+# Commands of two words (`hive applied reset`) are grouped under their first word.
+GROUP_HELP = {
+    "applied": "resolve the gate's alarm (applied main moved outside hive-c0re): reset | adopt",
 }
 
 HOST_SPECS: tuple[Spec, ...] = (
