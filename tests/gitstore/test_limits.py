@@ -175,3 +175,38 @@ async def test_more_agents_than_the_limit_is_a_plan_error_without_parsing_them(
 def test_limits_must_be_whole_numbers_of_at_least_one() -> None:
     with pytest.raises(ValueError, match="agents must be a whole number >= 1"):
         Limits(agents=0)
+
+
+def deep_tree(repo: Path, depth: int) -> str:
+    """A tree `d/d/.../d/f` `depth` components deep, built bottom-up by one `git mktree
+    --batch` (no checkout could hold it: that is the point)."""
+    blob = raw_object(repo, "blob", b"x\n")
+    with subprocess.Popen(
+        ["git", "mktree", "--batch"],
+        cwd=repo,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        line = f"100644 blob {blob}\tf\n"
+        for _ in range(depth - 1):
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            line = f"040000 tree {proc.stdout.readline().strip()}\td\n"
+        proc.stdin.write(line + "\n")
+        proc.stdin.close()
+        return proc.stdout.readline().strip()
+
+
+async def test_a_tree_three_thousand_deep_is_a_plan_error_not_an_approval(
+    store: GitStore,
+) -> None:
+    repo = store.proposed_path
+    deep = deep_tree(repo, 3000)
+    main = tree_entries(repo, "main^{tree}")
+    root = raw_object(repo, "tree", main + entry("40000", "docs", deep))
+    sha = git(repo, "commit-tree", root, "-p", "main", "-m", "deep")
+    plan = await store.plan(sha)
+    assert len(plan.errors) == 1 and plan.errors[0].endswith("is nested deeper than 8")
+    assert plan.errors[0].startswith("docs/d/d/")
