@@ -16,15 +16,25 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller import version
-from gitstore.limits import Limits
+
+if TYPE_CHECKING:
+    from gitstore.limits import Limits
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _SUN_PATH_MAX = 107
+
+
+def _default_limits() -> Limits:
+    # Imported here: the admin client reads settings and loads no gitstore module.
+    from gitstore.limits import Limits
+
+    return Limits()
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
@@ -80,7 +90,7 @@ class Settings:
     # (`--unsandboxed` / HIVE_UNSANDBOXED=1): then agents have the operator's rights.
     unsandboxed: bool = False
     # Size and shape limits every plan checks (`gitstore.limits`); validated when built.
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=_default_limits)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod

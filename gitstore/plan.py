@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pygit2
 
 from gitstore.errors import GitStoreError, MergeConflictError, RefMovedError
-from gitstore.limits import Limits, agent_dir_problems, deep_paths
+from gitstore.limits import Limits
 from gitstore.repos import (
     APPLIED_MIRROR,
     MAIN,
@@ -33,6 +33,7 @@ from gitstore.repos import (
     ref_target,
     signature,
 )
+from gitstore.shape import agent_dir_problems, deep_paths
 from gitstore.spec import MANAGER, port_for
 from gitstore.tree import FILES, AgentTree, agent_dirs, agent_tree, tree_revs
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.hive import Hive
+from gitstore.limits import Limits
 from tests.helpers import Clone, git, hive_settings, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -73,3 +74,15 @@ async def test_a_branch_that_cannot_be_planned_never_stalls_the_branches_after_i
 async def _all_three(hive: Hive) -> dict[str, tuple[str, ...]] | None:
     rows = await by_ref(hive)
     return rows if len(rows) == 3 else None
+
+
+async def test_the_limits_in_settings_are_the_limits_every_plan_checks(short_dir: Path) -> None:
+    settings = hive_settings(short_dir, limits=Limits(description_chars=10))
+    async with running_hive(settings) as hive:
+        clone = Clone(short_dir / "clone", hive.git.proposed_path)
+        clone.add_agent("alice", "a description of more than ten characters")
+        clone.commit_push("add alice", "alice")
+        rows = await wait_for(lambda: by_ref(hive))
+        assert rows["refs/heads/alice"] == (
+            "agents/alice: description is 41 characters, more than the limit of 10",
+        )
