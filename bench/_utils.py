@@ -37,7 +37,6 @@ from anyio.abc import TaskStatus
 
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
-from gitstore.spec import port_for
 from tests.helpers import GIT_ENV, hive_settings, running_hive
 
 __all__ = [
@@ -114,19 +113,8 @@ def verdict(ok: bool) -> str:
 
 
 def agent_names(count: int, prefix: str = "b") -> list[str]:
-    """`count` agent names whose web ports differ (a shared port is a plan error)."""
-    if count > 900:
-        raise ValueError("at most 900 agents fit the 8100-8999 port range")
-    used: set[int] = set()
-    names: list[str] = []
-    i = 0
-    while len(names) < count:
-        name = f"{prefix}{i:04d}"
-        i += 1
-        if port_for(name) not in used:
-            used.add(port_for(name))
-            names.append(name)
-    return names
+    """`count` distinct agent names."""
+    return [f"{prefix}{i:04d}" for i in range(count)]
 
 
 def agent_toml(description: str, *, enabled: bool = True) -> str:

@@ -3,7 +3,7 @@
 Starts the real daemon (`hive-c0re serve --no-dashboard` subprocess, state and sockets in
 a temp dir) and declares one agent by a git push and `hive approve`; the process runtime
 starts its harness, `hive-ag3nt serve`, with the contract's environment (`HIVE_AGENT`,
-`HIVE_SOCKET`, `HIVE_STATE`, `HIVE_WEB_PORT`, `CLAUDE_CONFIG_DIR`). Once the harness
+`HIVE_SOCKET`, `HIVE_STATE`, `CLAUDE_CONFIG_DIR`). Once the harness
 reports itself idle (an `agent.turn` event on `watch`: connected, parked in its
 long-poll `recv`) and has idled `--idle` seconds more, its VmRSS, VmHWM, threads and PSS
 are read from /proc. The manager's harness (`hive-m1nd serve`, running since the daemon

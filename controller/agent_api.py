@@ -4,11 +4,12 @@ agent and manager commands are refused (and logged) on any other agent's socket.
 all this adapter decides; what a command does is a call on `Operations`.
 
 Within an agent, the harness has more rights than what claude runs (the MCP server, the
-model's tools): the turn loop's lease (`recv` with `lease`, `ack`, `release`), its turn
-state and the operator's prompt from the agent page (`operator_send`). A session gets
-them with `auth` and the key hive-c0re minted for the running harness (in
-`<state>/agents/<name>/key/`, handed only to the harness); without it they are
-`forbidden`.
+model's tools): the turn loop's lease (`recv` with `lease`, `ack`, `release`) and its
+turn state. A session gets them with `auth` and the key hive-c0re minted for the running
+harness (in `<state>/agents/<name>/key/`, handed only to the harness); without it they
+are `forbidden`. No command here sends as anyone but this agent: sender `operator` comes
+only from the operator's surfaces (the host socket, the dashboard, which also carries
+the agent pages' prompts).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 
 from pydantic import Field
 
-from controller.broker import MAX_WAIT, OPERATOR
+from controller.broker import MAX_WAIT
 from controller.commands import Args, CommandTable, NoArgs
 from controller.errors import ForbiddenError, InvalidError
 from controller.operations import Operations, Verb
@@ -76,10 +77,6 @@ class TurnArgs(Args):
     last_turn: dict[str, object] | None = None
 
 
-class OperatorSendArgs(Args):
-    body: str
-
-
 class AuthArgs(Args):
     key: str = Field(max_length=512)
 
@@ -128,13 +125,6 @@ async def release(s: AgentSession, a: IdArgs) -> dict[str, object]:
 async def inbox(s: AgentSession, _: NoArgs) -> list[Message]:
     """Messages to this agent not yet acknowledged."""
     return await s.ops.inbox(s.agent)
-
-
-@agent_commands.command("operator_send", OperatorSendArgs)
-async def operator_send(s: AgentSession, a: OperatorSendArgs) -> Sent:
-    """From the agent's own page: the operator writes into this agent's inbox (only)."""
-    s.require_harness("operator_send")
-    return await s.ops.send(OPERATOR, s.agent, a.body)
 
 
 @agent_commands.command("turn_state", TurnArgs)

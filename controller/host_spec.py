@@ -106,7 +106,6 @@ HOST_SPECS: tuple[Spec, ...] = (
             "reason",
             "desired_rev",
             "observed_rev",
-            "port",
             "hold",
             "message",
         ),

@@ -44,7 +44,7 @@ from controller.values import (
 from controller.version import VERSION
 from gitstore.diff import ApprovalDiff
 from gitstore.follow import ProposedMain
-from gitstore.spec import InvalidNameError, check_name, port_for, role_for
+from gitstore.spec import InvalidNameError, check_name, role_for
 from gitstore.tree import AgentTree
 from reconcilers.runtime import ContainerError, ContainerState
 from reconcilers.status import AgentStatus
@@ -189,7 +189,6 @@ class Operations:
             desired_rev=desired.rev if desired is not None else "",
             observed_rev=observed.rev or "",
             harness_version=observed.harness_version or "",
-            port=port_for(name),
             hold=hold,
             message=(status.message if status else "") or observed.message,
             error=desired.error if desired is not None else None,

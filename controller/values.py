@@ -107,7 +107,6 @@ class AgentRow:
     desired_rev: str
     observed_rev: str
     harness_version: str
-    port: int
     hold: str | None
     message: str
     error: str | None

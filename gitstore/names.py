@@ -1,23 +1,20 @@
-"""Agent names, roles and ports: the rules every entry point checks before a name reaches
+"""Agent names and roles: the rules every entry point checks before a name reaches
 a path, a socket or a container. No pydantic here, so the harness can import it cheaply.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Literal
 
 __all__ = [
     "DASHBOARD_PORT",
     "MANAGER",
-    "MANAGER_PORT",
     "NAME_RE",
     "RESERVED_NAMES",
     "InvalidNameError",
     "Role",
     "check_name",
-    "port_for",
     "role_for",
 ]
 
@@ -28,9 +25,6 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # for them and speak as them.
 RESERVED_NAMES = frozenset({"operator", "hive-c0re"})
 DASHBOARD_PORT = 7000
-MANAGER_PORT = 8000
-_PORT_BASE = 8100
-_PORT_SPAN = 900
 
 Role = Literal["manager", "agent"]
 
@@ -55,11 +49,3 @@ def check_name(name: object) -> str:
 
 def role_for(name: str) -> Role:
     return "manager" if name == MANAGER else "agent"
-
-
-def port_for(name: str) -> int:
-    """The agent's web port: the manager's is fixed, others a stable hash into 8100-8999."""
-    if name == MANAGER:
-        return MANAGER_PORT
-    digest = hashlib.sha256(name.encode()).digest()
-    return _PORT_BASE + int.from_bytes(digest[:4], "big") % _PORT_SPAN

@@ -34,7 +34,7 @@ from gitstore.repos import (
     signature,
 )
 from gitstore.shape import agent_dir_problems, deep_paths
-from gitstore.spec import MANAGER, port_for
+from gitstore.spec import MANAGER
 from gitstore.tree import FILES, AgentTree, agent_dirs, agent_tree, tree_revs
 
 __all__ = [
@@ -135,15 +135,6 @@ def _validate(
                 errors.append(f"agents/{name}: {problem}")
     if MANAGER not in target_revs:
         errors.append(f"agents/{MANAGER}: the manager cannot be removed")
-    owners: dict[int, list[str]] = {}
-    for name in target_revs:
-        if name not in changed or changed[name].error is None:
-            owners.setdefault(port_for(name), []).append(name)
-    for port, names in sorted(owners.items()):
-        if len(names) > 1 and set(changed).intersection(names):
-            errors.append(
-                f"port {port} is shared by {', '.join(sorted(names))}: rename one of them"
-            )
     return errors
 
 

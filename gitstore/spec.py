@@ -1,6 +1,6 @@
 """Agent specs: the validated content of `agents/<name>/agent.toml`.
 
-The name and port rules live in `gitstore.names` and are re-exported here.
+The name rules live in `gitstore.names` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,20 +14,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from gitstore.names import (
     DASHBOARD_PORT,
     MANAGER,
-    MANAGER_PORT,
     NAME_RE,
     RESERVED_NAMES,
     InvalidNameError,
     Role,
     check_name,
-    port_for,
     role_for,
 )
 
 __all__ = [
     "DASHBOARD_PORT",
     "MANAGER",
-    "MANAGER_PORT",
     "MAX_ALLOWED_TOOLS",
     "MAX_TOOL_RULE",
     "NAME_RE",
@@ -38,7 +35,6 @@ __all__ = [
     "Role",
     "check_name",
     "parse_spec",
-    "port_for",
     "role_for",
 ]
 

@@ -51,7 +51,10 @@ class AgentConfig:
     name: str
     socket: str
     state_dir: Path
-    web_port: int | None = None
+    # The agent page: a listening socket inherited from hive-c0re (process runtime), or
+    # a unix socket path to bind (nixos runtime); neither: no page.
+    web_fd: int | None = None
+    web_socket: str | None = None
     recv_wait: float = 180.0
     retry_base: float = 1.0
     retry_cap: float = 60.0
@@ -62,13 +65,14 @@ class AgentConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:
         env = dict(os.environ if env is None else env)
-        port = env.get("HIVE_WEB_PORT", "")
+        fd = env.get("HIVE_WEB_FD", "")
         timeout = env.get("HIVE_TURN_TIMEOUT", "1800")
         return cls(
             name=env["HIVE_AGENT"],
             socket=env["HIVE_SOCKET"],
             state_dir=Path(env.get("HIVE_STATE", ".")),
-            web_port=int(port) if port.isdigit() else None,
+            web_fd=int(fd) if fd.isascii() and fd.isdigit() else None,
+            web_socket=env.get("HIVE_WEB_SOCKET") or None,
             retry_base=float(env.get("HIVE_RETRY_BASE", "1.0")),
             claude=ClaudeSettings(
                 mcp_command=_mcp_command(),

@@ -46,10 +46,6 @@ in
         default = "agent";
         description = "`manager` runs hive-m1nd with the manager tools, `agent` hive-ag3nt.";
       };
-      port = mkOption {
-        type = types.port;
-        description = "The agent's web page port (HIVE_WEB_PORT).";
-      };
       model = mkOption {
         type = types.nullOr types.str;
         default = null;
@@ -78,13 +74,11 @@ in
     networking.hostName = lib.mkDefault (if isManager then cfg.name else "h-${cfg.name}");
     networking.useDHCP = false;
 
-    # hive-c0re runs containers in the host's network namespace (PRIVATE_NETWORK=0), so
-    # the agent's port is on the host and the host's firewall governs it; systemd-nspawn
-    # also withholds CAP_NET_ADMIN there, so a guest firewall would only fail to load and
-    # fail `nixos-container update`. An agent.nix that moves to a private network can
-    # turn the firewall back on; the agent's port is already listed for it.
+    # hive-c0re runs containers in the host's network namespace (PRIVATE_NETWORK=0);
+    # systemd-nspawn withholds CAP_NET_ADMIN there, so a guest firewall would only fail to
+    # load and fail `nixos-container update`. The agent listens on no TCP port: its page
+    # is a unix socket in /run/hive-page, which hive-c0re's dashboard proxies.
     networking.firewall.enable = lib.mkDefault false;
-    networking.firewall.allowedTCPPorts = [ cfg.port ];
 
     # claude-code is unfree. Each container evaluates its own nixpkgs, so the host's
     # allowUnfree never reaches here: allow exactly claude-code, inline.
@@ -118,11 +112,11 @@ in
           HIVE_AGENT = cfg.name;
           HIVE_SOCKET = "/run/hive/mcp.sock";
           HIVE_STATE = "/state";
-          HIVE_WEB_PORT = toString cfg.port;
+          HIVE_WEB_SOCKET = "/run/hive-page/page.sock";
           CLAUDE_CONFIG_DIR = "/root/.claude";
           HIVE_CLAUDE_BIN = "${claude}/bin/claude";
           # Minted by hive-c0re at every container start; unlocks the socket's
-          # harness-only commands (turn state, leases, the agent page's prompt).
+          # harness-only commands (turn state, leases).
           HIVE_KEY_FILE = "/run/hive-key/harness.key";
           HIVE_CLAUDE_SANDBOX = "bwrap";
           HOME = "/root";

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from gitstore.spec import port_for, role_for
+from gitstore.spec import role_for
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
 from reconcilers.backoff import Backoff
@@ -119,7 +119,6 @@ class AgentsReconciler:
             role=role_for(desired.name),
             rev=desired.rev,
             spec=desired.spec,
-            port=port_for(desired.name),
             harness_version=self.harness_version,
             files=desired.files,
         )

@@ -5,6 +5,11 @@ The harness gets its credential through an inherited pipe whose number is in
 does, and the harness reads it once before anything else runs there. For a sandbox,
 bwrap's `--info-fd` gives the harness's pid on the host (`child-pid`), which is the pid
 hive-c0re watches and signals; bwrap itself is the child we reap.
+
+The agent page's listening unix socket is bound by hive-c0re (at `page_socket`, in the
+agent's dir outside every sandbox) and inherited too, its number in `HIVE_WEB_FD`: the
+harness serves on it without the path ever being visible in its sandbox, so nothing an
+agent runs can reach any page; only hive-c0re's dashboard connects to it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +42,7 @@ def launch(
     cwd: Path,
     log_path: Path,
     key: str,
+    page_socket: Path | None = None,
     sandbox: Sandbox | None = None,
     bwrap: str = "bwrap",
 ) -> Launched:
@@ -44,6 +51,11 @@ def launch(
     os.write(key_write, key.encode())
     os.close(key_write)
     fds = [key_read]
+    extra = {"HIVE_KEY_FD": str(key_read)}
+    if page_socket is not None:
+        page = bind_page_socket(page_socket)
+        fds.append(page)
+        extra["HIVE_WEB_FD"] = str(page)
     argv = list(command)
     info_read = -1
     if sandbox is not None:
@@ -57,7 +69,7 @@ def launch(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**env, "HIVE_KEY_FD": str(key_read)},
+                env={**env, **extra},
                 cwd=cwd,
                 start_new_session=True,
                 pass_fds=fds,
@@ -74,6 +86,24 @@ def launch(
     if sandbox is None:
         return Launched(proc.pid, proc.pid)
     return Launched(_child_pid(proc.pid, info_read, log_path), proc.pid)
+
+
+def bind_page_socket(path: Path) -> int:
+    """A listening unix socket at `path` (0600, a stale one replaced), as a bare fd."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ContainerError(f"cannot bind the agent page socket {path}: {exc}") from exc
+    return sock.detach()
 
 
 def _child_pid(bwrap_pid: int, info_fd: int, log_path: Path) -> int:

@@ -6,6 +6,8 @@
 <state>/agents/hm1nd/agents/    the manager's clone of proposed.git (HIVE_AGENTS_DIR; /agents)
 <state>/agents/<name>/home/     the agent's private HOME (process runtime)
 <state>/agents/<name>/key/harness.key   the harness's credential (never inside a sandbox)
+<state>/agents/<name>/page/page.sock    the agent page's socket (never inside a sandbox;
+                                the dashboard proxies /agents/<name>/ to it)
 <runtime>/agents/<name>/mcp.sock, <runtime>/manager/mcp.sock   (the dir is /run/hive)
 ```
 Every agent's socket has a directory of its own, so a sandbox or container binds exactly
@@ -44,6 +46,12 @@ class Layout:
 
     def harness_key(self, name: str) -> Path:
         return self.key_dir(name) / "harness.key"
+
+    def page_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "page"
+
+    def page_socket(self, name: str) -> Path:
+        return self.page_dir(name) / "page.sock"
 
     def agents_clone(self) -> Path:
         return self.agent_dir(MANAGER) / "agents"

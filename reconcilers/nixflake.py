@@ -1,7 +1,7 @@
 """The per-agent flake: the text of `<state>/flakes/<name>/flake.nix`.
 
 The flake is generated, never edited by hand, and rewritten on every build, so it holds
-only what varies per agent: its name, role, port, model and the rev it was built from.
+only what varies per agent: its name, role, model and the rev it was built from.
 Everything else lives in hyperhive's `harness-base` module, which the flake imports from
 the `hyperhive` input; upgrading hyperhive upgrades every container on its next build.
 
@@ -66,7 +66,6 @@ def render_flake(
           hyperhive.agent = {{
             name = {nix_string(build.name)};
             role = {nix_string(build.role)};
-            port = {int(build.port)};
             model = {model};
             rev = {nix_string(build.rev)};
             harnessVersion = {nix_string(build.harness_version)};

@@ -16,8 +16,9 @@ Facts about the tool this module is built on (nixpkgs `nixos-container.pl`):
   containers read `/etc/nixos-containers/<name>.conf` as the unit's EnvironmentFile,
   and its `EXTRA_NSPAWN_FLAGS` is passed to systemd-nspawn unquoted. So after `create`
   we rewrite that file: our `--bind=` flags, and `PRIVATE_NETWORK=0` so the container
-  shares the host's network and its web port is on the host's loopback, exactly as
-  with the process runtime (which is why ports are distinct per agent).
+  shares the host's network (agents call the Anthropic API). The agent page listens on
+  a unix socket in `/run/hive-page` (the host's `<state>/agents/<name>/page/`), which
+  the dashboard proxies at `/agents/<name>/`; no agent has a TCP port.
 - `create --flake` / `update --flake` build with `nix build -o .tmp` in the current
   directory (the script's `$systemPath` is unset there), so two builds from one
   directory race on that link: each agent's build runs in its own directory.
@@ -158,6 +159,7 @@ class NixosRuntime:
             (self.socket_dir(name), "/run/hive"),
             (self.agent_dir(name) / "claude", "/root/.claude"),
             (self.agent_dir(name) / "state", "/state"),
+            (self.layout.page_dir(name), "/run/hive-page"),
         ]
         if name == MANAGER:
             proposed = self.state_dir / "proposed.git"

@@ -243,6 +243,7 @@ class ProcessRuntime:
             layout.notes_dir(name),
             layout.home_dir(name),
             layout.key_dir(name),
+            layout.page_dir(name),
             layout.socket_dir(name),
         ):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -254,7 +255,6 @@ class ProcessRuntime:
                 "rev": build.rev,
                 "harness_version": build.harness_version,
                 "role": build.role,
-                "port": build.port,
                 "files": {k: v.decode("utf-8", "replace") for k, v in build.files.items()},
             },
         )
@@ -290,7 +290,6 @@ class ProcessRuntime:
                 "HIVE_AGENT": name,
                 "HIVE_SOCKET": str(self.layout.socket(name)),
                 "HIVE_STATE": str(self.layout.notes_dir(name)),
-                "HIVE_WEB_PORT": str(build.get("port", "")),
                 "CLAUDE_CONFIG_DIR": str(self.layout.claude_dir(name)),
                 "HOME": str(self.layout.home_dir(name)),
                 "PYTHONUNBUFFERED": "1",
@@ -316,6 +315,7 @@ class ProcessRuntime:
             log_path=self.log_path(name),
             # Every start mints a new key; the old one dies with the old harness.
             key=mint_key(self.layout.harness_key(name)),
+            page_socket=self.layout.page_socket(name),
             sandbox=box,
             bwrap=self.bwrap or "bwrap",
         )

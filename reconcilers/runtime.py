@@ -51,7 +51,6 @@ class AgentBuild:
     role: Role
     rev: str
     spec: AgentSpec
-    port: int
     harness_version: str
     files: Mapping[str, bytes] = field(default_factory=dict)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gitstore.spec import MANAGER, AgentSpec, port_for, role_for
+from gitstore.spec import MANAGER, AgentSpec, role_for
 from reconcilers.nixflake import render_flake
 from reconcilers.runtime import AgentBuild
 
@@ -92,7 +92,6 @@ def make_build(name: str, model: str | None = "claude-sonnet-4-5") -> AgentBuild
         role=role_for(name),
         rev="4b825dc642cb6eb9a060e54bf8d69288fbee4904",
         spec=AgentSpec(model=model),
-        port=port_for(name),
         harness_version="0.1.0",
     )
 
@@ -180,7 +179,6 @@ def test_the_generated_flake_builds_harness_base_and_agent_nix_for_its_agent(
             "agent": {
                 "name": "alpha",
                 "role": "agent",
-                "port": port_for("alpha"),
                 "model": "claude-sonnet-4-5",
                 "rev": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
                 "harnessVersion": "0.1.0",
@@ -198,12 +196,8 @@ def test_a_flake_without_agent_nix_or_prompt_has_only_the_base_and_the_agent(
 
     assert len(result["modules"]) == 2
     agent = result["modules"][1]["hyperhive"]["agent"]
-    assert (agent["role"], agent["port"], agent["model"], agent["prompt"]) == (
-        "manager",
-        8000,
-        None,
-        None,
-    )
+    assert (agent["role"], agent["model"], agent["prompt"]) == ("manager", None, None)
+    assert "port" not in agent
 
 
 def test_values_from_the_applied_tree_cannot_inject_nix_code(tmp_path: Path) -> None:
@@ -226,7 +220,7 @@ def eval_harness_base(name: str, model: str | None, prompt: str | None) -> Any:
         config.hyperhive = defaults // {{
           package = "/nix/store/hyperhive";
           agent = defaults.agent // {{
-            name = "{name}"; role = "{role_for(name)}"; port = {port_for(name)};
+            name = "{name}"; role = "{role_for(name)}";
             model = {model_nix}; prompt = {prompt_nix}; rev = "r1"; harnessVersion = "0.1.0";
           }};
         }};
@@ -239,7 +233,7 @@ def eval_harness_base(name: str, model: str | None, prompt: str | None) -> Any:
         etc = builtins.attrNames c.environment.etc;
         isContainer = c.boot.isContainer;
         hostName = c.networking.hostName;
-        ports = c.networking.firewall.allowedTCPPorts;
+        ports = c.networking.firewall.allowedTCPPorts or [ ];
         unfree = map (pname: allow {{ inherit pname; }}) [ "claude-code" "vscode" "slack" ];
       }}
     """)
@@ -253,7 +247,7 @@ def test_harness_base_runs_hive_ag3nt_with_the_contract_environment() -> None:
         "HIVE_AGENT": "alpha",
         "HIVE_SOCKET": "/run/hive/mcp.sock",
         "HIVE_STATE": "/state",
-        "HIVE_WEB_PORT": str(port_for("alpha")),
+        "HIVE_WEB_SOCKET": "/run/hive-page/page.sock",
         "CLAUDE_CONFIG_DIR": "/root/.claude",
         "HIVE_CLAUDE_BIN": "/nix/store/claude-code/bin/claude",
         "HIVE_KEY_FILE": "/run/hive-key/harness.key",
@@ -262,7 +256,7 @@ def test_harness_base_runs_hive_ag3nt_with_the_contract_environment() -> None:
     }
     assert result["hostName"] == "h-alpha"
     assert result["isContainer"] is True
-    assert result["ports"] == [port_for("alpha")]
+    assert result["ports"] == []  # the page is a unix socket: no TCP port
     assert result["wantedBy"] == ["multi-user.target"]
     assert result["etc"] == []
 
@@ -273,7 +267,7 @@ def test_harness_base_runs_hive_m1nd_for_the_manager_with_its_agents_dir() -> No
     assert result["ExecStart"] == "/nix/store/hyperhive/bin/hive-m1nd serve"
     env = result["environment"]
     assert env["HIVE_AGENTS_DIR"] == "/agents"
-    assert env["HIVE_WEB_PORT"] == "8000"
+    assert env["HIVE_WEB_SOCKET"] == "/run/hive-page/page.sock"
     assert env["HIVE_MODEL"] == "claude-opus-4-1"
     assert env["HIVE_PROMPT_FILE"] == "/etc/hyperhive/prompt.md"
     assert result["etc"] == ["hyperhive/prompt.md"]

@@ -1,12 +1,20 @@
-"""The per-agent page the harness serves on `HIVE_WEB_PORT`.
+"""The per-agent page the harness serves on its page socket, behind the dashboard.
+
+The harness listens on a unix socket only hive-c0re reaches (inherited as `HIVE_WEB_FD`
+from the process runtime, or bound at `HIVE_WEB_SOCKET` in a container); the dashboard
+serves it at `/agents/<name>/` (`ui.agent_proxy`) behind its own guard: one origin, one
+login, one CSRF scheme. So this app has no guard of its own: the proxy checked the
+request and hands over the CSRF token to render (`x-hive-csrf`). Its links are relative,
+so they work under any prefix.
 
 A terminal-styled live tail: on load the page asks `/api/history` for the recent events
 (rendered by `ui.agent_view`), then opens `/events?after=<last id>`. The stream
 subscribes to the agent's live bus *before* it reads the history after that id, so
 nothing falls in the gap between the two, and skips live events it already sent.
 
-The prompt sends to the agent's inbox as the operator (the socket's `operator_send`),
-or runs a slash command (`ui.slash`). The login form stores Claude credentials in the
+The prompt's messages go to the agent's inbox as the operator through the dashboard
+(an operation of hive-c0re, never anything on the agent's socket); its slash commands
+(`ui.slash`) come here, to `/api/slash`. The login form stores Claude credentials in the
 agent's `CLAUDE_CONFIG_DIR` (`ui.credentials`) and the page only ever says which kind is
 stored.
 """
@@ -15,14 +23,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.fanout import Event
 from harness.agent import Agent
@@ -30,8 +41,7 @@ from reconcilers.backoff import Backoff
 from ui import credentials, slash
 from ui.agent_view import view
 from ui.http import BadRequestError, action, query_int, read_json, text_field
-from ui.security import Guard, is_loopback
-from ui.server import serve_app
+from ui.server import serve_on
 from ui.sse import PING_SECONDS, format_event, sse_response
 from ui.templating import NO_STORE, create_templates, static_files
 
@@ -128,16 +138,15 @@ class AgentPage:
         return JSONResponse({"messages": rows})
 
     @action
-    async def send(self, request: Request) -> Response:
+    async def slash(self, request: Request) -> Response:
         text = text_field(await read_json(request), "body")
         command = slash.parse(text)
-        if command is not None:
-            try:
-                return JSONResponse({"ok": True, "output": slash.run(command, self.agent)})
-            except slash.UnknownCommandError as exc:
-                raise BadRequestError(str(exc)) from exc
-        sent = await self.agent.call("operator_send", body=slash.message_text(text))
-        return JSONResponse({"ok": True, "id": sent["id"]})
+        if command is None:
+            raise BadRequestError("not a slash command; messages go through the dashboard")
+        try:
+            return JSONResponse({"ok": True, "output": slash.run(command, self.agent)})
+        except slash.UnknownCommandError as exc:
+            raise BadRequestError(str(exc)) from exc
 
     @action
     async def cancel(self, request: Request) -> Response:
@@ -162,15 +171,29 @@ class AgentPage:
         return JSONResponse({"ok": True, "kind": None})
 
 
+CSRF_FROM_PROXY = "x-hive-csrf"
+
+
+class _ProxiedToken:
+    """Puts the dashboard's CSRF token (sent by the proxy) where the templates read it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            token = Headers(scope=scope).get(CSRF_FROM_PROXY, "")
+            scope.setdefault("state", {})["csrf"] = token
+        await self.app(scope, receive, send)
+
+
 def create_agent_page(
     agent: Agent,
     config_dir: Path,
     *,
-    token: str | None = None,
-    loopback: bool = True,
     closing: anyio.Event | None = None,
     ping: float = PING_SECONDS,
-) -> Guard:
+) -> ASGIApp:
     page = AgentPage(agent, config_dir, closing or anyio.Event(), ping)
     app = Starlette(
         routes=[
@@ -179,14 +202,34 @@ def create_agent_page(
             Route("/events", page.events),
             Route("/api/history", page.history),
             Route("/api/inbox", page.inbox),
-            Route("/api/send", page.send, methods=["POST"]),
+            Route("/api/slash", page.slash, methods=["POST"]),
             Route("/api/cancel", page.cancel, methods=["POST"]),
             Route("/api/login", page.login, methods=["POST"]),
             Route("/api/logout", page.logout, methods=["POST"]),
             Mount("/static", static_files(), name="static"),
         ]
     )
-    return Guard(app, name=f"agent-{agent.config.name}", token=token, loopback=loopback)
+    return _ProxiedToken(app)
+
+
+def _listener(agent: Agent) -> socket.socket | None:
+    """The page's listening socket: inherited, or bound at the configured path."""
+    config = agent.config
+    if config.web_fd is not None:
+        sock = socket.socket(fileno=config.web_fd)
+        sock.set_inheritable(False)  # nothing claude runs gets it
+        sock.setblocking(False)
+        return sock
+    if config.web_socket is not None:
+        path = Path(config.web_socket)
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        path.chmod(0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+    return None
 
 
 async def serve_agent_page(
@@ -195,36 +238,26 @@ async def serve_agent_page(
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the page on `HIVE_WEB_PORT` (host `HIVE_WEB_HOST`, default loopback).
-
-    A taken port is retried with backoff and a failing server is restarted: the page
-    going down must never take the agent's turn loop with it."""
+    """Serve the page on its socket (`HIVE_WEB_FD`, else `HIVE_WEB_SOCKET`; neither: no
+    page). A failing server is restarted on the same socket: the page going down must
+    never take the agent's turn loop with it."""
     env = dict(os.environ if env is None else env)
-    port = agent.config.web_port
-    if port is None:
-        task_status.started()
-        return
-    host = env.get("HIVE_WEB_HOST") or "127.0.0.1"
     config_dir = Path(env.get("CLAUDE_CONFIG_DIR") or agent.config.state_dir / "claude")
-    loopback = is_loopback(host)
-    token = env.get("HIVE_WEB_TOKEN") or None
-    if not loopback and token is None:
-        log.warning("agent page bound to %s without HIVE_WEB_TOKEN", host)
-    status: anyio.abc.TaskStatus[None] = task_status
+    try:
+        sock = _listener(agent)
+    except OSError as exc:
+        log.error("%s page: cannot listen (%s); no page", agent.config.name, exc)
+        sock = None
+    task_status.started()
+    if sock is None:
+        return
+    log.info("%s page listening on %s", agent.config.name, sock.getsockname() or "fd")
     for delay in Backoff(base=1.0, cap=30.0).delays():
         closing = anyio.Event()
-        app = create_agent_page(agent, config_dir, token=token, loopback=loopback, closing=closing)
+        app = create_agent_page(agent, config_dir, closing=closing)
         try:
-            await serve_app(
-                app,
-                host,
-                port,
-                what=f"{agent.config.name} page",
-                closing=closing,
-                grace=1,
-                task_status=status,
-            )
+            # dup: serve_on closes the socket it was given, and a restart needs it again
+            await serve_on(app, socket.socket(fileno=os.dup(sock.fileno())), closing=closing)
         except Exception:
             log.exception("%s page failed; restarting in %.0fs", agent.config.name, delay)
-        status = anyio.TASK_STATUS_IGNORED
         await anyio.sleep(delay)

@@ -21,6 +21,7 @@ from controller.broker import OPERATOR
 from controller.bus import Event, EventType
 from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
+from ui.agent_proxy import AgentProxy
 from ui.http import (
     BadRequestError,
     ValuesResponse,
@@ -28,8 +29,9 @@ from ui.http import (
     query_int,
     read_json,
     text_field,
+    utf8_text,
 )
-from ui.security import Guard, is_loopback
+from ui.security import Guard, host_names, is_loopback, load_secret
 from ui.server import serve_app
 from ui.sse import PING_SECONDS, format_event, sse_response
 from ui.templating import NO_STORE, create_templates, static_files
@@ -41,10 +43,8 @@ log = logging.getLogger(__name__)
 
 VERBS = (*LIFECYCLE, "rebuild")
 LOG_LINES_MAX = 5000
-
-
-def _host(request: Request) -> str:
-    return request.url.hostname or "127.0.0.1"
+# The key CSRF tokens are signed with (0600): the state dir is the operator's alone.
+SECRET_FILE = "dashboard.secret"
 
 
 class _Encoded:
@@ -80,7 +80,7 @@ class Dashboard:
     # --- pages -----------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
-        context = await self.views.page(_host(request))
+        context = await self.views.page()
         return self.templates.TemplateResponse(
             request,
             "dashboard.html",
@@ -89,7 +89,7 @@ class Dashboard:
         )
 
     async def reconcile_page(self, request: Request) -> Response:
-        context = await self.views.region("reconcile", _host(request))
+        context = await self.views.region("reconcile")
         notify = await self.views.notify()
         return self.templates.TemplateResponse(
             request,
@@ -124,7 +124,7 @@ class Dashboard:
         name = request.path_params["name"]
         if name not in REGIONS:
             return HTMLResponse(f"no region {name!r}", 404)
-        context = await self.views.region(name, _host(request))
+        context = await self.views.region(name)
         return self.templates.TemplateResponse(
             request, f"_{name}.html", {name: context}, headers=NO_STORE
         )
@@ -179,7 +179,10 @@ class Dashboard:
         if isinstance(answer, list):
             if not all(isinstance(a, str) for a in answer):
                 raise BadRequestError("answer must be text or a list of options")
-        elif not isinstance(answer, str):
+            answer = [utf8_text(a, "answer") for a in answer]
+        elif isinstance(answer, str):
+            answer = utf8_text(answer, "answer")
+        else:
             raise BadRequestError("answer must be text or a list of options")
         question = await self.ops.answer(question_id, answer)
         return ValuesResponse({"ok": True, "question": question})
@@ -203,14 +206,21 @@ def create_dashboard(
     *,
     token: str | None = None,
     loopback: bool = True,
+    hosts: frozenset[str] = frozenset(),
+    secret: bytes | None = None,
     closing: anyio.Event | None = None,
     ping: float = PING_SECONDS,
 ) -> Guard:
-    """The dashboard app behind its guard; `closing` ends its event streams, which ping
-    every `ping` seconds."""
+    """The dashboard app behind its guard (Host pinned to loopback and `hosts`, CSRF
+    tokens signed with `secret`); `closing` ends its event streams, which ping every
+    `ping` seconds."""
     d = Dashboard(ops, closing or anyio.Event(), ping)
+    pages = AgentProxy(ops)
     app = Starlette(
         routes=[
+            Route("/agents/{name}", pages.root),
+            Route("/agents/{name}/api/send", pages.send, methods=["POST"]),
+            Route("/agents/{name}/{path:path}", pages.page, methods=["GET", "POST"]),
             Route("/", d.index),
             Route("/reconcile", d.reconcile_page),
             Route("/logs", d.logs_page),
@@ -226,7 +236,7 @@ def create_dashboard(
             Mount("/static", static_files(), name="static"),
         ]
     )
-    return Guard(app, name="dashboard", token=token, loopback=loopback)
+    return Guard(app, name="dashboard", token=token, loopback=loopback, hosts=hosts, secret=secret)
 
 
 async def serve_dashboard(
@@ -244,7 +254,15 @@ async def serve_dashboard(
             host,
         )
     closing = anyio.Event()
-    app = create_dashboard(ops, token=token, loopback=loopback, closing=closing)
+    secret = await anyio.to_thread.run_sync(load_secret, hive.settings.state_dir / SECRET_FILE)
+    app = create_dashboard(
+        ops,
+        token=token,
+        loopback=loopback,
+        hosts=host_names(host),
+        secret=secret,
+        closing=closing,
+    )
 
     def bound(port: int) -> None:
         hive.dashboard_port = port

@@ -2,7 +2,10 @@
 
 Every action answers JSON. A bad body, a missing field or a refused operation comes back
 as `{"error": message}` with a 4xx status and changes nothing; the pages show the message
-next to the control that caused it.
+next to the control that caused it. The guard (`ui.security.Guard`) has already capped
+the body while it streamed in; here it must be a JSON object of sane depth, its text
+encodable as UTF-8 (JSON can carry a lone surrogate, which nothing downstream can store),
+and numbers in queries plain ASCII digits of sane length.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from controller.errors import ConflictError, ForbiddenError, HiveError, NotFoundError
 from controller.protocol import ProtocolError, jsonable
+from ui.security import MAX_BODY
 
 __all__ = [
     "BadRequestError",
@@ -26,11 +30,14 @@ __all__ = [
     "query_int",
     "read_json",
     "text_field",
+    "utf8_text",
 ]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 512 * 1024
+# Deep enough for any body we take; a 200 KB `[[[[...` is refused before json recurses.
+MAX_DEPTH = 32
+MAX_DIGITS = 18
 
 _STATUS: dict[type[HiveError], int] = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}
 _PROTOCOL_STATUS = {
@@ -62,13 +69,40 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise BadRequestError(f"body too large (limit {MAX_BODY} bytes)")
     if not raw:
         return {}
+    if _depth(raw) > MAX_DEPTH:
+        raise BadRequestError(f"body is nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequestError(f"body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequestError("body must be a JSON object")
     return data
+
+
+def _depth(raw: bytes) -> int:
+    """How deep brackets nest in `raw` (brackets inside strings counted too: an upper
+    bound, which is all a limit needs)."""
+    depth = deepest = 0
+    for byte in raw.translate(None, delete=_NOT_BRACKETS):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def utf8_text(value: str, key: str) -> str:
+    """`value`, refused when it holds a lone surrogate (valid JSON, not storable text)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError(f"{key} is not valid text ({exc.reason})") from exc
+    return value
 
 
 def text_field(
@@ -81,7 +115,7 @@ def text_field(
         raise BadRequestError(f"{key} is empty")
     if len(value) > limit:
         raise BadRequestError(f"{key} is longer than {limit} characters")
-    return value
+    return utf8_text(value, key)
 
 
 def query_int(request: Request, key: str, default: int, *, most: int) -> int:
@@ -89,7 +123,7 @@ def query_int(request: Request, key: str, default: int, *, most: int) -> int:
     raw = request.query_params.get(key)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIGITS):
         raise BadRequestError(f"{key} must be a whole number")
     return min(int(raw), most)
 
@@ -110,5 +144,7 @@ def action(handler: Handler) -> Handler:
             return JSONResponse({"error": exc.message}, _STATUS.get(type(exc), 400))
         except ProtocolError as exc:
             return JSONResponse({"error": exc.message}, _PROTOCOL_STATUS.get(exc.code, 400))
+        except OverflowError:  # an id in the path too large for sqlite
+            return JSONResponse({"error": "a number in the request is out of range"}, 400)
 
     return wrapped

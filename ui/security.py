@@ -1,48 +1,115 @@
-"""The guard in front of every operator page: host pinning, optional login, CSRF.
+"""The guard in front of every operator page: host pinning, body limits, login, CSRF.
 
 One pure-ASGI middleware, so no route can forget it:
-- **Host pinning.** A server bound to loopback answers only requests whose `Host` is a
-  loopback name; a DNS-rebinding page that resolves `evil.example` to 127.0.0.1 gets 421.
-- **Optional token.** When a token is configured (`HIVE_DASHBOARD_TOKEN`, or
-  `HIVE_WEB_TOKEN` for agent pages) every request needs it, as `Authorization: Bearer` or
-  as the cookie `/auth` sets (an HMAC of the token, never the token itself).
+- **Host pinning.** A server bound to loopback answers only requests whose `Host` is
+  exactly `127.0.0.1`, `localhost` or `[::1]` (with an optional port), or the address it
+  was bound to: a DNS-rebinding page on `evil.example` or `127.0.0.1.evil.example` that
+  resolves to 127.0.0.1 gets 421, so it is never same-origin with us.
+- **Bodies capped while streaming.** A declared `Content-Length` over the limit is 413
+  before a byte is read; a chunked body is read into a bounded buffer and refused the
+  moment it passes the limit (uvicorn then closes the connection), so no request makes
+  the server hold more than `max_body` bytes of it.
+- **Optional token.** When a token is configured (`HIVE_DASHBOARD_TOKEN`; agent pages
+  are served behind the dashboard, so it covers them too) every request needs it, as
+  `Authorization: Bearer` or as the cookie `/auth` sets (an HMAC of the token, never
+  the token itself).
 - **CSRF.** State changes are POSTs, and a POST passes only when it is same-origin (its
-  `Origin`, else `Referer`, names the very host it was sent to) *and* carries the
-  per-browser token in the `X-CSRF-Token` header, equal to the SameSite=Strict cookie the
-  pages set (double submit). A custom header cannot be sent cross-origin without a CORS
-  preflight we never answer, so either check alone would do; both are cheap.
+  `Origin`, else `Referer`, names the very host it was sent to) *and* carries a token
+  the server minted: `<nonce>.<HMAC(secret, app name + nonce)>`, in the SameSite=Strict
+  cookie the pages set and, equal to it, in the `X-CSRF-Token` header. A cookie the
+  client chose (or one signed with another key) does not verify and is replaced by a
+  fresh one. The secret is per daemon, kept 0600 in the state dir (`load_secret`).
 
-Cookies are not isolated by port, so their names carry the app's name: the dashboard and
-each agent page keep their own.
+Cookies are not isolated by port, so their names carry the app's name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import logging
+import os
+import re
 import secrets
+from collections.abc import Iterable
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CSRF_HEADER", "Guard", "is_loopback", "same_origin", "session_value"]
+__all__ = [
+    "CSRF_HEADER",
+    "MAX_BODY",
+    "Guard",
+    "host_names",
+    "is_loopback",
+    "load_secret",
+    "same_origin",
+    "session_value",
+]
+
+log = logging.getLogger(__name__)
 
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+MAX_BODY = 512 * 1024
+SECRET_BYTES = 32
+# host[:port], host a name or a bracketed IPv6 literal; anything else is not a Host.
+_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?$")
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    """Whether a *bind address* is loopback-only (never used on a request's Host)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def _hostname(host_header: str) -> str:
-    if host_header.startswith("["):
-        return host_header[: host_header.find("]") + 1]
-    return host_header.rsplit(":", 1)[0] if ":" in host_header else host_header
+def host_names(bind_host: str) -> frozenset[str]:
+    """The Host names a server bound to `bind_host` answers: the loopback names, and
+    the bound address itself when it is a specific one (not a wildcard)."""
+    names = set(LOOPBACK_NAMES)
+    bare = bind_host.strip("[]").lower()
+    if bare and bare not in ("0.0.0.0", "::"):
+        names.add(f"[{bare}]" if ":" in bare else bare)
+    return frozenset(names)
+
+
+def _hostname(host_header: str) -> str | None:
+    """The name part of a Host header, or None when it is not one."""
+    found = _HOST.match(host_header.lower())
+    return found.group(1) if found else None
+
+
+def load_secret(path: Path) -> bytes:
+    """The daemon's signing secret, kept 0600 at `path` (made on first use; one that
+    others could read is replaced, which only makes open pages fetch a fresh token)."""
+    try:
+        info = path.stat()
+        if info.st_mode & 0o077 == 0 and info.st_size >= SECRET_BYTES:
+            return path.read_bytes()
+        log.warning("%s is readable by others or short; making a new one", path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = secrets.token_bytes(SECRET_BYTES)
+    staging = path.with_name(path.name + ".new")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, fresh)
+    finally:
+        os.close(fd)
+    os.replace(staging, path)
+    return fresh
 
 
 def same_origin(headers: Headers) -> bool:
@@ -80,22 +147,55 @@ class Guard:
     """Wraps a Starlette app; `name` keeps its cookies apart from other apps' on the host."""
 
     def __init__(
-        self, app: ASGIApp, *, name: str, token: str | None = None, loopback: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        name: str,
+        token: str | None = None,
+        loopback: bool = True,
+        hosts: Iterable[str] = (),
+        secret: bytes | None = None,
+        max_body: int = MAX_BODY,
     ) -> None:
+        """`loopback`: pin Host to the loopback names and `hosts`; `secret` signs CSRF
+        tokens (a random one per process when not given)."""
         self.app = app
         self.token = token or None
         self.loopback = loopback
+        self.hosts = LOOPBACK_NAMES | {h.lower() for h in hosts}
+        self.secret = secret or secrets.token_bytes(SECRET_BYTES)
+        self.max_body = max_body
+        self.name = name
         self.csrf_cookie = f"hive-csrf-{name}"
         self.auth_cookie = f"hive-auth-{name}"
+
+    def mint(self) -> str:
+        nonce = secrets.token_urlsafe(24)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def verifies(self, token: str) -> bool:
+        nonce, _, signature = token.partition(".")
+        return bool(nonce) and hmac.compare_digest(signature, self._sign(nonce))
+
+    def _sign(self, nonce: str) -> str:
+        message = f"hyperhive-csrf:{self.name}:{nonce}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.loopback and not is_loopback(_hostname(headers.get("host", ""))):
+        if self.loopback and _hostname(headers.get("host", "")) not in self.hosts:
             await PlainTextResponse("unexpected Host header", 421)(scope, receive, send)
             return
+        if _has_body(headers):
+            body = await self._read_body(headers, receive)
+            if body is None:
+                message = f"body too large (limit {self.max_body} bytes)"
+                await _refuse(headers, 413, message)(scope, receive, send)
+                return
+            receive = _replay(body, receive)
         cookies = _cookies(headers)
         method = scope["method"]
         if self.token is not None and scope["path"] == "/auth":
@@ -111,9 +211,9 @@ class Guard:
                 await _refuse(headers, 403, problem)(scope, receive, send)
                 return
         token = cookies.get(self.csrf_cookie) or ""
-        fresh = not token or len(token) < 32
+        fresh = not self.verifies(token)
         if fresh:
-            token = secrets.token_urlsafe(32)
+            token = self.mint()
         scope.setdefault("state", {})["csrf"] = token
         scope["state"]["auth_cookie"] = self.auth_cookie
         scope["state"]["auth_token"] = self.token
@@ -139,12 +239,8 @@ class Guard:
         assert self.token is not None
         response: Response
         if scope["method"] == "POST":
-            body = b""
-            more = True
-            while more and len(body) < 16_384:
-                message = await receive()
-                body += message.get("body", b"")
-                more = message.get("more_body", False)
+            message = await receive()  # the guard read and bounded it
+            body = message.get("body", b"") if message["type"] == "http.request" else b""
             given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0]
             if not same_origin(headers):
                 response = PlainTextResponse("cross-origin request refused", 403)
@@ -170,7 +266,50 @@ class Guard:
         sent = headers.get(CSRF_HEADER, "")
         if not cookie or not sent or not hmac.compare_digest(cookie, sent):
             return "missing or wrong CSRF token; reload the page"
+        if not self.verifies(cookie):
+            return "a CSRF token this server did not issue; reload the page"
         return ""
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes `max_body` (the rest is never read)."""
+        length = headers.get("content-length")
+        if length is not None and (not length.isascii() or not length.isdigit()):
+            return None
+        if length is not None and int(length) > self.max_body:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away; the app sees an empty body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _has_body(headers: Headers) -> bool:
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the real channel (for
+    `http.disconnect`)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 _AUTH_FORM = """<!doctype html><meta charset="utf-8"><title>hyperhive: log in</title>

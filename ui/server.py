@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 
 from reconcilers.backoff import Backoff
 
-__all__ = ["bind", "bind_with_retry", "serve_app"]
+__all__ = ["bind", "bind_with_retry", "serve_app", "serve_on"]
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,15 @@ async def serve_app(
     else:
         listening(sock)
         task_status.started()
+    await serve_on(app, sock, closing=closing, grace=grace)
+
+
+async def serve_on(
+    app: ASGIApp, sock: socket.socket, *, closing: anyio.Event | None = None, grace: int = 2
+) -> None:
+    """Serve `app` on the listening `sock` (TCP or unix) until cancelled; closes it."""
     config = uvicorn.Config(
         app,
-        host=host,
-        port=int(sock.getsockname()[1]),
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=max(1, grace),

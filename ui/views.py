@@ -28,7 +28,8 @@ RUNS_PER_AGENT = 12
 
 @dataclass(frozen=True)
 class AgentLine:
-    """An agent's row as the agents table shows it: with its page's address, what its
+    """An agent's row as the agents table shows it: with its page's address (behind the
+    dashboard, `ui.agent_proxy`), what its
     harness last reported and its last reconcile."""
 
     row: AgentRow
@@ -50,14 +51,14 @@ class Views:
         self.ops = ops
         self.diffs = DiffCache(ops)
 
-    async def agents(self, host: str) -> dict[str, Any]:
+    async def agents(self) -> dict[str, Any]:
         rows = await self.ops.agents()
         last_runs = await self._last_runs()
         turns = self.ops.turns()
         lines = [
             AgentLine(
                 row=row,
-                url=f"http://{host}:{row.port}/",
+                url=f"/agents/{row.name}/",
                 turn=turns.get(row.name),
                 last_run=last_runs.get(row.name),
             )
@@ -143,9 +144,9 @@ class Views:
             "proposed_heads": sorted((await self.ops.proposed_heads()).items()),
         }
 
-    async def region(self, name: str, host: str) -> dict[str, Any]:
+    async def region(self, name: str) -> dict[str, Any]:
         if name == "agents":
-            return await self.agents(host)
+            return await self.agents()
         if name == "approvals":
             return await self.approvals()
         if name == "questions":
@@ -158,10 +159,10 @@ class Views:
             return await self.reconcile()
         raise KeyError(name)
 
-    async def page(self, host: str) -> dict[str, Any]:
+    async def page(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in ("notify", "agents", "approvals", "questions", "messages"):
-            out[name] = await self.region(name, host)
+            out[name] = await self.region(name)
         return out
 
 

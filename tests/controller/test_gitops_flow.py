@@ -119,11 +119,12 @@ async def test_approve_merges_and_the_agent_runs_with_the_new_rev(short_dir: Pat
         assert env_map["HIVE_SOCKET"] == str(hive.layout.socket("alice"))
         assert env_map["HIVE_STATE"] == str(hive.layout.notes_dir("alice"))
         assert env_map["CLAUDE_CONFIG_DIR"] == str(hive.layout.claude_dir("alice"))
-        assert 8100 <= int(env_map["HIVE_WEB_PORT"]) <= 8999
+        assert "HIVE_WEB_PORT" not in env_map
+        assert env_map["HIVE_WEB_FD"].isdigit()  # the page socket, bound by hive-c0re
         assert "HIVE_AGENTS_DIR" not in env_map
         manager_env = (hive.layout.notes_dir("hm1nd") / "env").read_text()
         assert f"HIVE_AGENTS_DIR={hive.layout.agents_clone()}" in manager_env
-        assert "HIVE_WEB_PORT=8000" in manager_env
+        assert "HIVE_WEB_PORT" not in manager_env
         assert (hive.layout.agents_clone() / "agents" / "hm1nd" / "agent.toml").exists()
 
 

@@ -3,10 +3,12 @@ the running harness (real hive, real sockets, stand-in harness processes)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 
+from controller.agent_api import agent_commands
 from controller.hive import Hive
 from controller.protocol import ProtocolError, connect_client
 from controller.values import Message
@@ -15,7 +17,6 @@ from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
 pytestmark = pytest.mark.anyio
 
 HARNESS_ONLY = (
-    ("operator_send", {"body": "sent as the operator"}),
     ("turn_state", {"state": "thinking"}),
     ("recv", {"wait_seconds": 0, "lease": True}),
     ("ack", {"id": 1}),
@@ -57,15 +58,36 @@ async def test_harness_only_commands_are_refused_without_the_harness_key(
             with pytest.raises(ProtocolError) as info:
                 await client.call("auth", key="0" * 64)
             assert info.value.code == "forbidden"
-            with pytest.raises(ProtocolError, match="harness only"):
-                await client.call("operator_send", body="still not")
-            assert await _inbox(hive, "alice") == []
             await client.call("auth", key=key_file.read_text())
-            await client.call("operator_send", body="from the agent page")
             await client.call("turn_state", state="idle")
-        (message,) = await _inbox(hive, "alice")
-        assert (message.sender, message.body) == ("operator", "from the agent page")
         assert hive.turns["alice"]["state"] == "idle"
+
+
+async def test_no_agent_socket_command_creates_a_message_from_the_operator(
+    short_dir: Path,
+) -> None:
+    """Not even the harness, with its key: every command the socket has, tried with a
+    body as the operator would send, leaves no message whose sender is `operator`."""
+    async with running_hive(hive_settings(short_dir)) as hive:
+        await _alice(hive, short_dir)
+        client = await connect_client(hive.layout.socket("alice"))
+        async with client:
+            await client.call("auth", key=hive.layout.harness_key("alice").read_text())
+            for cmd in sorted(agent_commands.commands):
+                for args in (
+                    {"body": "as the operator"},
+                    {"to": "hm1nd", "body": "as the operator"},
+                    {"to": "alice", "body": "as the operator", "sender": "operator"},
+                    {"to": "alice", "body": "as the operator", "as": "operator"},
+                ):
+                    with contextlib.suppress(ProtocolError):
+                        await client.call(cmd, **args)
+            with pytest.raises(ProtocolError) as info:
+                await client.call("operator_send", body="as the operator")
+            assert info.value.code == "not_found"  # no such command, key or not
+        every = await hive.broker.messages(None, 10_000)
+        assert [m for m in every if m.sender == "operator"] == []
+        assert any(m.sender == "alice" for m in every)  # `send` did work, as alice
 
 
 async def _inbox(hive: Hive, name: str) -> list[Message]:

@@ -32,7 +32,6 @@ AGENT_KEYS = [
     "desired_rev",
     "observed_rev",
     "harness_version",
-    "port",
     "hold",
     "message",
     "error",

@@ -47,6 +47,10 @@ s = socket.socket(socket.AF_UNIX)
 s.connect(os.environ["HIVE_SOCKET"])
 s.sendall(b'{{"id": 1, "cmd": "operator_send", "args": {{"body": "forged"}}}}\\n')
 out["operator_send"] = json.loads(s.recv(65536).decode())
+out["pages"] = [
+    os.path.exists(os.path.join(os.environ["HIVE_STATE"], "..", "..", n, "page"))
+    for n in ("alice", "bob", "hm1nd")
+]
 print(json.dumps(out))
 """
 
@@ -138,7 +142,8 @@ async def test_a_model_allowed_bash_cannot_reach_the_hive_beyond_its_agent(
     assert seen["harness"] == {"environ": "denied", "fd": "denied", "mem": "denied"}
     # Its own sandbox's processes only: one harness (PID 1), no hive-c0re, no bob.
     assert seen["harnesses"] == 1 and not seen["sees_pytest"], seen["cmdlines"]
-    assert seen["operator_send"]["error"]["code"] == "forbidden"
+    assert seen["operator_send"]["ok"] is False  # no such command, for anyone
+    assert seen["pages"] == [False, False, False]  # no agent page socket is in reach
     inbox = [m for m in await swarm.hive.broker.messages("alice") if m.recipient == "alice"]
     assert [m.body for m in inbox] == ["look around"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gitstore.spec import MANAGER, AgentSpec, port_for, role_for
+from gitstore.spec import MANAGER, AgentSpec, role_for
 from reconcilers.nixos import HARNESS_UNIT, NixosRuntime, container_name
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState
 from tests.fakes.nixos import FakeNixos
@@ -50,7 +50,6 @@ def build(name: str, rev: str = "rev1", harness: str = "0.1.0", **files: bytes) 
         role=role_for(name),
         rev=rev,
         spec=AgentSpec(description="test agent", model="claude-sonnet-4-5"),
-        port=port_for(name),
         harness_version=harness,
         files={key.replace("_", "."): value for key, value in files.items()},
     )
@@ -89,11 +88,17 @@ async def test_create_binds_socket_credentials_and_notes_on_the_host_network(
         f'"--bind={run}/agents/alpha:/run/hive'
         f" --bind={state}/agents/alpha/claude:/root/.claude"
         f" --bind={state}/agents/alpha/state:/state"
+        f" --bind={state}/agents/alpha/page:/run/hive-page"
         f' --bind-ro={state}/agents/alpha/key:/run/hive-key"'
     )
     assert (conf["PRIVATE_NETWORK"], conf["HOST_ADDRESS"], conf["LOCAL_ADDRESS"]) == ("0", "", "")
     assert conf["FLAKE"] == f"path:{runtime.flake_dir('alpha')}"
-    for host in (run / "agents/alpha", state / "agents/alpha/claude", state / "agents/alpha/state"):
+    for host in (
+        run / "agents/alpha",
+        state / "agents/alpha/claude",
+        state / "agents/alpha/state",
+        state / "agents/alpha/page",
+    ):
         assert host.is_dir()
         assert host.stat().st_mode & 0o777 == 0o700
 
@@ -110,6 +115,7 @@ async def test_the_manager_also_gets_its_agents_clone_and_the_proposed_repo(
         f"--bind={tmp_path}/run/manager:/run/hive",
         f"--bind={state}/agents/hm1nd/claude:/root/.claude",
         f"--bind={state}/agents/hm1nd/state:/state",
+        f"--bind={state}/agents/hm1nd/page:/run/hive-page",
         f"--bind={state}/agents/hm1nd/agents:/agents",
         f"--bind={state}/proposed.git:{state}/proposed.git",
         f"--bind-ro={state}/agents/hm1nd/key:/run/hive-key",

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gitstore.spec import AgentSpec, port_for
+from gitstore.spec import AgentSpec
 from reconcilers.layout import Layout
 from reconcilers.process import ProcessRuntime
 from reconcilers.runtime import AgentBuild, ContainerError, ContainerState, Runtime
@@ -35,7 +35,6 @@ def build(rev: str) -> AgentBuild:
         role="agent",
         rev=rev,
         spec=AgentSpec(description="contract"),
-        port=port_for("alice"),
         harness_version="1",
     )
 

@@ -1,8 +1,8 @@
 """Browser fixtures: Debian's chromium through Playwright, and a hive with its dashboard.
 
 The hive runs real harness processes with the real claude CLI on the scripted fake API
-(as in tests/e2e), with the dashboard on a free port; each agent's page listens on its
-`port_for(name)`, as in production.
+(as in tests/e2e), with the dashboard on a free port; each agent's page is served
+through it at `/agents/<name>/`, as in production.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from gitstore.spec import port_for
 from tests.fakes.anthropic import hang, text, tool_use
 from tests.helpers import wait_for
 from tests.ui.conftest import DOCS, UiSwarm
@@ -21,17 +20,12 @@ def woke(name: str) -> Any:
     return lambda r: f"You are {name}," in r.last_user_text
 
 
-def page_url(name: str) -> str:
-    return f"http://127.0.0.1:{port_for(name)}/"
+async def open_page(page: Page, name: str, swarm: UiSwarm) -> None:
+    """The agent's page, behind the dashboard at /agents/<name>/."""
 
-
-async def open_page(page: Page, name: str) -> None:
     async def up() -> bool:
-        try:
-            await page.goto(page_url(name))
-        except Exception:  # the harness binds its page a moment after it starts
-            return False
-        return True
+        response = await page.goto(f"{swarm.dashboard}/agents/{name}/")
+        return response is not None and response.ok  # 502 until the harness serves
 
     await wait_for(up, timeout=20, interval=0.2)
     await expect(page.get_by_test_id("state-badge")).to_have_text("idle", timeout=20_000)
@@ -46,7 +40,7 @@ async def test_send_a_prompt_and_watch_the_streamed_turn(swarm: UiSwarm, page: P
         text("Told the manager. Streaming works.", when=lambda r: bool(r.tool_results)),
         text("noted", when=woke("hm1nd")),
     )
-    await open_page(page, "alice")
+    await open_page(page, "alice", swarm)
     prompt = page.get_by_test_id("prompt")
     await prompt.fill("please greet the manager")
     await prompt.press("Enter")
@@ -72,7 +66,7 @@ async def test_send_a_prompt_and_watch_the_streamed_turn(swarm: UiSwarm, page: P
 async def test_cancel_a_turn_from_the_page(swarm: UiSwarm, page: Page) -> None:
     await swarm.apply("alice")
     swarm.api.script(hang(when=woke("alice")))
-    await open_page(page, "alice")
+    await open_page(page, "alice", swarm)
     await page.get_by_test_id("prompt").fill("take forever")
     await page.get_by_test_id("send").click()
     await expect(page.get_by_test_id("state-badge")).to_have_text("thinking", timeout=30_000)
@@ -86,7 +80,7 @@ async def test_cancel_a_turn_from_the_page(swarm: UiSwarm, page: Page) -> None:
 async def test_model_and_help_slash_commands(swarm: UiSwarm, page: Page) -> None:
     await swarm.apply("alice")
     swarm.api.script(text("on the new model", when=woke("alice")))
-    await open_page(page, "alice")
+    await open_page(page, "alice", swarm)
     prompt = page.get_by_test_id("prompt")
     await prompt.fill("/model claude-test-model")
     await prompt.press("Enter")
@@ -108,7 +102,7 @@ async def test_new_events_while_scrolled_up_show_the_pill(swarm: UiSwarm, page: 
     await swarm.apply("alice")
     swarm.api.script(text("line one\nline two\nline three", when=woke("alice")))
     await page.set_viewport_size({"width": 1000, "height": 600})
-    await open_page(page, "alice")
+    await open_page(page, "alice", swarm)
     prompt = page.get_by_test_id("prompt")
     for _ in range(4):
         await prompt.fill("/help")
@@ -130,8 +124,8 @@ async def test_new_events_while_scrolled_up_show_the_pill(swarm: UiSwarm, page: 
 
 async def test_login_stores_credentials_and_never_shows_them(swarm: UiSwarm, page: Page) -> None:
     await swarm.apply("alice")
-    await open_page(page, "alice")
-    await page.goto(page_url("alice") + "login")
+    await open_page(page, "alice", swarm)
+    await page.goto(f"{swarm.dashboard}/agents/alice/login")
     await expect(page.get_by_test_id("cred-status")).to_contain_text("no credentials")
     secret = "sk-ant-api03-very-secret-key"
     await page.get_by_test_id("secret").fill(secret)

@@ -87,3 +87,57 @@ async def test_dashboard_ids_are_route_converted_and_numbers_checked(
         async with http.get(base + "/api/logs/hm1nd?lines=999999") as resp:
             assert resp.status == 200
             assert isinstance((await resp.json())["lines"], list)
+
+
+async def test_malformed_bodies_and_queries_are_4xx_with_a_message_never_a_500(
+    dashboard: tuple[Hive, str],
+) -> None:
+    _, base = dashboard
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        _, headers = await _page(http, base + "/")
+        bodies = [
+            b'{"to": "hm1nd", "body": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+            json.dumps({"to": "hm1nd", "body": "hi \ud800"}).encode(),
+            json.dumps({"to": "hm1\udfffnd", "body": "hi"}).encode(),
+        ]
+        for body in bodies:
+            async with http.post(base + "/api/send", headers=headers, data=body) as resp:
+                assert resp.status == 400, body[:40]
+                assert (await resp.json())["error"]
+        answer = json.dumps({"answer": ["\ud800"]}).encode()
+        url = base + "/api/questions/1/answer"
+        async with http.post(url, headers=headers, data=answer) as resp:
+            assert resp.status == 400
+        for lines in ("-1", "²", "9" * 5000, "1e3", "0x10"):
+            async with http.get(base + f"/api/logs/hm1nd?lines={lines}") as resp:
+                assert resp.status == 400, lines
+                assert "lines must be a whole number" in (await resp.json())["error"]
+        huge = "9" * 30
+        async with http.post(base + f"/api/approvals/{huge}/approve", headers=headers) as resp:
+            assert 400 <= resp.status < 500
+            assert (await resp.json())["error"]
+
+
+async def test_agent_pages_live_behind_the_dashboard_and_its_guard(
+    dashboard: tuple[Hive, str],
+) -> None:
+    hive, base = dashboard
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        html, headers = await _page(http, base + "/")
+        assert 'href="/agents/hm1nd/"' in html
+        assert "127.0.0.1:8" not in html  # no hashed TCP port anywhere
+        async with http.get(base + "/agents/hm1nd", allow_redirects=False) as resp:
+            assert resp.status == 307
+            assert resp.headers["location"] == "/agents/hm1nd/"
+        async with http.get(base + "/agents/nobody/") as resp:
+            assert resp.status == 404
+        async with http.get(base + "/agents/..%2F..%2Fhost/") as resp:
+            assert resp.status == 404
+        # The prompt is the operator's send, through the dashboard's CSRF check.
+        body = {"body": "from the page"}
+        async with http.post(base + "/agents/hm1nd/api/send", json=body) as resp:
+            assert resp.status == 403
+        async with http.post(base + "/agents/hm1nd/api/send", headers=headers, json=body) as resp:
+            assert resp.status == 200, await resp.text()
+        (sent,) = [m for m in await hive.broker.messages("hm1nd") if m.body == "from the page"]
+        assert (sent.sender, sent.recipient) == ("operator", "hm1nd")

@@ -77,7 +77,7 @@
   async function loadInbox() {
     const box = document.getElementById("inbox");
     try {
-      const resp = await fetch("/api/inbox", { credentials: "same-origin" });
+      const resp = await fetch("api/inbox", { credentials: "same-origin" });
       const data = await resp.json();
       box.replaceChildren();
       if (data.error) { box.append(line("dim", data.error)); return; }
@@ -94,7 +94,7 @@
   }
 
   async function start() {
-    const resp = await fetch("/api/history?limit=300", { credentials: "same-origin" });
+    const resp = await fetch("api/history?limit=300", { credentials: "same-origin" });
     const data = await resp.json();
     setState(data);
     const nodes = [];
@@ -105,7 +105,7 @@
     connect();
   }
   function connect() {
-    const es = new EventSource("/events?after=" + lastId);
+    const es = new EventSource("events?after=" + lastId);
     es.onopen = () => dot.classList.add("on");
     es.onerror = () => {
       dot.classList.remove("on");
@@ -143,7 +143,7 @@
     // Clear at once: what the operator types next must not be wiped by this answer.
     text.value = ""; delete text.dataset.dirty;
     try {
-      const r = await hive.post("/api/send", { body });
+      const r = await hive.post("api/send", { body });
       if (r.output) local(r.output);
       else local(`✉ sent #${r.id} to the inbox`);
       loadInbox();
@@ -155,7 +155,7 @@
   form.addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   text.addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } });
   cancelBtn.addEventListener("click", async () => {
-    try { const r = await hive.post("/api/cancel", {}); local(r.cancelled ? "cancelling…" : "no turn is running"); }
+    try { const r = await hive.post("api/cancel", {}); local(r.cancelled ? "cancelling…" : "no turn is running"); }
     catch (err) { local("✗ " + err.message, "tool-error"); }
   });
   start();
