@@ -83,7 +83,7 @@ class Hive:
         settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.bus = Bus()
         self.store = Store(settings.state_dir / "hive.sqlite")
-        self.git = GitStore(settings.state_dir)
+        self.git = GitStore(settings.state_dir, settings.limits)
         self.records = StoreRecords(self.store, self.bus)
         self.gate = Gate(self.store, self.bus, self.git)
         # How proposed `main` stands to applied `main`, as the proposals reconciler saw it.

@@ -7,6 +7,7 @@ agent that crashes `crash_limit` times within `crash_window` is Stalled; restart
 `crash_backoff` doubling up to `backoff_cap`, the first one none); the grace a stopping
 agent gets before SIGKILL; and how often the question expiry re-reads pending questions
 at the latest (it also wakes at the nearest deadline and on every new question).
+The size and shape limits of a proposed tree (`gitstore.limits.Limits`) ride along.
 
 Limits on what a client may hold: connections at once on host.sock and on each agent's
 socket (over the cap a connection is refused with `too_many_connections`), and how long
@@ -27,15 +28,26 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller import version
 from controller.protocol import MAX_LINE
+
+if TYPE_CHECKING:
+    from gitstore.limits import Limits
 
 __all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
 
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _SUN_PATH_MAX = 107
+
+
+def _default_limits() -> Limits:
+    # Imported here: the admin client reads settings and loads no gitstore module.
+    from gitstore.limits import Limits
+
+    return Limits()
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
@@ -98,6 +110,8 @@ class Settings:
     # The process runtime runs every agent in a bubblewrap sandbox unless this is set
     # (`--unsandboxed` / HIVE_UNSANDBOXED=1): then agents have the operator's rights.
     unsandboxed: bool = False
+    # Size and shape limits every plan checks (`gitstore.limits`); validated when built.
+    limits: Limits = field(default_factory=_default_limits)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod

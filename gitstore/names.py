@@ -11,6 +11,7 @@ __all__ = [
     "DASHBOARD_PORT",
     "MANAGER",
     "NAME_RE",
+    "RESERVED_NAMES",
     "InvalidNameError",
     "Role",
     "check_name",
@@ -19,13 +20,17 @@ __all__ = [
 
 MANAGER = "hm1nd"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Names that already mean someone else: the human (the broker's sender and recipient
+# `operator`) and the controller itself. An agent named so would receive what is meant
+# for them and speak as them.
+RESERVED_NAMES = frozenset({"operator", "hive-c0re"})
 DASHBOARD_PORT = 7000
 
 Role = Literal["manager", "agent"]
 
 
 class InvalidNameError(ValueError):
-    """Raised when an agent name does not match `^[a-z][a-z0-9-]{0,30}$`."""
+    """Raised when an agent name does not match `^[a-z][a-z0-9-]{0,30}$` or is reserved."""
 
 
 def check_name(name: object) -> str:
@@ -33,6 +38,11 @@ def check_name(name: object) -> str:
         raise InvalidNameError(
             f"invalid agent name {name!r}: use 1-31 chars of a-z, 0-9 and '-', "
             "starting with a letter"
+        )
+    if name in RESERVED_NAMES:
+        raise InvalidNameError(
+            f"agent name {name!r} is reserved (it names the "
+            f"{'human operator' if name == 'operator' else 'controller'}): choose another"
         )
     return name
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pygit2
 
 from gitstore.errors import GitStoreError, MergeConflictError, RefMovedError
+from gitstore.limits import Limits
 from gitstore.repos import (
     APPLIED_MIRROR,
     MAIN,
@@ -32,8 +33,9 @@ from gitstore.repos import (
     ref_target,
     signature,
 )
+from gitstore.shape import agent_dir_problems, deep_paths
 from gitstore.spec import MANAGER
-from gitstore.tree import AgentTree, agent_in, tree_revs
+from gitstore.tree import FILES, AgentTree, agent_dirs, agent_tree, tree_revs
 
 __all__ = [
     "Action",
@@ -44,6 +46,7 @@ __all__ = [
     "merge_commit",
     "move_main",
     "touched_paths",
+    "unplannable",
 ]
 
 REBASE_HINT = (
@@ -151,9 +154,41 @@ def touched_paths(repo: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree) -
     return tuple(sorted(keys))
 
 
-def compute_plan(repo: pygit2.Repository, sha: str, name_problem: NameCheck | None = None) -> Plan:
+def unplannable(sha: str, reason: str, base: str = "") -> Plan:
+    """The plan of a commit that could not be planned: one error, never mergeable."""
+    return Plan(
+        sha=sha,
+        base=base,
+        steps=(),
+        errors=(f"{sha[:12]} could not be planned: {reason}",),
+        fast_forward=False,
+        mergeable=False,
+        touched=("*",),
+    )
+
+
+def compute_plan(
+    repo: pygit2.Repository,
+    sha: str,
+    name_problem: NameCheck | None = None,
+    limits: Limits | None = None,
+) -> Plan:
     """The plan and validation errors for merging `sha`, a commit of the proposed `repo`,
-    into applied `main` as mirrored there (the caller mirrors it first)."""
+    into applied `main` as mirrored there (the caller mirrors it first).
+
+    Whatever a pushed tree holds is this plan's error, never an exception: one bad
+    branch must not stop the plans of the others."""
+    try:
+        return _compute_plan(repo, sha, name_problem, limits or Limits())
+    except (GitStoreError, pygit2.GitError):
+        raise
+    except (RecursionError, MemoryError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        return unplannable(sha, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _compute_plan(
+    repo: pygit2.Repository, sha: str, name_problem: NameCheck | None, limits: Limits
+) -> Plan:
     commit = lookup_commit(repo, sha)
     base = ref_target(repo, APPLIED_MIRROR)
     found = repo.merge_base(base, commit.id)
@@ -177,14 +212,32 @@ def compute_plan(repo: pygit2.Repository, sha: str, name_problem: NameCheck | No
             merge_base=merge_base,
             touched=touched,
         )
-    current = tree_revs(lookup_commit(repo, str(base)).tree)
-    target = tree_revs(tree)
+    base_tree = lookup_commit(repo, str(base)).tree
+    current = tree_revs(base_tree)
+    dirs = agent_dirs(tree)
+    target = {name: str(entry.id) for name, entry in dirs.items()}
+    errors = deep_paths(base_tree, tree, limits)
+    if len(target) > limits.agents:
+        errors.append(
+            f"the tree declares {len(target)} agents, more than the limit of {limits.agents}"
+        )
     changed_specs: dict[str, AgentTree] = {}
     for name, rev in target.items():
-        if current.get(name) != rev:
-            parsed = agent_in(tree, name)
-            assert parsed is not None
-            changed_specs[name] = parsed
+        if current.get(name) == rev or len(target) > limits.agents:
+            continue
+        problems, files = agent_dir_problems(repo, name, dirs[name], limits, FILES)
+        parsed = agent_tree(dirs[name], files) if not problems else None
+        if parsed is not None and parsed.spec is not None:
+            chars = len(parsed.spec.description)
+            if chars > limits.description_chars:
+                problems.append(
+                    f"description is {chars} characters, more than the limit of "
+                    f"{limits.description_chars}"
+                )
+        if problems:
+            parsed = AgentTree(name, rev, None, "; ".join(problems), {})
+        assert parsed is not None
+        changed_specs[name] = parsed
     steps: list[PlanStep] = []
     for name in sorted(set(current) | set(target)):
         if name not in target:
@@ -200,7 +253,7 @@ def compute_plan(repo: pygit2.Repository, sha: str, name_problem: NameCheck | No
         sha=sha,
         base=str(base),
         steps=tuple(steps),
-        errors=tuple(_validate(target, changed_specs, name_problem)),
+        errors=tuple(errors + _validate(target, changed_specs, name_problem)),
         fast_forward=ff,
         merge_base=merge_base,
         touched=touched,

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import pygit2
 
-from gitstore.errors import UnknownRevError
-from gitstore.plan import NameCheck, Plan, compute_plan, touched_paths
+from gitstore.errors import GitStoreError, UnknownRevError
+from gitstore.limits import Limits
+from gitstore.plan import NameCheck, Plan, compute_plan, touched_paths, unplannable
 from gitstore.repos import APPLIED_MIRROR, lookup_commit, ref_target
 from gitstore.tree import tree_revs
 
@@ -97,7 +98,10 @@ def _stale(planned: PlannedAt, move: _Move) -> bool:
 
 
 def replan(
-    repo: pygit2.Repository, planned: Sequence[PlannedAt], name_problem: NameCheck | None
+    repo: pygit2.Repository,
+    planned: Sequence[PlannedAt],
+    name_problem: NameCheck | None,
+    limits: Limits | None = None,
 ) -> tuple[Replanned, ...]:
     """Bring every plan in `planned` up to applied `main` as mirrored in the proposed
     `repo` (the caller mirrors it first)."""
@@ -114,6 +118,13 @@ def replan(
             stale = _stale(p, move) or not _same_merge_base(repo, p, move)
         except UnknownRevError:
             continue  # its commit is gone (a gc'd branch): nothing to plan
-        plan = compute_plan(repo, p.sha, name_problem) if stale else None
+        plan: Plan | None = None
+        if stale:
+            try:
+                plan = compute_plan(repo, p.sha, name_problem, limits)
+            except (GitStoreError, pygit2.GitError) as exc:
+                # One commit git cannot read is its own approval's error, planned at this
+                # head so the next move does not retry it, and never the others'.
+                plan = unplannable(p.sha, str(exc)[:300], str(head.id))
         out.append(Replanned(p.id, str(head.id), plan))
     return tuple(out)

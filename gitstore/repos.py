@@ -29,6 +29,7 @@ __all__ = [
     "MAIN",
     "CommitInfo",
     "branch_heads",
+    "check_received_objects",
     "contained_in",
     "copy_objects",
     "describe",
@@ -89,6 +90,21 @@ def init_repos(proposed_path: Path, applied_path: Path) -> None:
         copy_objects(proposed, applied, head)
         applied.create_reference_direct(MAIN, head, False, "hive: initial")
         proposed.create_reference_direct(APPLIED_MIRROR, head, True)
+
+
+def check_received_objects(proposed_path: Path) -> None:
+    """`receive.fsckObjects` on the proposed repo, so git checks every object a push
+    brings (strictly: a tree entry named `a/b`, `..` or `.git`, duplicate entries, a
+    malformed commit) and refuses the push before any of it lands. Set at every start,
+    so repos from before it get it too. (A pusher on this host who overrides it with
+    `git -c` can as well write into the repo directly; the plan checks what it reads.)"""
+    config = pygit2.Config(str(proposed_path / "config"))
+    try:
+        current = config.get_bool("receive.fsckObjects")
+    except KeyError:
+        current = False
+    if not current:
+        config["receive.fsckObjects"] = True
 
 
 def ref_target(repo: pygit2.Repository, name: str) -> pygit2.Oid:

@@ -15,6 +15,7 @@ from gitstore.names import (
     DASHBOARD_PORT,
     MANAGER,
     NAME_RE,
+    RESERVED_NAMES,
     InvalidNameError,
     Role,
     check_name,
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_ALLOWED_TOOLS",
     "MAX_TOOL_RULE",
     "NAME_RE",
+    "RESERVED_NAMES",
     "AgentSpec",
     "InvalidNameError",
     "InvalidSpecError",
@@ -88,8 +90,14 @@ def parse_spec(data: bytes) -> AgentSpec:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidSpecError(f"agent.toml is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        # tomllib recurses once per nested array or inline table: a 2 KB file can
+        # exhaust the stack, and that must stay this file's error.
+        raise InvalidSpecError("agent.toml nests arrays or tables too deeply") from exc
     try:
         return AgentSpec.model_validate(raw)
+    except RecursionError as exc:
+        raise InvalidSpecError("agent.toml nests arrays or tables too deeply") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'agent.toml'}: {err['msg']}"

@@ -35,6 +35,7 @@ from gitstore.diff import MAX_LINES, ApprovalDiff, approval_diff
 from gitstore.errors import GitStoreError, no_space
 from gitstore.follow import ProposedState, follow_main
 from gitstore.hooks import install_gate_hook
+from gitstore.limits import Limits
 from gitstore.plan import NameCheck, Plan, compute_plan, merge_commit, move_main
 from gitstore.replan import PlannedAt, Replanned, replan
 from gitstore.repos import MAIN, CommitInfo
@@ -48,11 +49,13 @@ T = TypeVar("T")
 class GitStore:
     """The proposed and applied repositories of one state dir (created when missing)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, limits: Limits | None = None) -> None:
+        self._limits = limits or Limits()
         self.proposed_path = state_dir / "proposed.git"
         self.applied_path = state_dir / "applied.git"
         # Once, at start-up, before anything serves: the repos must exist to be opened.
         repos.init_repos(self.proposed_path, self.applied_path)
+        repos.check_received_objects(self.proposed_path)
         self._proposed = pygit2.Repository(str(self.proposed_path))
         self._applied = pygit2.Repository(str(self.applied_path))
         install_gate_hook(self.applied_path, self.proposed_path)
@@ -252,7 +255,7 @@ class GitStore:
 
         def compute() -> Plan:
             self._mirror()
-            return compute_plan(self._proposed, sha, name_problem)
+            return compute_plan(self._proposed, sha, name_problem, self._limits)
 
         return await self._hop(compute)
 
@@ -265,7 +268,7 @@ class GitStore:
 
         def compute() -> tuple[Replanned, ...]:
             self._mirror()
-            return replan(self._proposed, wanted, name_problem)
+            return replan(self._proposed, wanted, name_problem, self._limits)
 
         return await self._hop(compute)
 

@@ -12,9 +12,18 @@ import pygit2
 
 from gitstore.spec import AgentSpec, InvalidNameError, InvalidSpecError, check_name, parse_spec
 
-__all__ = ["AgentTree", "agent_in", "agents_at", "build_tree", "tree_revs"]
+__all__ = [
+    "FILES",
+    "AgentTree",
+    "agent_dirs",
+    "agent_in",
+    "agent_tree",
+    "agents_at",
+    "build_tree",
+    "tree_revs",
+]
 
-_FILES = ("agent.toml", "agent.nix", "prompt.md")
+FILES = ("agent.toml", "agent.nix", "prompt.md")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,14 @@ def _agents_dir(tree: pygit2.Tree) -> pygit2.Tree | None:
     return agents if isinstance(agents, pygit2.Tree) else None
 
 
+def agent_dirs(tree: pygit2.Tree) -> dict[str, pygit2.Tree]:
+    """`{name: subtree}` of a desired-state tree, read in one pass over `agents/`."""
+    agents = _agents_dir(tree)
+    if agents is None:
+        return {}
+    return {str(e.name): e for e in agents if isinstance(e, pygit2.Tree)}
+
+
 def tree_revs(tree: pygit2.Tree) -> dict[str, str]:
     """`{name: subtree oid}` of a desired-state tree."""
     agents = _agents_dir(tree)
@@ -49,7 +66,7 @@ def agents_at(tree: pygit2.Tree) -> dict[str, AgentTree]:
     agents = _agents_dir(tree)
     if agents is None:
         return {}
-    return {str(e.name): _agent_tree(e) for e in agents if isinstance(e, pygit2.Tree)}
+    return {str(e.name): agent_tree(e) for e in agents if isinstance(e, pygit2.Tree)}
 
 
 def agent_in(tree: pygit2.Tree, name: str) -> AgentTree | None:
@@ -58,12 +75,17 @@ def agent_in(tree: pygit2.Tree, name: str) -> AgentTree | None:
     if agents is None or name not in agents:
         return None
     entry = agents / name
-    return _agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
+    return agent_tree(entry) if isinstance(entry, pygit2.Tree) else None
 
 
-def _agent_tree(entry: pygit2.Tree) -> AgentTree:
+def agent_tree(entry: pygit2.Tree, files: dict[str, bytes] | None = None) -> AgentTree:
+    """One `agents/<name>/` subtree, parsed (from `files`, its top-level files, when the
+    caller has read them already)."""
     name = entry.name or ""
-    files = {str(f.name): f.data for f in entry if isinstance(f, pygit2.Blob) and f.name in _FILES}
+    if files is None:
+        files = {
+            str(f.name): f.data for f in entry if isinstance(f, pygit2.Blob) and f.name in FILES
+        }
     spec: AgentSpec | None = None
     error: str | None = None
     try:

@@ -14,16 +14,20 @@ hop each).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gitstore.errors import GitStoreError
 from gitstore.follow import ProposedMain, ProposedState
-from gitstore.plan import NameCheck, Plan
+from gitstore.plan import NameCheck, Plan, unplannable
 from gitstore.replan import PlannedAt, Replanned
 from gitstore.store import GitStore
 
 __all__ = ["Approvals", "PendingApproval", "ProposalsReconciler", "kind_of"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,20 @@ class ProposalsReconciler:
             await self.approvals.replanned(await self.git.replan(stale, self.name_problem))
 
     async def open_approval(self, ref: str, sha: str, pending: PendingApproval | None) -> None:
-        plan = await self.git.plan(sha, self.name_problem)
-        commit = await self.git.describe(sha)
+        # Whatever one branch holds is that branch's approval's error: a branch that
+        # cannot be read or planned still gets an approval (unmergeable, the reason on
+        # its card), and every branch after it is still seen.
+        try:
+            plan = await self.git.plan(sha, self.name_problem)
+        except Exception as exc:  # a defect planning one branch must not stall the rest
+            log.exception("could not plan %s at %s", ref, sha[:12])
+            plan = unplannable(sha, f"{type(exc).__name__}: {str(exc)[:300]}")
+        try:
+            commit = await self.git.describe(sha)
+            summary, author = commit.summary, commit.author
+        except GitStoreError as exc:
+            log.warning("could not read %s at %s: %s", ref, sha[:12], exc)
+            summary, author = "(unreadable commit)", ""
         if pending is not None:
             await self.approvals.supersede(pending.id, f"{ref} moved to {sha[:12]}")
         await self.approvals.open(
@@ -136,6 +152,6 @@ class ProposalsReconciler:
             ref=ref,
             sha=sha,
             plan=plan,
-            summary=commit.summary,
-            author=commit.author,
+            summary=summary,
+            author=author,
         )
