@@ -305,7 +305,9 @@ async def test_a_slow_update_of_one_agent_does_not_block_another(tmp_path: Path)
             )
 
         await wait_for(bob_is_current, timeout=5)
-        assert rig.queue.active == 1  # alice, still in her update
+        # Bob's status is written inside his reconcile, so his run may still be returning:
+        # wait for it to end rather than assume it already has.
+        await wait_for(lambda: rig.queue.active == 1, timeout=5)  # alice, still updating
         assert rig.runtime.in_flight == 1
         slow.release()
         await rig.settle()
