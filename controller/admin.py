@@ -23,8 +23,11 @@ from controller.host_spec import (
     QuestionIdArgs,
     QuestionsArgs,
     SendArgs,
+    TokenCreateArgs,
+    TokenNameArgs,
 )
 from controller.operations import LIFECYCLE, JSONObject, Operations, Verb
+from controller.tokens import NewToken, TokenInfo
 from controller.values import (
     AgentRow,
     AppliedReset,
@@ -138,6 +141,21 @@ async def cancel_question(s: HostSession, a: QuestionIdArgs) -> Question:
 @host_commands.implement("events")
 async def events(s: HostSession, a: EventsArgs) -> list[JSONObject]:
     return await s.ops.events(a.limit, a.type, a.before_id)
+
+
+@host_commands.implement("token-create")
+async def token_create(s: HostSession, a: TokenCreateArgs) -> NewToken:
+    return await s.ops.create_token(a.name)
+
+
+@host_commands.implement("token-list")
+async def token_list(s: HostSession, _: NoArgs) -> list[TokenInfo]:
+    return s.ops.tokens()
+
+
+@host_commands.implement("token-revoke")
+async def token_revoke(s: HostSession, a: TokenNameArgs) -> TokenInfo:
+    return await s.ops.revoke_token(a.name)
 
 
 @host_commands.implement("watch")

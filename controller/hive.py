@@ -35,6 +35,7 @@ from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
+from controller.tokens import TokenBook
 from gitstore.follow import MainState, ProposedMain
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
@@ -84,6 +85,8 @@ class Hive:
         self.bus = Bus()
         self.store = Store(settings.state_dir / "hive.sqlite")
         self.git = GitStore(settings.state_dir, settings.limits)
+        # Tokens for git over HTTP (`hive token create`), checked by the dashboard's /git/.
+        self.tokens = TokenBook(settings.state_dir / "tokens.json")
         self.records = StoreRecords(self.store, self.bus)
         self.gate = Gate(self.store, self.bus, self.git)
         # How proposed `main` stands to applied `main`, as the proposals reconciler saw it.

@@ -106,6 +106,16 @@ class EventsArgs(Args):
     before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
 
+class TokenCreateArgs(Args):
+    name: str | None = Field(
+        default=None, max_length=63, description="a name to know it by (default token-N)"
+    )
+
+
+class TokenNameArgs(Args):
+    name: str = Field(max_length=63, description="the token's name (`hive token list`)")
+
+
 _LIFECYCLE = {
     "start": "start an agent and clear its hold",
     "stop": "stop an agent and hold it stopped",
@@ -116,6 +126,8 @@ _LIFECYCLE = {
 # Commands of two words (`hive applied reset`) are grouped under their first word.
 GROUP_HELP = {
     "applied": "resolve the gate's alarm (applied main moved outside hive-c0re): reset | adopt",
+    "token": "tokens for git over HTTP on the dashboard (/git/proposed.git): "
+    "create | list | revoke",
 }
 
 HOST_SPECS: tuple[Spec, ...] = (
@@ -234,6 +246,33 @@ HOST_SPECS: tuple[Spec, ...] = (
         cli_defaults={"limit": 50},
         view="events",
         empty="no events",
+    ),
+    Spec(
+        "token-create",
+        TokenCreateArgs,
+        "create a token for git over HTTP (the password; any user name); it is shown only now",
+        words=("token", "create"),
+        view="template",
+        template="{token}\n(token {name}: the password for git over HTTP with any user "
+        "name; it is shown only now)",
+    ),
+    Spec(
+        "token-list",
+        NoArgs,
+        "tokens for git over HTTP (names and use, never the tokens)",
+        words=("token", "list"),
+        view="table",
+        columns=("name", "created_at", "last_used_at"),
+        empty="no tokens",
+    ),
+    Spec(
+        "token-revoke",
+        TokenNameArgs,
+        "revoke a token for git over HTTP (refused from the next request on)",
+        positional=("name",),
+        words=("token", "revoke"),
+        view="template",
+        template="token {name} revoked",
     ),
     Spec("watch", NoArgs, "stream every event until interrupted", streaming=True, view="events"),
 )

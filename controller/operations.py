@@ -29,6 +29,7 @@ from controller.events import EventType
 from controller.gate import Alarm
 from controller.hive import Hive
 from controller.paging import Page
+from controller.tokens import NewToken, TokenInfo
 from controller.values import (
     AgentRow,
     AppliedReset,
@@ -103,6 +104,21 @@ class Operations:
         path = self.hive.layout.harness_key(agent)
         expected = await anyio.to_thread.run_sync(_read_key, path)
         return bool(expected) and hmac.compare_digest(key.encode(), expected or b"")
+
+    # --- tokens for git over HTTP ------------------------------------------------------
+
+    async def create_token(self, name: str | None = None) -> NewToken:
+        return await self.hive.tokens.create(name)
+
+    async def git_user(self, password: str) -> str | None:
+        """Who a git-over-HTTP request's password makes the caller, or None."""
+        return self.hive.tokens.check(password)
+
+    def tokens(self) -> list[TokenInfo]:
+        return self.hive.tokens.list()
+
+    async def revoke_token(self, name: str) -> TokenInfo:
+        return await self.hive.tokens.revoke(name)
 
     def alarm(self) -> Alarm | None:
         """The gate's alarm: applied main moved outside hive-c0re (None when it agrees)."""

@@ -22,6 +22,7 @@ from controller.bus import Event, EventType
 from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
 from ui.agent_proxy import AgentProxy
+from ui.git_http import GitHttp, mount_git
 from ui.http import (
     BadRequestError,
     ValuesResponse,
@@ -264,9 +265,18 @@ async def serve_dashboard(
         closing=closing,
     )
 
+    # Git over HTTP in front of the guard: its door is the token (ui/git_http.py).
+    git = GitHttp(hive.settings.state_dir, ops.git_user, environ=dict(hive.settings.environ))
+
     def bound(port: int) -> None:
         hive.dashboard_port = port
 
     await serve_app(
-        app, host, port, what="dashboard", closing=closing, on_bound=bound, task_status=task_status
+        mount_git(app, git),
+        host,
+        port,
+        what="dashboard",
+        closing=closing,
+        on_bound=bound,
+        task_status=task_status,
     )
