@@ -32,6 +32,7 @@ import math
 import os
 import re
 import socket
+import ssl
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, is_dataclass
 from types import TracebackType
@@ -58,7 +59,9 @@ __all__ = [
     "encode_result",
     "encoded_size",
     "jsonable",
+    "open_tls",
     "open_transport_stream",
+    "parse_tls_address",
     "read_line",
 ]
 
@@ -425,6 +428,8 @@ class Client:
 
 
 async def _open(path: str) -> ByteStream:
+    if path.startswith(TLS_SCHEME):  # an agent socket over TCP: see "Over TLS" below
+        return await open_tls(path)
     try:
         stream = await anyio.connect_unix(path)
     except OSError as exc:
@@ -451,3 +456,92 @@ async def connect_client(
         await client.aclose()
         raise
     return client
+
+
+# --- Over TLS ------------------------------------------------------------------------
+# The client's side of the agent protocol over TLS: `HIVE_SOCKET=tls://HOST:PORT`.
+# `connect_client` hands any address starting with `tls://` here, so every client of an
+# agent socket (the harness, the stdio MCP server claude starts) reaches hive-c0re over
+# TCP the same way it reaches a unix socket, and gets the same commands (the server is
+# `controller.agent_tls`). A connection is TLS, verified against the CA in `HIVE_TLS_CA`
+# (else the system's), with `HIVE_TLS_SERVER_NAME` as the name to verify when it differs
+# from HOST; then one `login` line with the ServiceAccount token read from
+# `HIVE_TOKEN_FILE` (default `/var/run/secrets/hyperhive/token`), read afresh for each
+# connection because the kubelet rotates it. A refused login is a `ProtocolError` with
+# the server's code (`forbidden`, `unreachable`).
+
+TLS_SCHEME = "tls://"
+DEFAULT_TOKEN_FILE = "/var/run/secrets/hyperhive/token"
+_MAX_TOKEN = 16 * 1024
+HANDSHAKE_TIMEOUT = 10.0
+
+
+def parse_tls_address(address: str) -> tuple[str, int]:
+    """`tls://host:port` -> (host, port); ValueError when it is not one."""
+    rest = address[len(TLS_SCHEME) :] if address.startswith(TLS_SCHEME) else ""
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not tls://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _context(env: Mapping[str, str]) -> ssl.SSLContext:
+    ca = env.get("HIVE_TLS_CA", "")
+    return ssl.create_default_context(cafile=ca or None)
+
+
+def _token(env: Mapping[str, str]) -> str:
+    path = env.get("HIVE_TOKEN_FILE") or DEFAULT_TOKEN_FILE
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(_MAX_TOKEN).decode().strip()
+    except OSError as exc:
+        raise ProtocolError("unreachable", f"cannot read the token {path}: {exc}") from exc
+
+
+async def open_tls(address: str, env: Mapping[str, str] | None = None) -> ByteStream:
+    """A logged-in TLS connection to the agent protocol at `address`."""
+    env = os.environ if env is None else env
+    try:
+        host, port = parse_tls_address(address)
+    except ValueError as exc:
+        raise ProtocolError("unreachable", str(exc)) from exc
+    token = _token(env)
+    try:
+        with anyio.fail_after(HANDSHAKE_TIMEOUT):
+            stream = await anyio.connect_tcp(
+                host,
+                port,
+                tls=True,
+                ssl_context=_context(env),
+                tls_hostname=env.get("HIVE_TLS_SERVER_NAME") or host,
+                tls_standard_compatible=False,
+            )
+    except (OSError, ssl.SSLError, TimeoutError, anyio.BrokenResourceError) as exc:
+        raise ProtocolError("unreachable", f"cannot connect to {address}: {exc}") from exc
+    try:
+        login = {"id": 0, "cmd": "login", "args": {"token": token}}
+        await stream.send(json.dumps(login).encode() + b"\n")
+        with anyio.fail_after(HANDSHAKE_TIMEOUT):
+            line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_LINE)
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            err = answer.get("error") or {}
+            raise ProtocolError(str(err.get("code", "forbidden")), str(err.get("message", "")))
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        if isinstance(
+            exc,
+            (
+                OSError,
+                anyio.EndOfStream,
+                anyio.IncompleteRead,
+                TimeoutError,
+                anyio.BrokenResourceError,
+                ValueError,
+            ),
+        ):
+            raise ProtocolError("unreachable", f"login at {address} failed: {exc!r}") from exc
+        raise
+    return stream
