@@ -153,6 +153,15 @@ class Hive:
         self.dashboard_port: int | None = None  # set by the dashboard once it listens
 
     def _make_runtime(self) -> Runtime:
+        if self.settings.runtime == "kubernetes":
+            from reconcilers.kubernetes import KubernetesRuntime
+
+            assert self.settings.kube is not None  # Settings.from_env reads it
+            return KubernetesRuntime(
+                self.settings.kube,
+                self.layout,
+                watch_backoff=Backoff(self.settings.backoff_base, self.settings.backoff_cap),
+            )
         if self.settings.runtime == "nixos":
             from reconcilers.nixos import NixosRuntime
 

@@ -35,8 +35,11 @@ from controller.protocol import MAX_LINE
 
 if TYPE_CHECKING:
     from gitstore.limits import Limits
+    from reconcilers.kubesettings import KubeSettings
 
-__all__ = ["Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
+__all__ = ["RUNTIMES", "Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
+
+RUNTIMES = ("process", "nixos", "kubernetes")
 
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
@@ -77,7 +80,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 def parse_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"dashboard address {value!r} must be HOST:PORT")
+        raise ValueError(f"address {value!r} must be HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -113,6 +116,16 @@ class Settings:
     # Size and shape limits every plan checks (`gitstore.limits`); validated when built.
     limits: Limits = field(default_factory=_default_limits)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # The agent protocol over TLS on TCP (`controller.agent_tls`), HOST:PORT, off when
+    # empty (`--agent-tls` / HIVE_AGENT_TLS); its certificate and key (HIVE_TLS_CERT,
+    # HIVE_TLS_KEY, PEM files). Agents log in with ServiceAccount tokens, so it needs
+    # the Kubernetes API (`kube`).
+    agent_tls: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    # The kubernetes runtime's settings (`reconcilers.kubesettings`, HIVE_KUBE_*): read
+    # when the runtime is kubernetes or the agent protocol is served over TLS.
+    kube: KubeSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -125,13 +138,29 @@ class Settings:
             "runtime": env.get("HIVE_RUNTIME", "process"),
             "dashboard": env.get("HIVE_DASHBOARD", "127.0.0.1:7000"),
             "unsandboxed": _flag(env, "HIVE_UNSANDBOXED"),
+            "agent_tls": env.get("HIVE_AGENT_TLS", ""),
+            "tls_cert": env.get("HIVE_TLS_CERT", ""),
+            "tls_key": env.get("HIVE_TLS_KEY", ""),
             "environ": env,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("kube") is None and (
+            values["runtime"] == "kubernetes" or values.get("agent_tls")
+        ):
+            from reconcilers.kubesettings import KubeSettings
+
+            values["kube"] = KubeSettings.from_env(env)
         settings = cls(state_dir=state, runtime_dir=runtime_dir, **values)  # type: ignore[arg-type]
-        if settings.runtime not in ("process", "nixos"):
-            raise ValueError(f"unknown runtime {settings.runtime!r}: use process or nixos")
+        if settings.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {settings.runtime!r}: use {', '.join(RUNTIMES)}")
         parse_address(settings.dashboard)
+        if settings.agent_tls:
+            parse_address(settings.agent_tls)
+            if not (settings.tls_cert and settings.tls_key):
+                raise ValueError(
+                    "the agent protocol over TLS needs a certificate and key: "
+                    "HIVE_TLS_CERT and HIVE_TLS_KEY"
+                )
         settings.check_intervals()
         # The longest socket path: an agent's, while it is staged under a temporary name.
         longest = settings.runtime_dir / "agents" / ("x" * 31) / ".mcp.sock.4194304"

@@ -71,6 +71,10 @@ class FakeCluster(kmock.KubernetesEmulator):
         self.logs: dict[str, str] = {}
         self.tokens: dict[str, _Token] = {}
         self.conflicts = 0
+        # Writes of another party to land just before each of the next N conditional
+        # updates (so they conflict), and the resourceVersion each watch started from.
+        self.interfere = 0
+        self.watch_since: list[str] = []
         self._writing = asyncio.Lock()
 
     # --- the apiserver -----------------------------------------------------------
@@ -85,6 +89,13 @@ class FakeCluster(kmock.KubernetesEmulator):
             data = request.data if isinstance(request.data, dict) else None
             if request.action == enums.action.UPDATE and data is not None:
                 sent = (data.get("metadata") or {}).get("resourceVersion")
+                if sent is not None and self.interfere > 0:
+                    self.interfere -= 1
+                    self.version += 1
+                    other = {"metadata": {"resourceVersion": str(self.version)}}
+                    self._objects[request.resource, request.namespace, str(request.name)].patch(
+                        other
+                    )
                 stored = self._stored(*key)
                 current = None if stored is None else stored["metadata"].get("resourceVersion")
                 if sent is not None and current is not None and str(sent) != str(current):
@@ -131,6 +142,7 @@ class FakeCluster(kmock.KubernetesEmulator):
         yield b""
         generation = self.watch_generation
         since = request.params.get("resourceVersion")
+        self.watch_since.append(since or "")
         if since:
             position = next(
                 (i for i, (v, _, _) in enumerate(self.changes) if v > int(since)),
