@@ -16,6 +16,7 @@ from controller.host_spec import (
     ApprovalIdArgs,
     ApprovalsArgs,
     DenyArgs,
+    DestroyArgs,
     EventsArgs,
     MessagesArgs,
     NameArgs,
@@ -32,6 +33,7 @@ from controller.values import (
     AgentRow,
     AppliedReset,
     Approval,
+    Destroyed,
     Message,
     Question,
     Queued,
@@ -111,6 +113,11 @@ def _lifecycle(verb: Verb) -> None:
 
 for _verb in LIFECYCLE:
     _lifecycle(_verb)
+
+
+@host_commands.implement("destroy")
+async def destroy(s: HostSession, a: DestroyArgs) -> Destroyed:
+    return await s.ops.destroy(a.name, purge=a.purge)
 
 
 @host_commands.implement("send")

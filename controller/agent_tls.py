@@ -37,11 +37,18 @@ from controller.errors import ForbiddenError, HiveError
 from controller.listener import Slots, serve_listener
 from controller.operations import Operations
 from controller.protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
+from controller.settings import parse_address
 from controller.sockets import _Connection
 from gitstore.spec import InvalidNameError, check_name
-from reconcilers.kubeapi import KubeError, Review
+from reconcilers.kubeapi import KubeApi, KubeError, Review, connect_kube
 
-__all__ = ["AUDIENCE", "LOGIN_TIMEOUT", "ServiceAccountIdentity", "serve_agent_tls"]
+__all__ = [
+    "AUDIENCE",
+    "LOGIN_TIMEOUT",
+    "ServiceAccountIdentity",
+    "serve_agent_tls",
+    "serve_agents_over_tls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +190,40 @@ async def serve_agent_tls(
         log.info("agent protocol over TLS on %s:%d", host, bound)
         task_status.started(bound)
         await serve_listener(listener, handle, Slots("agent TLS logins", pending))
+
+
+async def serve_agents_over_tls(
+    ops: Operations, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """The daemon's component: `settings.agent_tls` with its certificate, tokens checked
+    by the cluster's TokenReview (through the kubernetes runtime's API connection when
+    that is the runtime). Also lets the manager's token in on git over HTTP."""
+    hive = ops.hive
+    settings = hive.settings
+    kube = settings.kube
+    assert kube is not None  # Settings.from_env reads it when agent_tls is set
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    await anyio.to_thread.run_sync(context.load_cert_chain, settings.tls_cert, settings.tls_key)
+    api = getattr(hive.runtime, "api", None)
+    own: KubeApi | None = None
+    if not isinstance(api, KubeApi):
+        with anyio.fail_after(kube.timeout):
+            api = own = await connect_kube(
+                kube.namespace, url=kube.url, kubeconfig=kube.kubeconfig, call_seconds=kube.timeout
+            )
+    identify = ServiceAccountIdentity(api, kube.namespace, lambda: hive.applied.names)
+    hive.identify = identify
+    host, port = parse_address(settings.agent_tls)
+
+    async def serve(*, task_status: TaskStatus[int]) -> None:
+        await serve_agent_tls(ops, host, port, context, identify, task_status=task_status)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            hive.agent_tls_port = await tg.start(serve)
+            task_status.started(hive.agent_tls_port)
+    finally:
+        hive.identify = None
+        hive.agent_tls_port = None
+        if own is not None:
+            await own.aclose()

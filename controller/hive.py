@@ -87,6 +87,10 @@ class Hive:
         self.git = GitStore(settings.state_dir, settings.limits)
         # Tokens for git over HTTP (`hive token create`), checked by the dashboard's /git/.
         self.tokens = TokenBook(settings.state_dir / "tokens.json")
+        # Who a ServiceAccount token is (an agent's name), while the agent protocol is
+        # served over TLS (`controller.agent_tls` sets it); git over HTTP asks it too.
+        self.identify: Callable[[str], Awaitable[str]] | None = None
+        self.agent_tls_port: int | None = None  # set once the TLS listener is bound
         self.records = StoreRecords(self.store, self.bus)
         self.gate = Gate(self.store, self.bus, self.git)
         # How proposed `main` stands to applied `main`, as the proposals reconciler saw it.

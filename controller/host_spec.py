@@ -106,6 +106,15 @@ class EventsArgs(Args):
     before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
 
+class DestroyArgs(Args):
+    name: str = Field(description="the agent's name (no longer in applied main)")
+    purge: bool = Field(
+        default=False,
+        description="also delete its notes, history and credentials (its claim); "
+        "this cannot be undone",
+    )
+
+
 class TokenCreateArgs(Args):
     name: str | None = Field(
         default=None, max_length=63, description="a name to know it by (default token-N)"
@@ -208,6 +217,15 @@ HOST_SPECS: tuple[Spec, ...] = (
             columns=("name", "state", "ready", "hold", "message"),
         )
         for verb, text in _LIFECYCLE.items()
+    ),
+    Spec(
+        "destroy",
+        DestroyArgs,
+        "remove what is left of an agent removed from applied main; its notes and "
+        "credentials stay unless --purge",
+        positional=("name",),
+        view="template",
+        template="{name}: {message}",
     ),
     Spec("send", SendArgs, "send a message to an agent as the operator", positional=("to", "body")),
     Spec(

@@ -24,16 +24,18 @@ import anyio
 from controller.broker import OPERATOR
 from controller.bus import Subscription
 from controller.changes import ChangeRequests
-from controller.errors import ConflictError, InvalidError, NotFoundError
+from controller.errors import ConflictError, HiveError, InvalidError, NotFoundError
 from controller.events import EventType
 from controller.gate import Alarm
 from controller.hive import Hive
 from controller.paging import Page
+from controller.protocol import ProtocolError
 from controller.tokens import NewToken, TokenInfo
 from controller.values import (
     AgentRow,
     AppliedReset,
     Approval,
+    Destroyed,
     Identity,
     MainSummary,
     Message,
@@ -46,7 +48,7 @@ from controller.values import (
 from controller.version import VERSION
 from gitstore.diff import ApprovalDiff
 from gitstore.follow import ProposedMain
-from gitstore.spec import InvalidNameError, check_name, role_for
+from gitstore.spec import MANAGER, InvalidNameError, check_name, role_for
 from gitstore.tree import AgentTree
 from reconcilers.runtime import ContainerError, ContainerState
 from reconcilers.status import AgentStatus
@@ -111,8 +113,17 @@ class Operations:
         return await self.hive.tokens.create(name)
 
     async def git_user(self, password: str) -> str | None:
-        """Who a git-over-HTTP request's password makes the caller, or None."""
-        return self.hive.tokens.check(password)
+        """Who a git-over-HTTP request's password makes the caller, or None: a token of
+        `hive token create`, or in a cluster the manager's ServiceAccount token (no other
+        agent pushes to the proposed repo; they go through the manager)."""
+        name = self.hive.tokens.check(password)
+        if name is not None or self.hive.identify is None or password.startswith("hht_"):
+            return name
+        try:
+            agent = await self.hive.identify(password)
+        except (HiveError, ProtocolError):
+            return None
+        return f"serviceaccount:{agent}" if agent == MANAGER else None
 
     def tokens(self) -> list[TokenInfo]:
         return self.hive.tokens.list()
@@ -259,6 +270,34 @@ class Operations:
         hive.agent_queue.add(name)
         hive.bus.publish(EventType(f"agent.{verb}"), agent=name)
         return await self.agent(name)
+
+    async def destroy(self, name: str, *, purge: bool = False) -> Destroyed:
+        """Remove an agent's leftovers from the runtime (and with `purge` its claim or
+        dirs: notes, history, credentials). Only for an agent that applied main no longer
+        has: what should run changes through git."""
+        name = checked_name(name)
+        if name in self.hive.applied.names:
+            raise ConflictError(
+                f"{name} is in applied main: remove agents/{name}/ through an approval first"
+            )
+        runtime = self.hive.runtime
+        try:
+            await runtime.destroy(name)
+            purged = False
+            if purge:
+                purger = getattr(runtime, "purge", None)
+                if purger is None:
+                    raise InvalidError(f"the {runtime.name} runtime cannot purge an agent")
+                purged = bool(await purger(name))
+        except ContainerError as exc:
+            raise ConflictError(str(exc)) from exc
+        self.hive.bus.publish(EventType.AGENT_REMOVED, agent=name, purged=purged, by="destroy")
+        message = (
+            "destroyed; its notes, history and credentials were deleted"
+            if purged
+            else ("destroyed; its notes, history and credentials are kept (--purge deletes them)")
+        )
+        return Destroyed(name, purged, message)
 
     async def reconcile(self, name: str | None = None) -> Queued:
         """Queue a reconcile of one agent (forgiving its crash loop) or of all."""

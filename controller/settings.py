@@ -154,6 +154,11 @@ class Settings:
         if settings.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {settings.runtime!r}: use {', '.join(RUNTIMES)}")
         parse_address(settings.dashboard)
+        if settings.runtime == "kubernetes" and not settings.agent_tls:
+            raise ValueError(
+                "the kubernetes runtime needs the agent protocol over TLS (agents share no "
+                "unix socket with hive-c0re): set --agent-tls / HIVE_AGENT_TLS"
+            )
         if settings.agent_tls:
             parse_address(settings.agent_tls)
             if not (settings.tls_cert and settings.tls_key):

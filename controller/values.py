@@ -19,6 +19,7 @@ __all__ = [
     "AppliedReset",
     "Approval",
     "Asked",
+    "Destroyed",
     "Identity",
     "MainSummary",
     "Message",
@@ -183,3 +184,12 @@ class Identity:
     prompt: str
     allowed_tools: tuple[str, ...]
     description: str
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """What `destroy` removed of an agent no longer in applied main."""
+
+    name: str
+    purged: bool
+    message: str

@@ -9,7 +9,7 @@ import sys
 
 import anyio
 
-from controller.settings import Settings
+from controller.settings import RUNTIMES, Settings
 from controller.version import VERSION
 from hyperhive.daemon import run_daemon
 
@@ -39,8 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--runtime",
-        choices=("process", "nixos"),
-        help="where agents run [$HIVE_RUNTIME, default process]",
+        choices=RUNTIMES,
+        help="where agents run [$HIVE_RUNTIME, default process]; kubernetes reads "
+        "HIVE_KUBE_* (see the README, Running on Kubernetes)",
+    )
+    serve.add_argument(
+        "--agent-tls",
+        metavar="HOST:PORT",
+        help="also serve the agent protocol over TLS here, agents logging in with "
+        "ServiceAccount tokens (needs HIVE_TLS_CERT, HIVE_TLS_KEY) [$HIVE_AGENT_TLS]",
     )
     serve.add_argument(
         "--dashboard",
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             runtime_dir=args.runtime_dir,
             runtime=args.runtime,
             dashboard=args.dashboard,
+            agent_tls=args.agent_tls,
             resync_interval=args.resync,
             host_connections=args.host_connections,
             agent_connections=args.agent_connections,

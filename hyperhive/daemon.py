@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 
 from controller.admin import HostSession, host_commands
 from controller.agent_sockets import serve_agent_sockets
+from controller.agent_tls import serve_agents_over_tls
 from controller.hive import Hive
 from controller.operations import Operations
 from controller.settings import Settings
@@ -44,11 +45,16 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
     async def agent_sockets(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(lambda task_status: serve_agent_sockets(ops, task_status=task_status))
 
+    async def agent_tls(tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(lambda task_status: serve_agents_over_tls(ops, task_status=task_status))
+
     async def dashboard(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(lambda task_status: serve_dashboard(ops, task_status=task_status))
 
     hive.add_component(host_socket)
     hive.add_component(agent_sockets)
+    if settings.agent_tls:
+        hive.add_component(agent_tls)
     if settings.dashboard_enabled:
         hive.add_component(dashboard)
     return hive

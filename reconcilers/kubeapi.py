@@ -87,9 +87,11 @@ class KubeApi:
         self._api = api
         self.namespace = namespace
         self.timeout = timeout
+        self.closed = False
 
     async def aclose(self) -> None:
-        """Close the HTTP session (kr8s opens a new one if the API is used again)."""
+        """Close the HTTP session; calls after this fail (kr8s would open a new one)."""
+        self.closed = True
         session = getattr(self._api, "_session", None)
         if session is not None:
             with anyio.CancelScope(shield=True):
@@ -112,6 +114,8 @@ class KubeApi:
         params: Mapping[str, str] | None = None,
         merge_patch: bool = False,
     ) -> httpx.Response:
+        if self.closed:
+            raise KubeError(f"{method} {url}: the API connection is closed")
         kwargs: dict[str, Any] = {}
         if body is not None:
             kwargs["content"] = json.dumps(body)
@@ -186,6 +190,8 @@ class KubeApi:
         self, version: str, collection: str, *, since: str = "", labels: str = ""
     ) -> AsyncIterator[tuple[str, JSONObject]]:
         """Changes to a collection after `since`, until the server ends the stream."""
+        if self.closed:
+            raise KubeError(f"watch {collection}: the API connection is closed")
         params = {"watch": "true", "allowWatchBookmarks": "true"}
         if since:
             params["resourceVersion"] = since

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -381,6 +382,16 @@ class ProcessRuntime:
         build_path, proc_path, _ = self._paths(name)
         build_path.unlink(missing_ok=True)
         proc_path.unlink(missing_ok=True)
+
+    async def purge(self, name: str) -> bool:
+        """Delete a destroyed agent's dirs (notes, history, credentials); False if none."""
+        base = self.layout.agent_dir(check_name(name))
+        if (base / "build.json").exists():
+            raise ContainerError(f"agent {name} still exists; destroy it first")
+        if not base.exists():
+            return False
+        await anyio.to_thread.run_sync(shutil.rmtree, base)
+        return True
 
     async def exits(self) -> AsyncIterator[str]:
         async for name in self._exits_receive:

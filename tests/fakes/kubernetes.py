@@ -168,6 +168,11 @@ class FakeCluster(kmock.KubernetesEmulator):
                 ):
                     yield event
 
+    async def _serve_list(self, request: rendering.Request) -> Any:
+        listed: Any = await super()._serve_list(request)
+        listed["metadata"]["resourceVersion"] = str(self.version)  # kmock says "..."
+        return listed
+
     def _listed(self, request: rendering.Request) -> list[dict[str, Any]]:
         return [
             copy.deepcopy(dict(obj.raw))
