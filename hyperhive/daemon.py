@@ -3,8 +3,10 @@ signal."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 
 import anyio
 from anyio.abc import TaskStatus
@@ -16,6 +18,9 @@ from controller.hive import Hive
 from controller.operations import Operations
 from controller.settings import Settings
 from controller.sockets import Slots, serve_socket
+from reconcilers.kubeapi import KubeApi, KubeError, connect_kube
+from reconcilers.kubesettings import KubeSettings
+from reconcilers.lease import LeaseLost, acquire_lease, hold_lease, release_lease
 from reconcilers.runtime import Runtime
 from ui.dashboard import serve_dashboard
 
@@ -64,6 +69,7 @@ async def run_daemon(
     settings: Settings, *, task_status: TaskStatus[Hive] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     hive = build_hive(settings)
+    lost = False
     async with anyio.create_task_group() as tg:
 
         async def on_signals() -> None:
@@ -74,6 +80,31 @@ async def run_daemon(
                     return
 
         tg.start_soon(on_signals)
+        election = await _elect(settings)
+        if election is not None:
+            api, name, identity = election
+
+            async def keep() -> None:
+                nonlocal lost
+                try:
+                    await hold_lease(api, name, identity)
+                except LeaseLost as exc:
+                    log.error("%s; stopping so that only one hive-c0re reconciles", exc)
+                    lost = True
+                    tg.cancel_scope.cancel()
+
+            async def release() -> None:
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        if not lost:
+                            with contextlib.suppress(KubeError):
+                                await release_lease(api, name, identity)
+                        await api.aclose()
+
+            tg.start_soon(keep)
+            tg.start_soon(release)
         await tg.start(hive.serve)
         log.info(
             "hive-c0re ready: state %s, sockets %s, runtime %s",
@@ -82,3 +113,29 @@ async def run_daemon(
             hive.runtime.name,
         )
         task_status.started(hive)
+    if lost:
+        raise SystemExit(3)
+
+
+async def _elect(settings: Settings) -> tuple[KubeApi, str, str] | None:
+    """With HIVE_LEADER_ELECTION=1 (deploy/kubernetes sets it): wait for the Lease
+    `HIVE_LEADER_LEASE` (default hive-c0re) in our namespace, as `POD_NAME` (else the
+    host name), before anything reconciles."""
+    env = settings.environ
+    if env.get("HIVE_LEADER_ELECTION", "").lower() not in ("1", "true", "yes", "on"):
+        return None
+    kube = settings.kube or KubeSettings.from_env(env)
+    name = env.get("HIVE_LEADER_LEASE") or "hive-c0re"
+    identity = env.get("POD_NAME") or socket.gethostname()
+    with anyio.fail_after(kube.timeout):
+        api = await connect_kube(
+            kube.namespace, url=kube.url, kubeconfig=kube.kubeconfig, call_seconds=kube.timeout
+        )
+    log.info("leader election: waiting for lease %s as %s", name, identity)
+    try:
+        await acquire_lease(api, name, identity)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await api.aclose()
+        raise
+    return api, name, identity
