@@ -3,7 +3,6 @@ signal."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import socket
@@ -99,8 +98,10 @@ async def run_daemon(
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         if not lost:
-                            with contextlib.suppress(KubeError):
+                            try:
                                 await release_lease(api, name, identity)
+                            except KubeError as exc:
+                                log.warning("cannot release lease %s: %s", name, exc)
                         await api.aclose()
 
             tg.start_soon(keep)

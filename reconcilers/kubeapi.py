@@ -261,14 +261,16 @@ async def connect_kube(
 ) -> KubeApi:
     """The API at `url` (no credentials), else the kubeconfig's, else in-cluster; each
     later call runs under `call_seconds` (the caller bounds this one)."""
+    # Each KubeApi owns its client (kr8s's factory would hand out one shared, cached
+    # instance, and one owner's aclose would close the others' session).
+    options: dict[str, Any] = {"namespace": namespace}
+    if url:
+        # A URL alone: no kubeconfig is read (a path that cannot exist).
+        options.update(url=url, kubeconfig="/dev/null/none")
+    elif kubeconfig:
+        options["kubeconfig"] = kubeconfig
     try:
-        if url:
-            # A URL alone: no kubeconfig is read (a path that cannot exist).
-            api = await kr8s.asyncio.api(url=url, kubeconfig="/dev/null/none")
-        elif kubeconfig:
-            api = await kr8s.asyncio.api(kubeconfig=kubeconfig)
-        else:
-            api = await kr8s.asyncio.api()
+        api = await kr8s.asyncio.Api(bypass_factory=True, **options)
     except Exception as exc:  # kr8s raises many kinds while it looks for a cluster
         raise KubeError(f"cannot reach the Kubernetes API: {exc}") from exc
     return KubeApi(api, namespace, timeout=call_seconds)

@@ -219,7 +219,9 @@ async def _gone_or_new(cluster: Cluster, name: str, old: dict[str, Any]) -> bool
     return replaced or (await cluster.row(name)).stalled
 
 
-async def test_hive_c0re_serve_runs_with_the_kubernetes_runtime(short_dir: Path) -> None:
+async def test_hive_c0re_serve_runs_with_the_kubernetes_runtime_holding_the_lease(
+    short_dir: Path,
+) -> None:
     certs = _certificates(short_dir)
     async with open_fake_cluster() as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
@@ -230,6 +232,8 @@ async def test_hive_c0re_serve_runs_with_the_kubernetes_runtime(short_dir: Path)
             HIVE_KUBE_NAMESPACE=NS,
             HIVE_TLS_CERT=certs["cert"],
             HIVE_TLS_KEY=certs["key"],
+            HIVE_LEADER_ELECTION="1",
+            POD_NAME="hive-c0re-a",
         )
         argv = [
             sys.executable,
@@ -264,12 +268,17 @@ async def test_hive_c0re_serve_runs_with_the_kubernetes_runtime(short_dir: Path)
             await wait_for(manager_running, timeout=30, interval=0.1)
             sts = fake.object("apps/v1/statefulsets", NS, "hive-hm1nd")
             assert sts is not None and sts["spec"]["replicas"] == 1
+            lease = fake.object("coordination.k8s.io/v1/leases", NS, "hive-c0re")
+            assert lease is not None and lease["spec"]["holderIdentity"] == "hive-c0re-a"
         finally:
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(15):
                 await proc.wait()
             await proc.aclose()
             log.close()
-        assert proc.returncode == 0, (short_dir / "daemon.log").read_text()[-2000:]
-        # Agents outlive the daemon, as they do in the other runtimes.
+            assert proc.returncode == 0, (short_dir / "daemon.log").read_text()[-2000:]
+        # Agents outlive the daemon, as they do in the other runtimes; the lease is freed.
         assert fake.object("apps/v1/statefulsets", NS, "hive-hm1nd") is not None
+        lease = fake.object("coordination.k8s.io/v1/leases", NS, "hive-c0re")
+        log_text = (short_dir / "daemon.log").read_text()[-3000:]
+        assert lease is not None and not lease["spec"].get("holderIdentity"), log_text
