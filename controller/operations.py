@@ -125,6 +125,10 @@ class Operations:
             approval.id, "adopted: applied main was moved to this commit outside hive-c0re"
         )
 
+    async def metrics(self) -> bytes:
+        """The Prometheus exposition of the hive (`controller.metrics`)."""
+        return await self.hive.metrics.scrape(self.hive)
+
     def sandbox(self) -> str:
         """How agents are contained: `bwrap`, `nixos-container`, or `none` (--unsandboxed)."""
         return self.hive.runtime.sandbox

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 
 from controller.broker import OPERATOR
 from controller.bus import Event, EventType
+from controller.metrics import CONTENT_TYPE as METRICS_TYPE
 from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
 from ui.agent_proxy import AgentProxy
@@ -139,6 +140,9 @@ class Dashboard:
             self.ops, self.encode, shutdown=self.closing, ping=self.ping, first=hello
         )
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(await self.ops.metrics(), media_type=METRICS_TYPE, headers=NO_STORE)
+
     @action
     async def logs_api(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -210,6 +214,7 @@ def create_dashboard(
     secret: bytes | None = None,
     closing: anyio.Event | None = None,
     ping: float = PING_SECONDS,
+    metrics_token: str | None = None,
 ) -> Guard:
     """The dashboard app behind its guard (Host pinned to loopback and `hosts`, CSRF
     tokens signed with `secret`); `closing` ends its event streams, which ping every
@@ -225,6 +230,7 @@ def create_dashboard(
             Route("/reconcile", d.reconcile_page),
             Route("/logs", d.logs_page),
             Route("/region/{name}", d.region),
+            Route("/metrics", d.metrics),
             Route("/events", d.events),
             Route("/api/logs/{name}", d.logs_api),
             Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
@@ -236,7 +242,15 @@ def create_dashboard(
             Mount("/static", static_files(), name="static"),
         ]
     )
-    return Guard(app, name="dashboard", token=token, loopback=loopback, hosts=hosts, secret=secret)
+    return Guard(
+        app,
+        name="dashboard",
+        token=token,
+        loopback=loopback,
+        hosts=hosts,
+        secret=secret,
+        metrics_token=metrics_token,
+    )
 
 
 async def serve_dashboard(
@@ -262,6 +276,7 @@ async def serve_dashboard(
         hosts=host_names(host),
         secret=secret,
         closing=closing,
+        metrics_token=hive.settings.environ.get("HIVE_METRICS_TOKEN") or None,
     )
 
     def bound(port: int) -> None:
