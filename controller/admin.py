@@ -24,6 +24,7 @@ from controller.host_spec import (
     QuestionsArgs,
     SendArgs,
 )
+from controller.notify import Delivery
 from controller.operations import LIFECYCLE, JSONObject, Operations, Verb
 from controller.values import (
     AgentRow,
@@ -138,6 +139,11 @@ async def cancel_question(s: HostSession, a: QuestionIdArgs) -> Question:
 @host_commands.implement("events")
 async def events(s: HostSession, a: EventsArgs) -> list[JSONObject]:
     return await s.ops.events(a.limit, a.type, a.before_id)
+
+
+@host_commands.implement("notify-test")
+async def notify_test(s: HostSession, _: NoArgs) -> list[Delivery]:
+    return await s.ops.notify_test()
 
 
 @host_commands.implement("watch")

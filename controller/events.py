@@ -45,6 +45,9 @@ class EventType(enum.StrEnum):
     QUESTION_ANSWERED = "question.answered"
     QUESTION_CANCELLED = "question.cancelled"
     QUESTION_EXPIRED = "question.expired"
+    NOTIFY_SENT = "notify.sent"  # a notification reached its provider
+    NOTIFY_FAILED = "notify.failed"  # ... did not, after its retries (or was dropped)
+    NOTIFY_INVALID = "notify.invalid"  # hive.toml's [[notify]] tables cannot be read
 
     @property
     def family(self) -> str:
@@ -84,5 +87,8 @@ AUDITED = frozenset(
         EventType.QUESTION_ANSWERED,
         EventType.QUESTION_CANCELLED,
         EventType.QUESTION_EXPIRED,
+        EventType.NOTIFY_SENT,
+        EventType.NOTIFY_FAILED,
+        EventType.NOTIFY_INVALID,
     }
 )

@@ -31,6 +31,7 @@ from controller.bus import Bus, EventType
 from controller.eventlog import EventLog
 from controller.gate import Gate
 from controller.metrics import Metrics
+from controller.notify import Notifier
 from controller.questions import Questions
 from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
@@ -148,6 +149,7 @@ class Hive:
             poll=settings.question_poll,
         )
         self.turns: dict[str, dict[str, Any]] = {}
+        self.notifier = Notifier(self, self.metrics)
         self.proposals = ProposalsReconciler(
             self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
         )
@@ -330,6 +332,7 @@ class Hive:
                 await tg.start(self.store.serve_checkpoints)
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)
+                await tg.start(self.notifier.serve)
                 await tg.start(self.agent_queue.serve)
                 await tg.start(self.proposal_queue.serve)
                 await tg.start(self.gate_queue.serve)

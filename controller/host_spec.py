@@ -116,6 +116,7 @@ _LIFECYCLE = {
 # Commands of two words (`hive applied reset`) are grouped under their first word.
 GROUP_HELP = {
     "applied": "resolve the gate's alarm (applied main moved outside hive-c0re): reset | adopt",
+    "notify": "notifications to the [[notify]] targets of hive.toml: test",
 }
 
 HOST_SPECS: tuple[Spec, ...] = (
@@ -236,4 +237,13 @@ HOST_SPECS: tuple[Spec, ...] = (
         empty="no events",
     ),
     Spec("watch", NoArgs, "stream every event until interrupted", streaming=True, view="events"),
+    Spec(
+        "notify-test",
+        NoArgs,
+        "send a test notification to every [[notify]] target of hive.toml, and say how each went",
+        words=("notify", "test"),
+        view="table",
+        columns=("target", "kind", "url_env", "result", "attempts", "error"),
+        empty="no notification targets: add [[notify]] tables to hive.toml (see the README)",
+    ),
 )

@@ -28,6 +28,7 @@ from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.events import EventType
 from controller.gate import Alarm
 from controller.hive import Hive
+from controller.notify import Delivery
 from controller.paging import Page
 from controller.values import (
     AgentRow,
@@ -128,6 +129,10 @@ class Operations:
     async def metrics(self) -> bytes:
         """The Prometheus exposition of the hive (`controller.metrics`)."""
         return await self.hive.metrics.scrape(self.hive)
+
+    async def notify_test(self) -> list[Delivery]:
+        """Send a test notification to every `[[notify]]` target of hive.toml, once each."""
+        return await self.hive.notifier.test()
 
     def sandbox(self) -> str:
         """How agents are contained: `bwrap`, `nixos-container`, or `none` (--unsandboxed)."""
