@@ -17,6 +17,7 @@ from controller.host_spec import (
     ApprovalsArgs,
     DenyArgs,
     EventsArgs,
+    LogsArgs,
     MessagesArgs,
     NameArgs,
     OptionalNameArgs,
@@ -30,6 +31,7 @@ from controller.values import (
     AgentRow,
     AppliedReset,
     Approval,
+    ApprovalPatch,
     Message,
     Question,
     Queued,
@@ -83,6 +85,16 @@ async def approve(s: HostSession, a: ApprovalIdArgs) -> Approval:
 @host_commands.implement("deny")
 async def deny(s: HostSession, a: DenyArgs) -> Approval:
     return await s.ops.deny(a.id, a.reason)
+
+
+@host_commands.implement("diff")
+async def diff(s: HostSession, a: ApprovalIdArgs) -> ApprovalPatch:
+    return await s.ops.diff(a.id)
+
+
+@host_commands.implement("logs")
+async def logs(s: HostSession, a: LogsArgs) -> list[str]:
+    return await s.ops.logs(a.name, a.lines)
 
 
 @host_commands.implement("applied-reset")

@@ -26,7 +26,9 @@ A = TypeVar("A", bound="Args")
 
 # How `hive` prints a result: a table of `columns`, audit-log lines, the line of a
 # decision, `key: value` lines, or the JSON.
-View = Literal["table", "events", "decision", "fields", "status", "template", "json"]
+View = Literal[
+    "table", "events", "decision", "fields", "status", "template", "json", "diff", "lines"
+]
 
 
 class Args(BaseModel):
@@ -60,6 +62,8 @@ class Spec:
     # for `applied-reset`), and for the "template" view a `str.format` of the result.
     words: tuple[str, ...] = ()
     template: str = ""
+    # `hive` offers `-f`: call again every second and print only what is new (logs).
+    follow: bool = False
 
     @property
     def cli(self) -> tuple[str, ...]:

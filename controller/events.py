@@ -57,9 +57,13 @@ class EventType(enum.StrEnum):
     @classmethod
     def matching(cls, prefix: str, among: frozenset[EventType] | None = None) -> list[EventType]:
         """The types whose value starts with `prefix` (`approval`, `agent.k`, an exact
-        type), in declaration order; all of them for an empty prefix."""
+        type), in declaration order; all of them for an empty prefix. When none does,
+        those whose second word does: the names people type (`hold`, `kill`, `alarm`)."""
         pool = list(cls) if among is None else [t for t in cls if t in among]
-        return [t for t in pool if t.value.startswith(prefix)]
+        found = [t for t in pool if t.value.startswith(prefix)]
+        if found or "." in prefix:
+            return found
+        return [t for t in pool if t.value.partition(".")[2].startswith(prefix)]
 
 
 # What changes what runs or what the operator decided, kept in the audit log. Messages

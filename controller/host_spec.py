@@ -91,7 +91,16 @@ class QuestionIdArgs(Args):
 
 class AnswerArgs(Args):
     id: int = Field(description="the question's number")
-    answer: str | list[str] = Field(description="the answer: free text, or one of its options")
+    answer: str | list[str] = Field(
+        description="the answer: free text, one of its options, or (checkboxes) several"
+    )
+
+
+class LogsArgs(Args):
+    name: str = Field(description="the agent's name")
+    lines: int = Field(
+        default=100, ge=1, le=5000, description="at most this many of the last lines"
+    )
 
 
 class EventsArgs(Args):
@@ -101,7 +110,8 @@ class EventsArgs(Args):
     type: str = Field(
         default="",
         max_length=64,
-        description="only types starting with this, e.g. approval or agent.kill",
+        description="only types starting with this (approval, agent.kill) or named so "
+        "(hold, kill, alarm, sent)",
     )
     before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
@@ -164,6 +174,13 @@ HOST_SPECS: tuple[Spec, ...] = (
         view="decision",
     ),
     Spec(
+        "diff",
+        ApprovalIdArgs,
+        "print what an approval changes (coloured on a terminal)",
+        positional=("id",),
+        view="diff",
+    ),
+    Spec(
         "applied-reset",
         NoArgs,
         "resolve an alarm: move applied main back to the sha hive-c0re recorded",
@@ -198,6 +215,14 @@ HOST_SPECS: tuple[Spec, ...] = (
         )
         for verb, text in _LIFECYCLE.items()
     ),
+    Spec(
+        "logs",
+        LogsArgs,
+        "print an agent's log (its harness's output); -f follows it",
+        positional=("name",),
+        view="lines",
+        follow=True,
+    ),
     Spec("send", SendArgs, "send a message to an agent as the operator", positional=("to", "body")),
     Spec(
         "messages",
@@ -205,7 +230,7 @@ HOST_SPECS: tuple[Spec, ...] = (
         "recent messages, newest first",
         cli_defaults={"limit": 50},
         view="table",
-        columns=("id", "sender", "recipient", "created_at", "body"),
+        columns=("id", "sender", "recipient", "created_at", "delivered_at", "acked_at", "body"),
         empty="no messages",
     ),
     Spec(
@@ -219,7 +244,8 @@ HOST_SPECS: tuple[Spec, ...] = (
     Spec(
         "answer",
         AnswerArgs,
-        "answer a question of the manager (it gets the answer as operator_answered)",
+        "answer a question of the manager (it gets the answer as operator_answered); "
+        "several words choose several options of a checkbox question",
         positional=("id", "answer"),
     ),
     Spec(

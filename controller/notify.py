@@ -118,7 +118,7 @@ class Notifier:
         self.metrics = metrics
         s = hive.settings
         self.attempts = s.notify_attempts
-        self.backoff = Backoff(s.notify_backoff, s.backoff_cap)
+        self.backoff = Backoff(s.notify_backoff, s.notify_backoff_cap)
         self.timeout = s.notify_timeout
         self.queue_size = s.notify_queue
         self.targets: tuple[NotifyTarget, ...] = ()

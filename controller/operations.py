@@ -34,6 +34,7 @@ from controller.values import (
     AgentRow,
     AppliedReset,
     Approval,
+    ApprovalPatch,
     Identity,
     MainSummary,
     Message,
@@ -44,7 +45,7 @@ from controller.values import (
     Status,
 )
 from controller.version import VERSION
-from gitstore.diff import ApprovalDiff
+from gitstore.diff import ApprovalDiff, unified
 from gitstore.follow import ProposedMain
 from gitstore.spec import InvalidNameError, check_name, role_for
 from gitstore.tree import AgentTree
@@ -375,6 +376,23 @@ class Operations:
     ) -> list[Approval]:
         """Approvals newest first, optionally of one status."""
         return await self.hive.approvals.query(status, page=self.page(limit, before_id))
+
+    async def diff(self, approval_id: int) -> ApprovalPatch:
+        """What an approval changes (from its merge base with the applied main it was
+        proposed on), as unified diff text."""
+        approval = await self.hive.approvals.get(approval_id)
+        (found,) = await self.approval_diffs([(approval.base, approval.sha)])
+        return ApprovalPatch(
+            id=approval.id,
+            ref=approval.ref,
+            sha=approval.sha,
+            base=approval.base,
+            files=len(found.files),
+            additions=found.additions,
+            deletions=found.deletions,
+            truncated=found.truncated,
+            text=unified(found),
+        )
 
     async def pending_approvals(self) -> int:
         return await self.hive.approvals.count_pending()

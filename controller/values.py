@@ -183,3 +183,18 @@ class Identity:
     prompt: str
     allowed_tools: tuple[str, ...]
     description: str
+
+
+@dataclass(frozen=True)
+class ApprovalPatch:
+    """What an approval changes, as `hive diff N` prints it."""
+
+    id: int
+    ref: str
+    sha: str
+    base: str
+    files: int
+    additions: int
+    deletions: int
+    truncated: bool
+    text: str
