@@ -316,6 +316,8 @@ async def _run(ns: argparse.Namespace) -> int:
                 print(f"hive: {cmd}: hive-c0re went away (the stream ended)", file=sys.stderr)
                 return EXIT_UNREACHABLE
             result = await client.call(cmd, **args)
+            if spec.page_on and "limit" not in args and spec.page_on not in args:
+                result = await _every_page(client.call, cmd, args, spec.page_on, result)
             print(json.dumps(result, indent=2) if ns.json else render(spec, result), flush=True)
             if getattr(ns, "follow", False):
                 await _follow(client.call, cmd, args, result, ns.json)
@@ -331,6 +333,18 @@ async def _run(ns: argparse.Namespace) -> int:
 
 
 FOLLOW_SECONDS = 1.0
+PAGED_ROWS_MAX = 100_000
+
+
+async def _every_page(
+    call: Callable[..., Any], cmd: str, args: dict[str, Any], cursor: str, first: list[Any]
+) -> list[Any]:
+    """`first` and the pages after it, until one is empty."""
+    rows, page = list(first), first
+    while page and len(rows) < PAGED_ROWS_MAX:
+        page = await call(cmd, **{**args, cursor: page[-1]["id"]})
+        rows += page
+    return rows
 
 
 async def _follow(

@@ -64,13 +64,17 @@ class Spec:
     template: str = ""
     # `hive` offers `-f`: call again every second and print only what is new (logs).
     follow: bool = False
+    # Without --limit, `hive` pages on through this cursor (`after_id`, `before_id`)
+    # until a page is empty, so a list never silently stops at one page.
+    page_on: str = ""
 
     @property
     def cli(self) -> tuple[str, ...]:
         return self.words or (self.name,)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.positional) | set(self.cli_defaults)) - set(self.args.model_fields)
+        named = set(self.positional) | set(self.cli_defaults) | ({self.page_on} - {""})
+        unknown = named - set(self.args.model_fields)
         if unknown:
             raise ValueError(f"{self.name}: no such arguments: {', '.join(sorted(unknown))}")
 

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from controller.activity import Activity
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
 from controller.bus import Bus, EventType
@@ -150,6 +151,7 @@ class Hive:
         )
         self.turns: dict[str, dict[str, Any]] = {}
         self.notifier = Notifier(self, self.metrics)
+        self.activity = Activity(self.bus)
         self.proposals = ProposalsReconciler(
             self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
         )
@@ -324,6 +326,7 @@ class Hive:
             async with anyio.create_task_group() as tg:
                 # The audit log first: what the gate finds at start is an event too.
                 await tg.start(self.eventlog.serve)
+                await tg.start(self.activity.serve)
                 await self.open_gate()
                 await self.load_applied()
                 serve_runtime = getattr(self.runtime, "serve", None)

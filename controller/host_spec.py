@@ -155,6 +155,7 @@ HOST_SPECS: tuple[Spec, ...] = (
         ApprovalsArgs,
         "list approvals, newest first (pending ones unless --status or --all)",
         cli_defaults={"status": "pending"},
+        page_on="before_id",
         view="table",
         columns=("id", "kind", "status", "ref", "sha", "plan", "errors", "summary"),
         empty="no approvals",
@@ -236,7 +237,9 @@ HOST_SPECS: tuple[Spec, ...] = (
     Spec(
         "questions",
         QuestionsArgs,
-        "the manager's questions (pending ones by default)",
+        "the manager's questions (pending ones by default, oldest first; every one of them "
+        "unless --limit)",
+        page_on="after_id",
         view="table",
         columns=("id", "question", "options", "expires_at"),
         empty="no questions",

@@ -46,6 +46,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self.spend: dict[str, float] = {}  # agent -> dollars, for the agents table
         self.reconcile_total = Counter(
             "hyperhive_reconcile",
             "Agent reconciles by agent and result (ok, error: it raised and backs off).",
@@ -129,6 +130,7 @@ class Metrics:
         cost = turn.get("cost_usd")
         if isinstance(cost, int | float) and 0 < cost < 1e6:
             self.cost.labels(agent).inc(cost)
+            self.spend[agent] = self.spend.get(agent, 0.0) + cost
 
     def notified(self, kind: str, event: str, result: str) -> None:
         self.notifications.labels(kind, event, result).inc()

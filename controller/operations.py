@@ -21,6 +21,7 @@ from typing import Literal
 
 import anyio
 
+from controller.activity import ActivityLine, run_line
 from controller.broker import OPERATOR
 from controller.bus import Subscription
 from controller.changes import ChangeRequests
@@ -85,6 +86,7 @@ class Operations:
             applied_sha=applied.sha,
             agents=len(applied.revs),
             pending_approvals=await hive.approvals.count_pending(),
+            pending_questions=await hive.questions.count("pending"),
             alarm=hive.gate.alarm,
             proposed_main=(
                 MainSummary(main.sha, main.state.value)
@@ -265,6 +267,19 @@ class Operations:
             raise NotFoundError(f"no agent {name!r}")
         return list(await self.hive.runtime.logs(name, lines))
 
+    def spend(self) -> dict[str, float]:
+        """US dollars each agent's turns cost since hive-c0re started (as claude says)."""
+        return dict(self.hive.metrics.spend)
+
+    async def activity(self, name: str, limit: int = 300) -> list[ActivityLine]:
+        """What `name` did lately, newest first: its turns, errors, exits, holds and
+        lifecycle (since hive-c0re started) and its reconcile runs (stored)."""
+        if name not in await self.agent_names():
+            raise NotFoundError(f"no agent {name!r}")
+        runs = [run_line(r) for r in await self.hive.records.runs(name, limit)]
+        lines = self.hive.activity.lines(name) + runs
+        return sorted(lines, key=lambda line: line.ts, reverse=True)[:limit]
+
     def turns(self) -> dict[str, JSONObject]:
         """What each harness last reported of its turn (state, reason, model, since)."""
         return dict(self.hive.turns)
@@ -397,6 +412,17 @@ class Operations:
     async def pending_approvals(self) -> int:
         return await self.hive.approvals.count_pending()
 
+    async def approvals_screen(
+        self, limit: int, offset: int = 0, *, pending: bool
+    ) -> tuple[list[Approval], int]:
+        """One screen of pending (or of decided) approvals newest first, and how many
+        there are in all: what the dashboard pages through."""
+        book = self.hive.approvals
+        if pending:
+            return await book.newest("pending", limit, offset), await book.count("pending")
+        rows = await book.newest(None, limit, offset, decided=True)
+        return rows, await book.count(decided=True)
+
     async def approve(self, approval_id: int, approver: str = OPERATOR) -> Approval:
         """Merge the approval's sha into applied main."""
         return await self.hive.approvals.approve(approval_id, approver=approver)
@@ -424,6 +450,16 @@ class Operations:
         """Questions of a status oldest first, or all of them newest first."""
         page = self.page(limit, before_id, after_id)
         return await self.hive.questions.query(status, page=page)
+
+    async def questions_screen(
+        self, status: str | None, limit: int, offset: int = 0
+    ) -> tuple[list[Question], int]:
+        """One screen of questions of `status` newest first, and how many there are."""
+        book = self.hive.questions
+        return await book.newest(status, limit, offset), await book.count(status)
+
+    async def pending_questions(self) -> int:
+        return await self.hive.questions.count("pending")
 
     async def ask(
         self,

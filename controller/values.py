@@ -125,6 +125,7 @@ class Status:
     applied_sha: str
     agents: int
     pending_approvals: int
+    pending_questions: int
     # null, or applied main moved outside hive-c0re (never reconciled until resolved).
     alarm: Alarm | None
     proposed_main: MainSummary | None

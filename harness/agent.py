@@ -28,6 +28,7 @@ from controller.fanout import Fanout
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
 from harness.confine import confinement_from_env
+from harness.events import WAKE
 from harness.history import History, TurnStatus, open_history
 from reconcilers.backoff import Backoff
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "hyperhive-model"
 FRESH_FILE = "hyperhive-fresh"
+WAKE_BODY = 2000  # of a wake message's body kept in the turn's history
 
 
 def _mcp_command() -> tuple[str, ...]:
@@ -245,6 +247,15 @@ class Agent:
             prompt = "/compact\n\n" + prompt
         turn_id = await self.history.start_turn(message["id"])
         history = self.history
+        # The message this turn answers, first in its history: a backfilled page shows it.
+        wake = {
+            "type": WAKE,
+            "message_id": message.get("id"),
+            "sender": str(message.get("sender", "")),
+            "body": str(message.get("body", ""))[:WAKE_BODY],
+        }
+        stored = await history.append(turn_id, wake)
+        self.live.publish("event", id=stored.id, turn=turn_id, event=wake)
         await self._report("thinking")
 
         async def on_event(event: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 VERBS = (*LIFECYCLE, "rebuild")
 LOG_LINES_MAX = 5000
+PAGES_MAX = 100_000
 # The key CSRF tokens are signed with (0600): the state dir is the operator's alone.
 SECRET_FILE = "dashboard.secret"
 
@@ -110,22 +111,27 @@ class Dashboard:
         if chosen and chosen not in names:
             return HTMLResponse(f"no agent named {chosen!r}", 404)
         lines = await self.ops.logs(chosen, 400) if chosen else []
+        activity = await self.ops.activity(chosen) if chosen else []
         notify = await self.views.notify()
         context = {
             "page": "logs",
             "names": names,
             "agent": chosen,
             "lines": lines,
+            "activity": activity,
             "notify": notify,
             "events": self.event_types,
         }
         return self.templates.TemplateResponse(request, "logs.html", context, headers=NO_STORE)
 
+    @action
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in REGIONS:
             return HTMLResponse(f"no region {name!r}", 404)
-        context = await self.views.region(name)
+        page = query_int(request, "page", 1, most=PAGES_MAX)
+        history = query_int(request, "history", 1, most=PAGES_MAX)
+        context = await self.views.region(name, page, history)
         return self.templates.TemplateResponse(
             request, f"_{name}.html", {name: context}, headers=NO_STORE
         )
@@ -148,6 +154,11 @@ class Dashboard:
         name = request.path_params["name"]
         lines = query_int(request, "lines", 400, most=LOG_LINES_MAX)
         return JSONResponse({"lines": await self.ops.logs(name, lines)})
+
+    @action
+    async def activity_api(self, request: Request) -> Response:
+        lines = await self.ops.activity(request.path_params["name"])
+        return ValuesResponse({"activity": lines})
 
     # --- actions ---------------------------------------------------------------------
 
@@ -233,6 +244,7 @@ def create_dashboard(
             Route("/metrics", d.metrics),
             Route("/events", d.events),
             Route("/api/logs/{name}", d.logs_api),
+            Route("/api/activity/{name}", d.activity_api),
             Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
             Route("/api/approvals/{id:int}/approve", d.approve, methods=["POST"]),
             Route("/api/approvals/{id:int}/deny", d.deny, methods=["POST"]),

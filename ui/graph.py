@@ -1,8 +1,13 @@
-"""Who talks to whom: a circular layout of agents with message counts on the edges.
+"""Who talks to whom: a circular layout of agents with message counts on the edges, or,
+for a bigger hive, an adjacency matrix.
 
 Pure geometry, rendered as inline SVG by the template: nodes sit on a circle (the
 operator first, at the top), each directed edge is a slightly bent quadratic curve so
-that A→B and B→A do not overlap, and its label is the message count.
+that A→B and B→A do not overlap, and its label is the message count. Past a dozen nodes
+a circle's labels collide and its edges cross into a hairball (22 nodes measured
+unreadable), so the dashboard shows `talk_matrix` instead: a row per sender, a column
+per recipient, each cell shaded by its count (the count on hover), which stays readable
+at fifty agents and scales with the number of names, not of edges.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Edge", "Graph", "Node", "talk_graph"]
+__all__ = ["Edge", "Graph", "Matrix", "Node", "talk_graph", "talk_matrix"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +92,39 @@ def talk_graph(
         for name, (x, y) in pos.items()
     )
     return Graph(size, nodes, tuple(edges))
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """`cells[i][j]`: messages from `names[i]` to `names[j]`; `shade` of each, 0..1."""
+
+    names: tuple[str, ...]
+    cells: tuple[tuple[int, ...], ...]
+    shade: tuple[tuple[float, ...], ...]
+    sent: tuple[int, ...]
+    received: tuple[int, ...]
+    total: int
+
+
+def _ordered(names: set[str]) -> list[str]:
+    return (["operator"] if "operator" in names else []) + sorted(names - {"operator"})
+
+
+def talk_matrix(agents: Iterable[str], counts: Iterable[Mapping[str, object]]) -> Matrix:
+    pairs = {(str(c["sender"]), str(c["recipient"])): int(str(c["count"])) for c in counts}
+    names = _ordered({n for pair in pairs for n in pair} | set(agents) | {"operator"})
+    top = max(pairs.values(), default=1) or 1
+    cells = tuple(tuple(pairs.get((a, b), 0) for b in names) for a in names)
+    # A log scale: one busy pair must not wash every other cell out.
+    scale = math.log1p(top)
+    shade = tuple(
+        tuple(round(math.log1p(n) / scale, 2) if n else 0.0 for n in row) for row in cells
+    )
+    return Matrix(
+        names=tuple(names),
+        cells=cells,
+        shade=shade,
+        sent=tuple(sum(row) for row in cells),
+        received=tuple(sum(row[j] for row in cells) for j in range(len(names))),
+        total=sum(pairs.values()),
+    )

@@ -120,10 +120,29 @@ const hive = (() => {
   }
 
   /* <button data-post="/api/..."> and <form data-action="/api/..."> */
+  /* A button or form with data-confirm acts on the second click only: the first arms
+     it (its text says what will happen) for a few seconds. */
+  const CONFIRM_MS = 6000;
+  function armed(btn, text) {
+    if (btn.classList.contains("armed")) { disarm(btn); return true; }
+    btn.dataset.label = btn.textContent;
+    btn.textContent = text;
+    btn.classList.add("armed");
+    btn._disarm = setTimeout(() => disarm(btn), CONFIRM_MS);
+    return false;
+  }
+  function disarm(btn) {
+    clearTimeout(btn._disarm);
+    if (btn.dataset.label !== undefined) { btn.textContent = btn.dataset.label; delete btn.dataset.label; }
+    btn.classList.remove("armed");
+  }
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") document.querySelectorAll("button.armed").forEach(disarm); });
+
   document.addEventListener("click", async (e) => {
     const btn = e.target.closest("button[data-post]");
     if (!btn) return;
     e.preventDefault();
+    if (btn.dataset.confirm && !armed(btn, btn.dataset.confirm)) return;
     const scope = btn.closest("[data-key]") || btn.parentElement;
     btn.disabled = true;
     try {
@@ -147,6 +166,8 @@ const hive = (() => {
     const form = e.target.closest("form[data-action]");
     if (!form) return;
     e.preventDefault();
+    const submitter = e.submitter || form.querySelector("button:not([type=button])");
+    if (form.dataset.confirm && submitter && !armed(submitter, form.dataset.confirm)) return;
     const scope = form.closest("[data-key]") || form;
     const buttons = form.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
