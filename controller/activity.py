@@ -108,7 +108,7 @@ class Activity:
             return None
         if event.type == EventType.AGENT_HOLD:
             hold = d.get("hold")
-            return ActivityLine(ts, "life", f"⏸ held: {hold}" if hold else "⏵ hold cleared")
+            return ActivityLine(ts, "life", f"‖ held: {hold}" if hold else "▷ hold cleared")
         verb = str(event.type).split(".", 1)[1]
         return ActivityLine(ts, "life", f"⌁ {verb} by the operator")
 
@@ -124,7 +124,8 @@ def run_verdict(run: dict[str, object]) -> str:
 def run_line(run: dict[str, object]) -> ActivityLine:
     verdict = run_verdict(run)
     kind = {"ok": "reconcile", "backoff": "life", "crash": "crash"}.get(verdict, "error")
-    text = f"⟳ reconcile {run.get('action')}: {verdict}"
+    action = str(run.get("action"))
+    text = f"⟳ reconcile {action}" + ("" if verdict in ("ok", action) else f": {verdict}")
     if run.get("message"):
         text += f" · {run['message']}"
     return ActivityLine(str(run.get("started_at", "")), kind, text)

@@ -78,7 +78,7 @@ class AgentLine:
         """(class, text) of its state chip: held, crashed, stalled are never ready."""
         a = self.row
         if a.hold:
-            return "warn", f"⏸ held: {a.hold}"
+            return "warn", f"‖ held: {a.hold}"
         if a.state == "crashed":
             return "bad", "✗ crashed"
         if a.stalled:

@@ -55,7 +55,10 @@ const hive = (() => {
       if (o) carryResults(o, n);
       wanted.push(n);
     }
-    // Insert in place, moving only what must move: a node that stays keeps its focus.
+    // Drop what is gone first, then insert in place, moving only what must move: a node
+    // that stays keeps its focus (moving a node, even to where it was, loses it).
+    const keep = new Set(wanted);
+    for (const c of Array.from(oldEl.children)) if (!keep.has(c)) c.remove();
     wanted.forEach((node, i) => {
       const at = oldEl.children[i];
       if (at !== node) oldEl.insertBefore(node, at || null);
