@@ -21,7 +21,10 @@ from ui.graph import talk_graph, talk_matrix
 
 __all__ = ["REGIONS", "Screen", "Views", "event_script_data"]
 
-DIFF_OPEN_LINES = 40  # a card's diff is open up to this many changed lines, else collapsed
+# A card's diff is open up to this many changed lines in this many files, else collapsed
+# to its size (twenty new agents made a card ~2,500 px tall).
+DIFF_OPEN_LINES = 40
+DIFF_OPEN_FILES = 5
 CARDS_PER_PAGE = 10  # pending approval cards on one screen (each holds a diff)
 HISTORY_ROWS = 25
 QUESTIONS_PER_PAGE = 20
@@ -161,6 +164,7 @@ class Views:
             "decided": decided,
             "history": Screen.of(history, HISTORY_ROWS, decided_total),
             "diff_open_lines": DIFF_OPEN_LINES,
+            "diff_open_files": DIFF_OPEN_FILES,
         }
 
     async def questions(self, page: int = 1) -> dict[str, Any]:

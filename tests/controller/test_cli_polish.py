@@ -112,6 +112,22 @@ async def test_the_new_verbs_against_a_live_hive(short_dir: Path) -> None:
         assert json.loads(answered.stdout)["answer"] == ["a", "c"]
 
 
+async def test_questions_lists_every_pending_question_not_only_the_first_page(
+    short_dir: Path,
+) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        for i in range(250):
+            await hive.questions.ask("hm1nd", f"question {i}?")
+        listed = await run(hive.layout.host_socket, "questions")
+        assert listed.returncode == 0, listed.stderr
+        rows = listed.stdout.splitlines()[1:]
+        assert len(rows) == 250 and "question 249?" in rows[-1]
+        status = json.loads((await run(hive.layout.host_socket, "status", "--json")).stdout)
+        assert status["pending_questions"] == 250
+        limited = await run(hive.layout.host_socket, "questions", "--limit", "10")
+        assert len(limited.stdout.splitlines()) == 11  # asked for a page: one page
+
+
 async def _on_a_terminal(sock: Path, *args: str) -> str:
     """What `hive ARGS` prints when its stdout is a terminal."""
     leader, follower = pty.openpty()

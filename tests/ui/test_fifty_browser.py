@@ -129,13 +129,16 @@ async def test_the_agents_table_filters_sorts_and_tells_the_truth(fifty: Fifty, 
 
 
 async def _push_branches(clone: Clone, n: int, big: int | None = None) -> None:
-    """`n` branches pushed at once, each changing one agent's prompt; branch `big` writes
-    a 300-line prompt."""
+    """`n` branches pushed at once, each changing one agent's prompt; branch `big`
+    changes twenty."""
     git(clone.path, "fetch", "-q", "origin")
     for i in range(n):
         git(clone.path, "checkout", "-qB", f"change/{i:03d}", "origin/main")
-        lines = 300 if i == big else 3
-        clone.write(f"agents/{AGENTS[i % len(AGENTS)]}/prompt.md", f"line {i}\n" * lines)
+        if i == big:  # twenty prompts of three lines: 60 lines in 20 files
+            for name in AGENTS[:20]:
+                clone.write(f"agents/{name}/prompt.md", f"be {name}\n" * 3)
+        else:
+            clone.write(f"agents/{AGENTS[i % len(AGENTS)]}/prompt.md", f"line {i}\n" * 3)
         clone.commit(f"prompt {i}")
     git(clone.path, "push", "-q", "origin", *[f"change/{i:03d}" for i in range(n)])
 
@@ -156,7 +159,7 @@ async def test_approvals_are_paged_newest_first_collapsed_and_confirmed(
     await expect(cards.first).to_have_attribute("data-testid", f"approval-{newest.id}")
     big = page.get_by_test_id(f"diff-{newest.id}")
     await expect(big).not_to_have_attribute("open", "")
-    await expect(big.locator("summary")).to_contain_text("300 changed lines, collapsed")
+    await expect(big.locator("summary")).to_contain_text("60 changed lines in 20 files, collapsed")
     await expect(page.get_by_test_id(f"diff-{pending[1].id}")).to_have_attribute("open", "")
     DOCS.mkdir(exist_ok=True)
     await page.locator("#approvals").screenshot(path=str(DOCS / "approvals-paged.png"))
