@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Edge", "Graph", "Matrix", "Node", "talk_graph", "talk_matrix"]
+__all__ = ["Edge", "Graph", "Hit", "Matrix", "Node", "Row", "talk_graph", "talk_matrix"]
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,31 @@ def talk_graph(
 
 
 @dataclass(frozen=True)
+class Hit:
+    """A non-empty cell of a matrix row, after `gap` empty ones."""
+
+    gap: int
+    recipient: str
+    count: int
+    shade: float  # 0..1, on a log scale
+
+
+@dataclass(frozen=True)
+class Row:
+    sender: str
+    sent: int
+    hits: tuple[Hit, ...]
+    tail: int  # empty cells after the last hit
+
+
+@dataclass(frozen=True)
 class Matrix:
-    """`cells[i][j]`: messages from `names[i]` to `names[j]`; `shade` of each, 0..1."""
+    """A row per sender, a column per recipient (the same `names`), sparse: a row is its
+    non-empty cells and the gaps between them, so a template lays out fifty agents (2,601
+    cells) in as many steps as there are talking pairs."""
 
     names: tuple[str, ...]
-    cells: tuple[tuple[int, ...], ...]
-    shade: tuple[tuple[float, ...], ...]
-    sent: tuple[int, ...]
+    rows: tuple[Row, ...]
     received: tuple[int, ...]
     total: int
 
@@ -113,18 +131,20 @@ def _ordered(names: set[str]) -> list[str]:
 def talk_matrix(agents: Iterable[str], counts: Iterable[Mapping[str, object]]) -> Matrix:
     pairs = {(str(c["sender"]), str(c["recipient"])): int(str(c["count"])) for c in counts}
     names = _ordered({n for pair in pairs for n in pair} | set(agents) | {"operator"})
-    top = max(pairs.values(), default=1) or 1
-    cells = tuple(tuple(pairs.get((a, b), 0) for b in names) for a in names)
+    column = {name: j for j, name in enumerate(names)}
     # A log scale: one busy pair must not wash every other cell out.
-    scale = math.log1p(top)
-    shade = tuple(
-        tuple(round(math.log1p(n) / scale, 2) if n else 0.0 for n in row) for row in cells
-    )
-    return Matrix(
-        names=tuple(names),
-        cells=cells,
-        shade=shade,
-        sent=tuple(sum(row) for row in cells),
-        received=tuple(sum(row[j] for row in cells) for j in range(len(names))),
-        total=sum(pairs.values()),
-    )
+    scale = math.log1p(max(pairs.values(), default=1) or 1)
+    by_sender: dict[str, list[tuple[int, str, int]]] = {}
+    received = [0] * len(names)
+    for (a, b), n in pairs.items():
+        if n > 0:
+            by_sender.setdefault(a, []).append((column[b], b, n))
+            received[column[b]] += n
+    rows = []
+    for a in names:
+        hits, at = [], 0
+        for j, b, n in sorted(by_sender.get(a, [])):
+            hits.append(Hit(j - at, b, n, round(math.log1p(n) / scale, 2)))
+            at = j + 1
+        rows.append(Row(a, sum(h.count for h in hits), tuple(hits), len(names) - at))
+    return Matrix(tuple(names), tuple(rows), tuple(received), sum(pairs.values()))
