@@ -137,6 +137,10 @@ class Operations:
         """Send a test notification to every `[[notify]]` target of hive.toml, once each."""
         return await self.hive.notifier.test()
 
+    def notify_problem(self) -> str | None:
+        """Why hive.toml's [[notify]] tables cannot be read (None when they can)."""
+        return self.hive.notifier.problem
+
     def sandbox(self) -> str:
         """How agents are contained: `bwrap`, `nixos-container`, or `none` (--unsandboxed)."""
         return self.hive.runtime.sandbox

@@ -207,6 +207,8 @@ class Views:
             "proposed_main": self.ops.proposed_main(),
             # "none" under --unsandboxed: every page says so (templates/_notify.html).
             "sandbox": self.ops.sandbox(),
+            # hive.toml's [[notify]] tables cannot be read: nobody is being told.
+            "notify_problem": self.ops.notify_problem(),
         }
 
     async def reconcile(self) -> dict[str, Any]:
@@ -273,6 +275,7 @@ _TOUCHES: dict[str, tuple[str, ...]] = {
     "applied": ("agents", "notify", "reconcile"),
     "proposed": ("notify", "reconcile"),
     "reconcile": ("agents", "reconcile"),
+    "notify": ("notify",),
 }
 
 

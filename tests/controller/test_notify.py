@@ -189,6 +189,7 @@ async def test_a_bad_notify_table_is_reported_and_the_hive_carries_on(short_dir:
             assert (await client.call("status"))["agents"] == 1
         invalid = await _events(hive, "notify.invalid")
         assert "notify[0].url_env" in str(invalid[0]["error"])
+        assert hive.notifier.problem == invalid[0]["error"]  # shown on the dashboard too
 
 
 def test_hive_toml_without_notify_tables_has_no_targets_and_bad_toml_is_an_error() -> None:
