@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,7 +22,7 @@ from controller.protocol import ProtocolError, connect_client
 from harness.history import open_history
 from tests.e2e.conftest import swarm_environ
 from tests.fakes.anthropic import FakeAnthropic, open_fake_anthropic, text
-from tests.helpers import Clone, wait_for
+from tests.helpers import Clone, kill_agents_of, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -86,10 +83,7 @@ class Daemon:
         return row is not None and row["ready"] and row["turn"] == "idle"
 
     def stop_agents(self) -> None:
-        for proc_json in (self.root / "state" / "agents").glob("*/proc.json"):
-            pid = json.loads(proc_json.read_text())["pid"]
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+        kill_agents_of(self.root / "state")
 
 
 @contextlib.asynccontextmanager
