@@ -18,6 +18,7 @@ from controller.host_spec import (
     DenyArgs,
     DestroyArgs,
     EventsArgs,
+    LogsArgs,
     MessagesArgs,
     NameArgs,
     OptionalNameArgs,
@@ -27,12 +28,14 @@ from controller.host_spec import (
     TokenCreateArgs,
     TokenNameArgs,
 )
+from controller.notify import Delivery
 from controller.operations import LIFECYCLE, JSONObject, Operations, Verb
 from controller.tokens import NewToken, TokenInfo
 from controller.values import (
     AgentRow,
     AppliedReset,
     Approval,
+    ApprovalPatch,
     Destroyed,
     Message,
     Question,
@@ -87,6 +90,16 @@ async def approve(s: HostSession, a: ApprovalIdArgs) -> Approval:
 @host_commands.implement("deny")
 async def deny(s: HostSession, a: DenyArgs) -> Approval:
     return await s.ops.deny(a.id, a.reason)
+
+
+@host_commands.implement("diff")
+async def diff(s: HostSession, a: ApprovalIdArgs) -> ApprovalPatch:
+    return await s.ops.diff(a.id)
+
+
+@host_commands.implement("logs")
+async def logs(s: HostSession, a: LogsArgs) -> list[str]:
+    return await s.ops.logs(a.name, a.lines)
 
 
 @host_commands.implement("applied-reset")
@@ -163,6 +176,11 @@ async def token_list(s: HostSession, _: NoArgs) -> list[TokenInfo]:
 @host_commands.implement("token-revoke")
 async def token_revoke(s: HostSession, a: TokenNameArgs) -> TokenInfo:
     return await s.ops.revoke_token(a.name)
+
+
+@host_commands.implement("notify-test")
+async def notify_test(s: HostSession, _: NoArgs) -> list[Delivery]:
+    return await s.ops.notify_test()
 
 
 @host_commands.implement("watch")

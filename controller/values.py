@@ -126,6 +126,7 @@ class Status:
     applied_sha: str
     agents: int
     pending_approvals: int
+    pending_questions: int
     # null, or applied main moved outside hive-c0re (never reconciled until resolved).
     alarm: Alarm | None
     proposed_main: MainSummary | None
@@ -193,3 +194,18 @@ class Destroyed:
     name: str
     purged: bool
     message: str
+
+
+@dataclass(frozen=True)
+class ApprovalPatch:
+    """What an approval changes, as `hive diff N` prints it."""
+
+    id: int
+    ref: str
+    sha: str
+    base: str
+    files: int
+    additions: int
+    deletions: int
+    truncated: bool
+    text: str
