@@ -132,14 +132,29 @@ def hive_tool_names(agent: str) -> list[str]:
     return [f"mcp__hive__{t}" for t in tools]
 
 
-def mcp_config(agent: str, socket_path: str, command: Sequence[str]) -> dict[str, Any]:
+# What the stdio MCP server needs besides its socket when that is `tls://HOST:PORT`
+# (the kubernetes runtime: `controller.protocol`, "Over TLS"); passed on explicitly so it
+# does not depend on claude handing its environment down.
+TLS_ENV = ("HIVE_TLS_CA", "HIVE_TLS_SERVER_NAME", "HIVE_TOKEN_FILE")
+
+
+def mcp_config(
+    agent: str,
+    socket_path: str,
+    command: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    env = {"HIVE_AGENT": agent, "HIVE_SOCKET": socket_path}
+    if socket_path.startswith("tls://"):
+        source = os.environ if environ is None else environ
+        env.update({k: source[k] for k in TLS_ENV if source.get(k)})
     return {
         "mcpServers": {
             "hive": {
                 "type": "stdio",
                 "command": command[0],
                 "args": list(command[1:]),
-                "env": {"HIVE_AGENT": agent, "HIVE_SOCKET": socket_path},
+                "env": env,
             }
         }
     }
