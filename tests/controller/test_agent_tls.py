@@ -4,6 +4,7 @@ through the real client library (kr8s)."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,14 +13,18 @@ from pathlib import Path
 import anyio
 import pytest
 import trustme
+from mcp import Client as McpClient
+from mcp.client.stdio import StdioServerParameters
 
 from controller.agent_tls import ServiceAccountIdentity, serve_agent_tls
 from controller.hive import Hive
 from controller.operations import Operations
 from controller.protocol import Client, ProtocolError, connect_client
+from harness.claude import mcp_config
 from reconcilers.kubeapi import connect_kube
 from tests.controller.test_broker import with_agents
 from tests.fakes.kubernetes import FakeCluster, open_fake_cluster
+from tests.harness.conftest import MCP_COMMAND, REPO
 from tests.helpers import hive_settings, running_hive
 
 pytestmark = pytest.mark.anyio
@@ -168,3 +173,25 @@ async def test_each_new_connection_reads_the_rotated_token_afresh(served: Served
     async with await connect_client(served.address) as second:
         me = await second.call("whoami")
     assert isinstance(me, dict) and me["name"] == "alice"
+
+
+async def test_the_stdio_mcp_server_reaches_the_agent_socket_over_tls_as_its_agent(
+    served: Served,
+) -> None:
+    """`hive-ag3nt mcp` (what claude starts) with the env the harness writes for it."""
+    served.token("alice")
+    config = mcp_config("alice", served.address, list(MCP_COMMAND), dict(os.environ))
+    server = config["mcpServers"]["hive"]
+    params = StdioServerParameters(
+        command=server["command"],
+        args=server["args"],
+        env={**server["env"], "PYTHONPATH": str(REPO)},
+        cwd=str(REPO),
+    )
+    async with McpClient(params) as client:
+        sent = await client.call_tool("send", {"to": "bob", "body": "from claude, over tls"})
+        assert not sent.is_error
+        refused = await client.call_tool("list_agents", {})
+        assert refused.is_error
+    (message,) = await served.hive.broker.inbox("bob", 10, None)
+    assert (message.sender, message.body) == ("alice", "from claude, over tls")
