@@ -16,9 +16,12 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
+from starlette.responses import PlainTextResponse
 
 from controller.hive import Hive
 from tests.helpers import GIT_ENV, admin, git, hive_settings, running_hive, wait_for
+from ui.git_http import GitHttp, mount_git
+from ui.server import serve_app
 
 pytestmark = pytest.mark.anyio
 
@@ -202,3 +205,50 @@ async def test_hive_token_create_prints_the_token_once_and_json_gives_name_and_t
     assert "bot" in listed.stdout and data["token"] not in listed.stdout
     works = await _run_git("ls-remote", _url(address, data["token"]))
     assert works.returncode == 0, works.stderr
+
+
+async def test_a_push_over_the_body_limit_is_refused_and_changes_nothing(
+    short_dir: Path, tmp_path: Path
+) -> None:
+    root = short_dir / "repos"
+    root.mkdir()
+    git(root, "init", "-q", "--bare", "proposed.git")
+    git(root, "init", "-q", "--bare", "applied.git")
+
+    async def anyone(password: str) -> str | None:
+        return "op" if password == "pw" else None
+
+    app = mount_git(PlainTextResponse("dashboard"), GitHttp(root, anyone, max_body=4096))
+    bound: list[int] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            lambda task_status: serve_app(
+                app, "127.0.0.1", 0, what="git", on_bound=bound.append, task_status=task_status
+            )
+        )
+        work = tmp_path / "w"
+        work.mkdir()
+        git(work, "init", "-q", "-b", "main")
+        # Random bytes do not compress: the pack is as big as the file.
+        (work / "blob").write_bytes(os.urandom(64 * 1024))
+        git(work, "add", "-A")
+        git(work, "commit", "-qm", "too big")
+        url = f"http://op:pw@127.0.0.1:{bound[0]}/git/proposed.git"
+        pushed = await _run_git("push", "-q", url, "HEAD:refs/heads/main", cwd=work)
+        assert pushed.returncode != 0
+        assert "413" in pushed.stderr
+        # Sent chunked (no Content-Length): cut off the moment it passes the limit.
+        chunked = await _run_git(
+            "-c", "http.postBuffer=1024", "push", "-q", url, "HEAD:refs/heads/main", cwd=work
+        )
+        assert chunked.returncode != 0
+        assert git(root / "proposed.git", "for-each-ref") == ""
+        # A small push on the same server goes through.
+        (work / "blob").write_text("small\n")
+        git(work, "commit", "-qam", "small")
+        git(work, "checkout", "-q", "--orphan", "fresh")
+        git(work, "add", "-A")
+        git(work, "commit", "-qm", "small only")
+        small = await _run_git("push", "-q", url, "fresh:refs/heads/main", cwd=work)
+        assert small.returncode == 0, small.stderr
+        tg.cancel_scope.cancel()
