@@ -105,7 +105,7 @@ async def test_a_missing_claude_is_offline_with_the_reason_and_messages_wait(swa
         (waiting,) = await swarm.hive.broker.inbox("alice")
         assert waiting.body == "are you there?" and waiting.acked_at is None
         # claude comes back: the message that waited gets its turn.
-        agent.runner.settings = dataclasses.replace(agent.runner.settings, binary=None)
+        agent.settings = dataclasses.replace(agent.settings, binary=None)
         swarm.api.script(text("yes", when=woke("alice")))
         await wait_for(lambda: _no_inbox(swarm), timeout=60)
 
