@@ -35,6 +35,7 @@ from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
+from controller.warm import WarmSlots
 from gitstore.follow import MainState, ProposedMain
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
@@ -139,6 +140,10 @@ class Hive:
             poll=settings.question_poll,
         )
         self.turns: dict[str, dict[str, Any]] = {}
+        # Which agent-socket connection last reported each agent's turn state: when it
+        # closes, the turn is offline (unless a newer connection reported since).
+        self.turn_reporters: dict[str, int] = {}
+        self.warm = WarmSlots(settings.warm_max)
         self.proposals = ProposalsReconciler(
             self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
         )
