@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 @asynccontextmanager
-async def inprocess(swarm: Swarm, name: str, **claude: Any) -> AsyncIterator[Agent]:
+async def inprocess(
+    swarm: Swarm, name: str, *, warm_idle: float = 300.0, **claude: Any
+) -> AsyncIterator[Agent]:
     """Run `name`'s harness in this process (its process is held stopped)."""
     async with admin(swarm.hive) as client:
         await client.call("kill", name=name)
@@ -38,6 +40,7 @@ async def inprocess(swarm: Swarm, name: str, **claude: Any) -> AsyncIterator[Age
     config = AgentConfig.from_env(env)
     config = dataclasses.replace(
         config,
+        warm_idle=warm_idle,
         # The key hive-c0re minted for the (killed) harness this one stands in for.
         key=swarm.hive.layout.harness_key(name).read_text(),
         claude=dataclasses.replace(

@@ -1,0 +1,125 @@
+"""Live sessions end to end: an in-process harness on a real hive, the real claude CLI on
+the fake API. A tool outside allowed_tools asks the operator within the turn; /compact
+no longer swallows the message after it; /model switches a warm session; the
+conversation outlives the harness and the idle window."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.e2e.conftest import Swarm
+from tests.e2e.test_controls import inprocess, woke
+from tests.e2e.test_talk import after_tool, turns_of
+from tests.fakes.anthropic import SeenRequest, text, tool_use
+from tests.helpers import admin, wait_for
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+def _with(body: str) -> Any:
+    return lambda r: f"\n\n{body}\n\n" in r.last_user_text
+
+
+async def _pending_question(swarm: Swarm) -> dict[str, Any]:
+    async with admin(swarm.hive) as client:
+        (question,) = await wait_for(lambda: client.call("questions"), timeout=60)
+    return dict(question)
+
+
+async def test_a_tool_outside_allowed_tools_runs_in_the_same_turn_once_the_operator_allows(
+    swarm: Swarm,
+) -> None:
+    await swarm.apply("alice")
+    marker = swarm.hive.layout.notes_dir("alice") / "pushed"
+    command = f"touch {marker}"
+    swarm.api.script(
+        tool_use("Bash", {"command": command}, when=woke("alice")),
+        text("pushed it", when=after_tool("alice")),
+    )
+    async with inprocess(swarm, "alice") as agent:
+        async with admin(swarm.hive) as client:
+            await client.call("send", to="alice", body="push it")
+            question = await _pending_question(swarm)
+            assert question["asker"] == "alice"
+            assert question["question"] == f"alice wants Bash: `{command}`"
+            assert question["options"] == ["allow once", "deny"]
+            assert question["expires_at"] is not None
+            assert agent.state == "thinking" and not marker.exists()
+            await client.call("answer", id=question["id"], answer="allow once")
+        await wait_for(lambda: agent.state == "idle" and marker.exists(), timeout=60)
+    (turn,) = await turns_of(swarm, "alice")
+    assert turn.status == "ok"
+    result = next(r for r in swarm.api.main_requests if after_tool("alice")(r))
+    assert not result.tool_results[0].get("is_error")
+    # The answer went to the waiting turn, not to alice's inbox as a new message.
+    assert [m.body for m in await swarm.hive.broker.messages("alice")] == ["push it"]
+
+
+async def test_compact_then_a_message_handles_the_message(swarm: Swarm) -> None:
+    await swarm.apply("alice")
+    swarm.api.script(
+        text("noted", when=_with("first")),
+        text("handled after compaction", when=_with("second")),
+    )
+    async with inprocess(swarm, "alice") as agent, admin(swarm.hive) as client:
+        await client.call("send", to="alice", body="first")
+        await wait_for(lambda: agent.state == "idle" and agent.last_turn is not None)
+        agent.compact()
+        await client.call("send", to="alice", body="second")
+        with anyio.fail_after(60):
+            await swarm.api.wait_for(_with("second"))
+        await wait_for(lambda: _acked_all(swarm), timeout=30)
+    assert not swarm.api.pending  # both scripted replies were asked for
+    turns = await turns_of(swarm, "alice")
+    assert [t.status for t in turns] == ["ok", "ok"]
+
+
+async def _acked_all(swarm: Swarm) -> bool:
+    return await swarm.hive.broker.inbox("alice") == []
+
+
+async def test_model_switches_the_warm_session_without_a_restart(swarm: Swarm) -> None:
+    await swarm.apply("alice")
+    swarm.api.script(text("one", when=woke("alice")), text("two", when=woke("alice")))
+    async with inprocess(swarm, "alice") as agent, admin(swarm.hive) as client:
+        await client.call("send", to="alice", body="first")
+        await wait_for(lambda: _seen(swarm, "first") and agent.state == "idle", timeout=60)
+        session = agent.warm.session
+        assert session is not None
+        agent.set_model("claude-switched")
+        await client.call("send", to="alice", body="second")
+        await wait_for(lambda: _seen(swarm, "second") and agent.state == "idle", timeout=60)
+        assert agent.warm.session is session and session.alive
+    first, second = [r for r in swarm.api.main_requests if woke("alice")(r)]
+    assert (second.body or {})["model"] == "claude-switched"
+    assert (first.body or {})["model"] != "claude-switched"
+
+
+def _seen(swarm: Swarm, body: str) -> bool:
+    return any(_with(body)(r) for r in swarm.api.main_requests)
+
+
+async def test_the_conversation_resumes_after_a_harness_restart_and_after_going_cold(
+    swarm: Swarm,
+) -> None:
+    await swarm.apply("alice")
+    swarm.api.script(*(text(f"reply {i}", when=woke("alice")) for i in range(3)))
+    async with inprocess(swarm, "alice") as agent, admin(swarm.hive) as client:
+        await client.call("send", to="alice", body="remember kumquat")
+        await wait_for(lambda: _seen(swarm, "remember kumquat") and agent.state == "idle")
+    # A new harness (the old one is gone with its claude) resumes the recorded session.
+    async with inprocess(swarm, "alice", warm_idle=0.2) as agent, admin(swarm.hive) as client:
+        await client.call("send", to="alice", body="what fruit?")
+        await wait_for(lambda: _seen(swarm, "what fruit?") and agent.state == "idle")
+        await wait_for(lambda: agent.warm.session is None, timeout=10)  # went cold
+        await client.call("send", to="alice", body="and again?")
+        await wait_for(lambda: _seen(swarm, "and again?") and agent.state == "idle")
+    wakes: list[SeenRequest] = [r for r in swarm.api.main_requests if woke("alice")(r)]
+    assert len(wakes) == 3
+    assert "remember kumquat" in json.dumps(wakes[1].messages)
+    assert "remember kumquat" in json.dumps(wakes[2].messages)
+    assert "what fruit?" in json.dumps(wakes[2].messages)
