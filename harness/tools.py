@@ -16,11 +16,10 @@ process in the sandbox.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.server.mcpserver.exceptions import ToolError
-
-from harness.mcp_server import SocketLink, create_server
+if TYPE_CHECKING:
+    from harness.mcp_server import SocketLink
 
 __all__ = ["SERVER_NAME", "HiveTools"]
 
@@ -33,6 +32,10 @@ class HiveTools:
     """One agent's hive tools, answering JSON-RPC messages; close it when done."""
 
     def __init__(self, agent: str, socket_path: str) -> None:
+        # Imported with the first session, not with the harness: mcp and its pydantic
+        # models are ~35 MB of RSS that a harness that never went warm does not need.
+        from harness.mcp_server import create_server
+
         self.agent = agent
         self._server, self._link = create_server(agent, socket_path)
 
@@ -76,6 +79,8 @@ class HiveTools:
         raise _RpcError(-32601, f"method not found: {method}")
 
     async def _call(self, params: JSONDict) -> JSONDict:
+        from mcp.server.mcpserver.exceptions import ToolError
+
         name, arguments = params.get("name"), params.get("arguments") or {}
         if not isinstance(name, str) or not isinstance(arguments, dict):
             raise _RpcError(-32602, "tools/call needs a name and an arguments object")
