@@ -293,7 +293,7 @@ class Agent:
                     continue
                 self.live.publish("wake", message=message)
                 result = await self._turn(message)
-                if result is not None and (result.ok or result.cancelled):
+                if result is not None and _handled(result):
                     await self._client.call("ack", id=message["id"])
                     failures = 0
                     await self._report("idle")
@@ -390,7 +390,18 @@ class Agent:
             (self.config.state_dir / SESSION_FILE).write_text(session.session_id + "\n")
 
 
+def _handled(result: TurnResult) -> bool:
+    """Acknowledge the message: the turn ended, or the operator cancelled it, or it ran
+    past its deadline in a claude that still answered. A crashed or hung claude (killed
+    at the deadline) is a failure: the message is delivered again to a new session."""
+    if result.ok:
+        return True
+    return result.cancelled and not (result.timed_out and result.hung)
+
+
 def _failure(result: TurnResult) -> str:
+    if result.hung:
+        return "claude hung past the turn's deadline and was killed"
     if result.timed_out:
         return "the turn hit its deadline"
     tail = result.stderr_tail.strip().splitlines()[-1:] or [f"exit code {result.exit_code}"]

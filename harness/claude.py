@@ -98,6 +98,8 @@ class TurnResult:
     timed_out: bool
     stderr_tail: str
     session_id: str | None = None
+    # claude answered neither the turn nor the interrupt and was killed (a hung session).
+    hung: bool = False
 
     @property
     def ok(self) -> bool:

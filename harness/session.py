@@ -132,6 +132,7 @@ class _Turn:
         self.stop = anyio.Event()
         self.cancelled = False
         self.timed_out = False
+        self.hung = False
 
 
 class Session:
@@ -249,6 +250,7 @@ class Session:
             self._turn = None
             if not turn.done.is_set() and self.alive:
                 # Caller cancelled us mid-turn, or the interrupt went unanswered.
+                turn.hung = turn.stop.is_set() or turn.timed_out
                 with anyio.CancelScope(shield=True):
                     await self.kill()
         if not self.alive:
@@ -283,6 +285,7 @@ class Session:
             timed_out=turn.timed_out,
             stderr_tail="" if self.alive else self.stderr_tail,
             session_id=self.session_id,
+            hung=turn.hung,
         )
 
     # --- reading -------------------------------------------------------------------

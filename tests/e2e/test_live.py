@@ -10,7 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp.server.mcpserver.exceptions import ToolError
 
+from harness.tools import HiveTools
 from tests.e2e.conftest import Swarm
 from tests.e2e.test_controls import inprocess, woke
 from tests.e2e.test_talk import after_tool, turns_of
@@ -123,3 +125,58 @@ async def test_the_conversation_resumes_after_a_harness_restart_and_after_going_
     assert "remember kumquat" in json.dumps(wakes[1].messages)
     assert "remember kumquat" in json.dumps(wakes[2].messages)
     assert "what fruit?" in json.dumps(wakes[2].messages)
+
+
+async def test_over_the_hosts_warm_cap_the_least_recently_used_session_goes_cold(
+    swarm: Swarm,
+) -> None:
+    await swarm.apply("alice", "bob")
+    swarm.hive.warm.cap = 1
+    swarm.api.script(*(text("ok", when=woke(n)) for n in ("alice", "bob", "alice")))
+    async with (
+        inprocess(swarm, "alice") as alice,
+        inprocess(swarm, "bob") as bob,
+        admin(swarm.hive) as client,
+    ):
+        await client.call("send", to="alice", body="one")
+        await wait_for(lambda: _seen(swarm, "one") and alice.state == "idle", timeout=60)
+        assert alice.warm.warm
+        await client.call("send", to="bob", body="two")
+        await wait_for(lambda: _seen(swarm, "two") and bob.state == "idle", timeout=60)
+        await wait_for(lambda: alice.warm.session is None, timeout=30)
+        assert bob.warm.warm and swarm.hive.warm.warm == ["bob"]
+        assert "warm sessions" in alice.warm.cold_reason
+        # alice's next message starts her session again (and bob's goes cold).
+        await client.call("send", to="alice", body="three")
+        await wait_for(lambda: _seen(swarm, "three") and alice.state == "idle", timeout=60)
+        await wait_for(lambda: bob.warm.session is None, timeout=30)
+    wakes = [r for r in swarm.api.main_requests if woke("alice")(r)]
+    assert "one" in json.dumps(wakes[-1].messages)  # resumed, not a new conversation
+
+
+async def test_the_hive_tools_cannot_use_the_harness_only_commands(swarm: Swarm) -> None:
+    await swarm.apply("alice")
+    tools = HiveTools("alice", str(swarm.hive.layout.socket("alice")))
+    try:
+        for cmd, args in (
+            ("turn_state", {"state": "idle"}),
+            ("recv", {"lease": True}),
+            ("ask_permission", {"tool": "Bash"}),
+            ("warm", {}),
+        ):
+            with pytest.raises(ToolError, match="forbidden"):
+                await tools.link.call(cmd, **args)
+        # What the model may call works on the same connection, as alice.
+        sent = await tools.handle(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "send", "arguments": {"to": "operator", "body": "hi"}},
+            }
+        )
+    finally:
+        await tools.aclose()
+    assert sent is not None and not sent["result"].get("isError"), sent
+    (message,) = [m for m in await swarm.hive.broker.messages("alice") if m.body == "hi"]
+    assert message.sender == "alice"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -144,6 +145,27 @@ async def test_a_turn_past_its_deadline_is_interrupted(
         result = await s.turn("think forever", Recorder())
         assert s.alive
     assert result.cancelled and result.timed_out and fake_api.main_requests
+
+
+async def test_a_hung_claude_is_killed_at_the_deadline_and_the_turn_says_so(
+    claude_bin: str, fake_api: FakeAnthropic, short_tmp: Path
+) -> None:
+    fake_api.script(hang())
+    settings = settings_for(
+        claude_bin, fake_api, short_tmp, turn_timeout=2.0, interrupt_grace=0.5, term_grace=0.5
+    )
+    async with open_agent_socket("alice") as sock, live(sock, settings, short_tmp / "s") as s:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_claude() -> None:
+                with anyio.fail_after(20):
+                    await fake_api.wait_for(lambda r: r.scripted)
+                os.kill(s.process.pid, signal.SIGSTOP)  # it can answer nothing now
+
+            tg.start_soon(stop_claude)
+            result = await s.turn("think forever", Recorder())
+        assert not s.alive
+    assert result.timed_out and result.hung and result.exit_code is not None
 
 
 async def test_set_model_switches_the_model_of_the_warm_session(
