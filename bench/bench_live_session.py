@@ -11,7 +11,8 @@ that carries the message.
 - warm: each message is sent the moment the previous turn ended, so the agent's claude
   is warm; `--turns` of them in one conversation, reported at its start and its end;
 - cold: the harness's idle window (`HIVE_WARM_IDLE`, `--idle`) has passed, its claude
-  is gone, and the message starts a new one (which resumes the conversation);
+  is gone, and the message starts a new one (which resumes the conversation): early in
+  the conversation, and again after the warm turns (a long transcript to resume);
 - bare: the same claude binary started by hand (`claude --print ... PROMPT`, no MCP
   server, no harness) against the same fake, interleaved with the cold samples;
 - RSS: the warm agent's harness plus its claude (the whole process tree), and 20 more
@@ -181,11 +182,6 @@ async def main(args: argparse.Namespace) -> None:
                 await wait_for(lambda: hive.turns.get("hm1nd", {}).get("state") == "idle", 60)
                 await _apply(hive, root, ["alice"])
                 first = await _send_once(hive, fake, 0, "first")
-                warm = [await _send_once(hive, fake, n, "warm") for n in range(args.turns)]
-                alice = await _harness_pid(hive, "alice")
-                warm_tree = _tree(alice)
-                warm_rss = _rss_mb(warm_tree)
-                harness_rss = _rss_mb([alice])
                 bare_env = {**os.environ, **claude_env(fake.url, str(root / "bare-config"))}
                 (root / "bare-config").mkdir()
                 (root / "bare").mkdir()
@@ -194,6 +190,15 @@ async def main(args: argparse.Namespace) -> None:
                     await anyio.sleep(args.idle * 2 + 0.3)  # its claude goes cold
                     cold.append(await _send_once(hive, fake, n, "cold"))
                     bare.append(await _bare(claude, bare_env, root / "bare", fake, n))
+                warm = [await _send_once(hive, fake, n, "warm") for n in range(args.turns)]
+                alice = await _harness_pid(hive, "alice")
+                warm_tree = _tree(alice)
+                warm_rss = _rss_mb(warm_tree)
+                harness_rss = _rss_mb([alice])
+                cold_long = []
+                for n in range(max(3, args.cold // 2)):
+                    await anyio.sleep(args.idle * 2 + 0.3)
+                    cold_long.append(await _send_once(hive, fake, n, "late"))
                 names = [f"c{i:02d}" for i in range(20)]
                 await _apply(hive, root, names)
                 pids = [await _harness_pid(hive, n) for n in names]
@@ -213,6 +218,7 @@ async def main(args: argparse.Namespace) -> None:
     cold_s, bare_s = stats(cold), stats(bare)
     print(cold_s.line("cold send -> API"))
     print(bare_s.line("bare claude start -> API"))
+    print(stats(cold_long).line(f"cold, resuming {args.turns + args.cold + 1} turns"))
     ratio = cold_s.p50 / bare_s.p50
     print(stats(cancels).line("cancel -> turn ended"))
     print(f"RSS: one warm agent {warm_rss:.1f} MB ({len(warm_tree)} processes; harness alone")

@@ -85,12 +85,23 @@ class AgentConfig:
             web_fd=int(fd) if fd.isascii() and fd.isdigit() else None,
             web_socket=env.get("HIVE_WEB_SOCKET") or None,
             retry_base=float(env.get("HIVE_RETRY_BASE", "1.0")),
-            warm_idle=float(env.get("HIVE_WARM_IDLE") or "300"),
+            warm_idle=_seconds(env.get("HIVE_WARM_IDLE", ""), 300.0),
             claude=ClaudeSettings(
                 turn_timeout=float(timeout) if timeout else None,
                 confine=confinement_from_env(env),
             ),
         )
+
+
+def _seconds(text: str, default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = default
+    if not 0 < value < float("inf"):
+        log.warning("ignoring a bad number of seconds %r; using %g", text, default)
+        return default
+    return value
 
 
 def wake_prompt(me: str, message: dict[str, Any]) -> str:
