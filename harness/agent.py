@@ -24,6 +24,7 @@ question expired): claude waits for it inside the same turn.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -353,16 +354,20 @@ class Agent:
             self.live.publish("event", id=stored.id, turn=turn_id, event=event)
 
         try:
-            session = await self.warm.acquire(await self._spec())
+            session = await self._acquire()
+            result = None
             if self._compact:
                 self._compact = False
                 # Its own step: what follows `/compact` in one message would become the
                 # compaction's instructions, and that message would never be handled.
                 compacted = await session.turn("/compact", on_event)
                 self._record_session(session)
-                if not compacted.ok:
+                if compacted.cancelled:
+                    result = compacted  # the operator's /cancel covers the message too
+                elif not compacted.ok:
                     log.warning("/compact did not succeed; the message is handled anyway")
-            result = await session.turn(wake_prompt(self.config.name, message), on_event)
+            if result is None:
+                result = await session.turn(wake_prompt(self.config.name, message), on_event)
         except (ClaudeMissingError, SessionError) as exc:
             await history.end_turn(turn_id, status="error")
             self.reason = str(exc)
@@ -395,6 +400,20 @@ class Agent:
         }
         self.live.publish("turn", turn=turn_id, **self.last_turn)
         return result
+
+    async def _acquire(self) -> Session:
+        spec = await self._spec()
+        try:
+            return await self.warm.acquire(spec)
+        except SessionError as exc:
+            if spec.resume is None and not spec.continue_last:
+                raise
+            # claude refuses a session it has no transcript of (its config dir was
+            # reset, say): the conversation is gone, the message must not be.
+            log.warning("cannot resume the conversation (%s); starting a new one", exc)
+            (self.config.state_dir / SESSION_FILE).unlink(missing_ok=True)
+            fresh = dataclasses.replace(spec, resume=None, continue_last=False)
+            return await self.warm.acquire(fresh)
 
     def _record_session(self, session: Session) -> None:
         if session.session_id:

@@ -180,3 +180,20 @@ async def test_the_hive_tools_cannot_use_the_harness_only_commands(swarm: Swarm)
     assert sent is not None and not sent["result"].get("isError"), sent
     (message,) = [m for m in await swarm.hive.broker.messages("alice") if m.body == "hi"]
     assert message.sender == "alice"
+
+
+async def test_a_recorded_session_claude_no_longer_has_starts_a_new_conversation(
+    swarm: Swarm,
+) -> None:
+    await swarm.apply("alice")
+    notes = swarm.hive.layout.notes_dir("alice")
+    (notes / "hyperhive-session").write_text("6f2b68e4-8a4b-4319-8588-64268a03bc2a\n")
+    swarm.api.script(text("fresh start", when=woke("alice")))
+    async with inprocess(swarm, "alice") as agent, admin(swarm.hive) as client:
+        await client.call("send", to="alice", body="hello again")
+        await wait_for(lambda: _acked_all(swarm), timeout=60)
+        assert agent.state == "idle"
+    (turn,) = await turns_of(swarm, "alice")
+    assert turn.status == "ok"
+    recorded = (notes / "hyperhive-session").read_text().strip()
+    assert recorded and recorded != "6f2b68e4-8a4b-4319-8588-64268a03bc2a"
