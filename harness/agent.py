@@ -39,7 +39,7 @@ import anyio
 
 from controller.fanout import Fanout
 from controller.protocol import Client, ProtocolError, connect_client
-from harness.claude import ClaudeMissingError, ClaudeSettings, TurnResult
+from harness.claude import ClaudeMissingError, ClaudeSettings, EventCallback, TurnResult
 from harness.confine import confinement_from_env
 from harness.history import History, TurnStatus, open_history
 from harness.session import Session, SessionError, SessionSpec, open_session
@@ -353,21 +353,19 @@ class Agent:
             stored = await history.append(turn_id, event)
             self.live.publish("event", id=stored.id, turn=turn_id, event=event)
 
+        spec = await self._spec()
         try:
-            session = await self._acquire()
-            result = None
-            if self._compact:
-                self._compact = False
-                # Its own step: what follows `/compact` in one message would become the
-                # compaction's instructions, and that message would never be handled.
-                compacted = await session.turn("/compact", on_event)
-                self._record_session(session)
-                if compacted.cancelled:
-                    result = compacted  # the operator's /cancel covers the message too
-                elif not compacted.ok:
-                    log.warning("/compact did not succeed; the message is handled anyway")
-            if result is None:
-                result = await session.turn(wake_prompt(self.config.name, message), on_event)
+            try:
+                session, result = await self._attempt(spec, message, on_event)
+            except SessionError as exc:
+                if spec.resume is None and not spec.continue_last:
+                    raise
+                # claude refuses a session it has no transcript of (its config dir was
+                # reset, say): the conversation is gone, the message must not be.
+                log.warning("cannot resume the conversation (%s); starting a new one", exc)
+                (self.config.state_dir / SESSION_FILE).unlink(missing_ok=True)
+                spec = dataclasses.replace(spec, resume=None, continue_last=False)
+                session, result = await self._attempt(spec, message, on_event)
         except (ClaudeMissingError, SessionError) as exc:
             await history.end_turn(turn_id, status="error")
             self.reason = str(exc)
@@ -401,19 +399,21 @@ class Agent:
         self.live.publish("turn", turn=turn_id, **self.last_turn)
         return result
 
-    async def _acquire(self) -> Session:
-        spec = await self._spec()
-        try:
-            return await self.warm.acquire(spec)
-        except SessionError as exc:
-            if spec.resume is None and not spec.continue_last:
-                raise
-            # claude refuses a session it has no transcript of (its config dir was
-            # reset, say): the conversation is gone, the message must not be.
-            log.warning("cannot resume the conversation (%s); starting a new one", exc)
-            (self.config.state_dir / SESSION_FILE).unlink(missing_ok=True)
-            fresh = dataclasses.replace(spec, resume=None, continue_last=False)
-            return await self.warm.acquire(fresh)
+    async def _attempt(
+        self, spec: SessionSpec, message: dict[str, Any], on_event: EventCallback
+    ) -> tuple[Session, TurnResult]:
+        session = await self.warm.acquire(spec)
+        if self._compact:
+            self._compact = False
+            # Its own step: what follows `/compact` in one message would become the
+            # compaction's instructions, and that message would never be handled.
+            compacted = await session.turn("/compact", on_event)
+            self._record_session(session)
+            if compacted.cancelled:
+                return session, compacted  # the operator's /cancel covers the message too
+            if not compacted.ok:
+                log.warning("/compact did not succeed; the message is handled anyway")
+        return session, await session.turn(wake_prompt(self.config.name, message), on_event)
 
     def _record_session(self, session: Session) -> None:
         if session.session_id:

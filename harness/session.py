@@ -16,8 +16,10 @@ so does closing it (stdin closed, then the same escalation after `close_grace`).
 session whose claude exits mid-turn ends that turn with `exit_code` set and no result,
 which the turn loop treats as a failure (the message is delivered again).
 
-Measured with claude 2.1.330 here: start -> `initialize` answered 0.9-1.0 s; a user
-message on a warm session -> the API receives the request ~40 ms; `total_cost_usd` in a
+Measured with claude 2.1.330 here: start -> `initialize` answered 0.3-0.9 s, and the
+first turn is written right behind it (claude reads stdin in order); a claude that exits
+before answering `initialize` makes that turn raise `SessionError` ("did not start"). A
+user message on a warm session -> the API receives the request in ~25-40 ms; `total_cost_usd` in a
 `result` is the session process's running total (the turn's cost is the difference),
 while `usage` is the turn's own.
 """
@@ -166,6 +168,8 @@ class Session:
         self._turn: _Turn | None = None
         self._cost_total = 0.0
         self.exited = anyio.Event()
+        # Set when claude answered `initialize`, which the first turn does not wait for.
+        self.initialized = anyio.Event()
         self.stderr: deque[int] = deque(maxlen=_STDERR_TAIL)
 
     @property
@@ -192,11 +196,22 @@ class Session:
 
     async def request(self, subtype: str, **fields: Any) -> Event:
         """A control request to claude; its success response (SessionError otherwise)."""
+        request_id = await self._send_request(subtype, fields)
+        return await self._response(request_id, subtype)
+
+    async def _send_request(self, subtype: str, fields: dict[str, Any]) -> str:
         request_id = f"hive_{next(self._ids)}"
-        done, box = anyio.Event(), list[Event]()
-        self._pending[request_id] = (done, box)
+        self._pending[request_id] = (anyio.Event(), [])
         try:
             await self._write(control.request(request_id, subtype, **fields))
+        except BaseException:
+            self._pending.pop(request_id, None)
+            raise
+        return request_id
+
+    async def _response(self, request_id: str, subtype: str) -> Event:
+        done, box = self._pending[request_id]
+        try:
             with anyio.fail_after(self.settings.control_timeout):
                 await _first(done.wait, self.exited.wait)
         except TimeoutError as exc:
@@ -253,9 +268,17 @@ class Session:
                 turn.hung = turn.stop.is_set() or turn.timed_out
                 with anyio.CancelScope(shield=True):
                     await self.kill()
-        if not self.alive:
+        # claude answers `initialize` before it reads the turn: a turn that ended without
+        # that answer is claude's start-up failure (an unknown --resume id, say).
+        failed_start = not self.initialized.is_set()
+        if not self.alive or failed_start:
             with anyio.move_on_after(self.settings.drain_grace):
                 await self.process.wait()  # for its exit code
+            if failed_start:
+                if self.alive:
+                    with anyio.CancelScope(shield=True):
+                        await self.kill()
+                raise SessionError(f"claude did not start: {self._why()}")
         self.turns += 1
         return self._result(turn, time.monotonic() - started)
 
@@ -287,6 +310,24 @@ class Session:
             session_id=self.session_id,
             hung=turn.hung,
         )
+
+    def _why(self) -> str:
+        tail = self.stderr_tail.strip().splitlines()[-1:]
+        return tail[0][:300] if tail else f"exit code {self.process.returncode}"
+
+    async def begin_initialize(self) -> str:
+        """Write `initialize`; `initialized` is set once claude answers it."""
+        return await self._send_request("initialize", {"hooks": None})
+
+    async def finish_initialize(self, request_id: str) -> None:
+        try:
+            await self._response(request_id, "initialize")
+        except SessionError as exc:
+            log.warning("claude did not initialise: %s", exc)
+            if self.alive:
+                await self.kill()
+            return
+        self.initialized.set()
 
     # --- reading -------------------------------------------------------------------
 
@@ -443,18 +484,15 @@ async def open_session(
             session = Session(process, group, spec, settings, tools, ask, tg)
             tg.start_soon(session.read_stdout)
             tg.start_soon(session.read_stderr)
+            # The first user turn goes right behind `initialize`, not after its answer:
+            # claude reads stdin in order, and connects its MCP servers meanwhile
+            # (measured: first request ~90 ms sooner).
+            init = await session.begin_initialize()
+            tg.start_soon(session.finish_initialize, init)
             try:
-                await session.request("initialize", hooks=None)
-            except SessionError as exc:
-                with anyio.move_on_after(settings.drain_grace):
-                    await process.wait()
-                tail = session.stderr_tail.strip().splitlines()[-1:] or [str(exc)]
-                error = SessionError(f"claude did not start: {tail[0][:300]}")
-            else:
-                try:
-                    yield session
-                except BaseException as exc:
-                    error = exc
+                yield session
+            except BaseException as exc:
+                error = exc
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
