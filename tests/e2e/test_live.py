@@ -197,3 +197,23 @@ async def test_a_recorded_session_claude_no_longer_has_starts_a_new_conversation
     assert turn.status == "ok"
     recorded = (notes / "hyperhive-session").read_text().strip()
     assert recorded and recorded != "6f2b68e4-8a4b-4319-8588-64268a03bc2a"
+
+
+async def test_cancelling_a_turn_that_waits_for_a_permission_withdraws_the_question(
+    swarm: Swarm,
+) -> None:
+    await swarm.apply("alice")
+    marker = swarm.hive.layout.notes_dir("alice") / "never"
+    swarm.api.script(tool_use("Bash", {"command": f"touch {marker}"}, when=woke("alice")))
+    async with inprocess(swarm, "alice") as agent, admin(swarm.hive) as client:
+        await client.call("send", to="alice", body="do it")
+        question = await _pending_question(swarm)
+        assert agent.cancel()
+        await wait_for(lambda: _acked_all(swarm), timeout=30)
+
+        async def withdrawn() -> bool:
+            return (await swarm.hive.questions.get(question["id"])).status == "cancelled"
+
+        await wait_for(withdrawn, timeout=10)
+    (turn,) = await turns_of(swarm, "alice")
+    assert turn.status == "cancelled" and not marker.exists()
