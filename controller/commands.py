@@ -26,7 +26,9 @@ A = TypeVar("A", bound="Args")
 
 # How `hive` prints a result: a table of `columns`, audit-log lines, the line of a
 # decision, `key: value` lines, or the JSON.
-View = Literal["table", "events", "decision", "fields", "status", "template", "json"]
+View = Literal[
+    "table", "events", "decision", "fields", "status", "template", "json", "diff", "lines"
+]
 
 
 class Args(BaseModel):
@@ -60,13 +62,19 @@ class Spec:
     # for `applied-reset`), and for the "template" view a `str.format` of the result.
     words: tuple[str, ...] = ()
     template: str = ""
+    # `hive` offers `-f`: call again every second and print only what is new (logs).
+    follow: bool = False
+    # Without --limit, `hive` pages on through this cursor (`after_id`, `before_id`)
+    # until a page is empty, so a list never silently stops at one page.
+    page_on: str = ""
 
     @property
     def cli(self) -> tuple[str, ...]:
         return self.words or (self.name,)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.positional) | set(self.cli_defaults)) - set(self.args.model_fields)
+        named = set(self.positional) | set(self.cli_defaults) | ({self.page_on} - {""})
+        unknown = named - set(self.args.model_fields)
         if unknown:
             raise ValueError(f"{self.name}: no such arguments: {', '.join(sorted(unknown))}")
 

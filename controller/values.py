@@ -136,6 +136,7 @@ class Status:
     applied_sha: str
     agents: int
     pending_approvals: int
+    pending_questions: int
     # null, or applied main moved outside hive-c0re (never reconciled until resolved).
     alarm: Alarm | None
     proposed_main: MainSummary | None
@@ -194,3 +195,18 @@ class Identity:
     prompt: str
     allowed_tools: tuple[str, ...]
     description: str
+
+
+@dataclass(frozen=True)
+class ApprovalPatch:
+    """What an approval changes, as `hive diff N` prints it."""
+
+    id: int
+    ref: str
+    sha: str
+    base: str
+    files: int
+    additions: int
+    deletions: int
+    truncated: bool
+    text: str

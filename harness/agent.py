@@ -45,6 +45,7 @@ from controller.fanout import Fanout
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeSettings, EventCallback, TurnResult
 from harness.confine import confinement_from_env
+from harness.events import WAKE
 from harness.history import History, TurnStatus, open_history
 from harness.session import Session, SessionError, SessionSpec, open_session
 from harness.warm import WarmSession
@@ -58,6 +59,7 @@ MODEL_FILE = "hyperhive-model"
 FRESH_FILE = "hyperhive-fresh"
 SESSION_FILE = "hyperhive-session"
 _MAX_DETAIL = 2000
+WAKE_BODY = 2000  # of a wake message's body kept in the turn's history
 
 
 @dataclass(frozen=True)
@@ -375,6 +377,15 @@ class Agent:
         self.whoami = await self._client.call("whoami")
         turn_id = await self.history.start_turn(message["id"])
         history = self.history
+        # The message this turn answers, first in its history: a backfilled page shows it.
+        wake = {
+            "type": WAKE,
+            "message_id": message.get("id"),
+            "sender": str(message.get("sender", "")),
+            "body": str(message.get("body", ""))[:WAKE_BODY],
+        }
+        stored = await history.append(turn_id, wake)
+        self.live.publish("event", id=stored.id, turn=turn_id, event=wake)
         await self._report("thinking")
 
         async def on_event(event: dict[str, Any]) -> None:
