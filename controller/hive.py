@@ -39,6 +39,7 @@ from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
 from controller.tokens import TokenBook
+from controller.warm import WarmSlots
 from gitstore.follow import MainState, ProposedMain
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
@@ -157,6 +158,10 @@ class Hive:
             poll=settings.question_poll,
         )
         self.turns: dict[str, dict[str, Any]] = {}
+        # Which agent-socket connection last reported each agent's turn state: when it
+        # closes, the turn is offline (unless a newer connection reported since).
+        self.turn_reporters: dict[str, int] = {}
+        self.warm = WarmSlots(settings.warm_max)
         self.notifier = Notifier(self, self.metrics)
         self.activity = Activity(self.bus)
         self.proposals = ProposalsReconciler(

@@ -159,6 +159,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX messages_idempotency ON messages(sender, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     """,
+    # 5: permission questions (a harness asks whether its agent may use a tool; the
+    # answer goes back to the waiting harness, not to the inbox)
+    """
+    ALTER TABLE questions ADD COLUMN kind TEXT NOT NULL DEFAULT 'question';
+    """,
 )
 
 

@@ -20,7 +20,6 @@ from controller.agent_tls import ServiceAccountIdentity, serve_agent_tls
 from controller.hive import Hive
 from controller.operations import Operations
 from controller.protocol import Client, ProtocolError, connect_client
-from harness.claude import mcp_config
 from reconcilers.kubeapi import connect_kube
 from tests.controller.test_broker import with_agents
 from tests.fakes.kubernetes import FakeCluster, open_fake_cluster
@@ -178,14 +177,13 @@ async def test_each_new_connection_reads_the_rotated_token_afresh(served: Served
 async def test_the_stdio_mcp_server_reaches_the_agent_socket_over_tls_as_its_agent(
     served: Served,
 ) -> None:
-    """`hive-ag3nt mcp` (what claude starts) with the env the harness writes for it."""
+    """`hive-ag3nt mcp`, the stdio MCP server, with a tls:// socket and a token file."""
     served.token("alice")
-    config = mcp_config("alice", served.address, list(MCP_COMMAND), dict(os.environ))
-    server = config["mcpServers"]["hive"]
+    env = {k: os.environ[k] for k in ("HIVE_TLS_CA", "HIVE_TLS_SERVER_NAME", "HIVE_TOKEN_FILE")}
     params = StdioServerParameters(
-        command=server["command"],
-        args=server["args"],
-        env={**server["env"], "PYTHONPATH": str(REPO)},
+        command=MCP_COMMAND[0],
+        args=list(MCP_COMMAND[1:]),
+        env={**env, "HIVE_AGENT": "alice", "HIVE_SOCKET": served.address, "PYTHONPATH": str(REPO)},
         cwd=str(REPO),
     )
     async with McpClient(params) as client:
