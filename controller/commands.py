@@ -60,13 +60,16 @@ class Spec:
     # for `applied-reset`), and for the "template" view a `str.format` of the result.
     words: tuple[str, ...] = ()
     template: str = ""
+    # An option's name when it is not the field's (`--from` for `sender`).
+    options: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cli(self) -> tuple[str, ...]:
         return self.words or (self.name,)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.positional) | set(self.cli_defaults)) - set(self.args.model_fields)
+        named = set(self.positional) | set(self.cli_defaults) | set(self.options)
+        unknown = named - set(self.args.model_fields)
         if unknown:
             raise ValueError(f"{self.name}: no such arguments: {', '.join(sorted(unknown))}")
 

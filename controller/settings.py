@@ -96,6 +96,9 @@ class Settings:
     crash_backoff: float = 1.0
     stop_grace: float = 5.0
     question_poll: float = 60.0
+    # How often limit holds (hive.toml) are reviewed at the latest: a new UTC day, an
+    # hour with room again; a move of applied main reviews them at once.
+    limits_poll: float = 30.0
     host_connections: int = 64
     agent_connections: int = 32
     idle_timeout: float = 600.0
@@ -152,6 +155,7 @@ class Settings:
             "crash_window",
             "crash_backoff",
             "question_poll",
+            "limits_poll",
             "idle_timeout",
         ):
             value = getattr(self, name)

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
 from harness.confine import confinement_from_env
 from harness.history import History, TurnStatus, open_history
+from harness.meter import TurnMeter
 from reconcilers.backoff import Backoff
 
 __all__ = ["Agent", "AgentConfig", "wake_prompt"]
@@ -244,12 +246,18 @@ class Agent:
             self._compact = False
             prompt = "/compact\n\n" + prompt
         turn_id = await self.history.start_turn(message["id"])
+        started_at = datetime.now(UTC).isoformat(timespec="microseconds")
         history = self.history
         await self._report("thinking")
+        cap = self.whoami.get("max_tool_calls_per_turn")
+        meter = TurnMeter(cap if isinstance(cap, int) else None)
 
         async def on_event(event: dict[str, Any]) -> None:
             stored = await history.append(turn_id, event)
             self.live.publish("event", id=stored.id, turn=turn_id, event=event)
+            if meter.observe(event):  # over the tool-call cap: interrupt the turn
+                log.warning("%s: turn over %s tool calls; interrupting", self.config.name, cap)
+                self.runner.cancel()
 
         try:
             result = await self.runner.run_turn(
@@ -287,6 +295,14 @@ class Agent:
             "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens,
             "status": status,
+            # For hive-c0re's accounting (controller.usage): which turn, and the rest.
+            "id": turn_id,
+            "started_at": started_at,
+            "cache_read_tokens": meter.cache_read_tokens,
+            "cache_creation_tokens": meter.cache_creation_tokens,
+            "model": meter.model or self.model,
+            "tool_calls": meter.tool_calls,
+            "interrupted": "tool_calls" if meter.over else None,
         }
         self.live.publish("turn", turn=turn_id, **self.last_turn)
         return result

@@ -47,6 +47,10 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
     async def dashboard(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(lambda task_status: serve_dashboard(ops, task_status=task_status))
 
+    async def auto_rollback(tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(ops.rollbacks.serve)
+
+    hive.add_component(auto_rollback)
     hive.add_component(host_socket)
     hive.add_component(agent_sockets)
     if settings.dashboard_enabled:
