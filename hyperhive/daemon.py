@@ -15,6 +15,7 @@ from controller.hive import Hive
 from controller.operations import Operations
 from controller.settings import Settings
 from controller.sockets import Slots, serve_socket
+from reconcilers.clock import Clock
 from reconcilers.runtime import Runtime
 from ui.dashboard import serve_dashboard
 
@@ -23,10 +24,12 @@ __all__ = ["build_hive", "run_daemon"]
 log = logging.getLogger(__name__)
 
 
-def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
+def build_hive(
+    settings: Settings, runtime: Runtime | None = None, clock: Clock | None = None
+) -> Hive:
     """The hive with every component the daemon serves (on `runtime`, else the one the
-    settings name)."""
-    hive = Hive(settings, runtime)
+    settings name; on `clock`, else the system's)."""
+    hive = Hive(settings, runtime, clock)
     ops = Operations(hive)
 
     async def host_socket(tg: anyio.abc.TaskGroup) -> None:
