@@ -144,7 +144,7 @@ async def _state(swarm: Swarm, name: str, state: str) -> bool:
 async def test_an_agent_over_its_budget_is_held_and_a_raised_budget_lifts_it(
     swarm: Swarm,
 ) -> None:
-    tiny = f"description = \"costs\"\nmodel = {PRICED}\nbudget_usd_per_day = 0.00001\n"
+    tiny = f'description = "costs"\nmodel = {PRICED}\nbudget_usd_per_day = 0.00001\n'
     await apply_tree(swarm, {"agents/alice/agent.toml": tiny}, idle=("alice",))
     swarm.api.script(text("that cost something", when=woke("alice")))
     async with admin(swarm.hive) as client:
