@@ -53,6 +53,7 @@ class Views:
 
     async def agents(self) -> dict[str, Any]:
         rows = await self.ops.agents()
+        _, hive_spend = await self.ops.spend()
         last_runs = await self._last_runs()
         turns = self.ops.turns()
         lines = [
@@ -64,7 +65,7 @@ class Views:
             )
             for row in rows
         ]
-        return {"agents": lines}
+        return {"agents": lines, "hive_spend": hive_spend}
 
     async def _last_runs(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

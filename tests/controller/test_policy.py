@@ -74,7 +74,7 @@ async def test_a_bad_hive_toml_is_an_error_on_its_approval_and_cannot_be_approve
         async with admin(hive) as client:
             (shown,) = await client.call("approvals")
         assert shown["errors"] == list(approval.errors)
-        with pytest.raises(InvalidError, match="hive.toml: budget"):
+        with pytest.raises(InvalidError, match=r"hive\.toml: budget"):
             await hive.approvals.approve(approval.id)
         assert hive.policy == Policy()
 

@@ -38,7 +38,7 @@ async def apply(hive: Hive, clone: Clone, files: dict[str, str]) -> int:
 
     (approval,) = await wait_for(pending)
     await hive.approvals.approve(approval.id)
-    return approval.id
+    return int(approval.id)
 
 
 async def alice_toml(hive: Hive) -> bytes:

@@ -131,7 +131,7 @@ async def test_an_agent_over_its_turns_per_hour_is_held_with_its_inbox_kept(
         assert await swarm.hive.records.hold("alice") is None
 
         async def inbox_empty() -> bool:
-            return await client.call("inbox", name="alice") == []
+            return bool(await client.call("inbox", name="alice") == [])
 
         await wait_for(inbox_empty, timeout=60)
     assert await swarm.hive.records.hold("alice") is None  # excused for the hour
@@ -181,7 +181,10 @@ async def test_a_looping_ask_operator_is_rated_and_cancelled_in_one_wake(swarm: 
         assert "rate limit: 2 questions per hour; next in 1800 s" in tool_text(refused)
         await swarm.wait_idle("hm1nd")
         assert len(await client.call("questions")) == 2
-        resolved = lambda r: "resolved one of your questions" in r.last_user_text  # noqa: E731
+
+        def resolved(r: SeenRequest) -> bool:
+            return "resolved one of your questions" in r.last_user_text
+
         swarm.api.script(text("understood", when=resolved))
         cancelled = await client.call("questions-cancel", agent="hm1nd")
         assert cancelled["cancelled"] == 2
