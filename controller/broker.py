@@ -416,8 +416,10 @@ class Broker:
             if sender is not None:
                 where, args = where + " AND sender=?", (*args, sender)
             rows = db.execute(
-                f"UPDATE messages SET acked_at=?, purged_at=? WHERE {where} RETURNING {_COLUMNS}",
-                (now, now, *args),
+                # Delivered too: an undelivered row is what a `recv` claims.
+                "UPDATE messages SET delivered_at=?, acked_at=?, purged_at=? "
+                f"WHERE {where} RETURNING {_COLUMNS}",
+                (now, now, now, *args),
             ).fetchall()
             return sorted((_message(r) for r in rows), key=lambda m: m.id)
 

@@ -227,6 +227,8 @@ async def test_a_held_agents_inbox_is_kept_and_can_be_purged_into_the_audit_log(
             assert event["agent"] == "alice" and event["purged"] == 3
             assert [m["body"] for m in event["messages"]] == ["spam 0", "spam 1", "spam 2"]
             assert (await client.call("inbox-purge", name="alice"))["purged"] == 1
+            async with await connect_harness(hive, "alice") as alice:  # nothing comes back
+                assert await alice.call("recv", lease=True) is None
             with pytest.raises(ProtocolError, match="no agent"):
                 await client.call("inbox", name="nobody")
 
