@@ -96,6 +96,7 @@ class Hive:
         # The hive's policy (hive.toml) at applied main, kept with it by `applied_moved`.
         self.policy = Policy()
         self.policy_error: str | None = None
+        self._limits: dict[str, AgentLimits] = {}  # by agent, for applied main as cached
         self._applied_lock = anyio.Lock()
         # (name, subtree oid) -> parsed agent: a rev's content never changes.
         self._agent_trees: OrderedDict[tuple[str, str], AgentTree] = OrderedDict()
@@ -232,15 +233,23 @@ class Hive:
 
     async def _load_policy(self, sha: str) -> None:
         self.policy, self.policy_error = await self.git.applied_policy(sha or None)
+        self._limits = {}
         if self.policy_error is not None:
             log.warning(
                 "hive.toml at applied main is not valid (defaults apply): %s", self.policy_error
             )
 
     async def limits_for(self, name: str) -> AgentLimits:
-        """The limits that hold for one agent: hive.toml, overridden by its agent.toml."""
+        """The limits that hold for one agent: hive.toml, overridden by its agent.toml
+        (asked on every send: kept per agent until applied main moves)."""
+        found = self._limits.get(name)
+        if found is not None:
+            return found
         desired = await self.applied_agent(name)
-        return self.policy.for_agent(desired.spec if desired is not None else None)
+        limits = self.policy.for_agent(desired.spec if desired is not None else None)
+        if len(self._limits) < AGENT_TREE_CACHE:
+            self._limits[name] = limits
+        return limits
 
     async def applied_agent(self, name: str) -> AgentTree | None:
         """One agent of the cached applied `main`, parsed; git only for an unseen rev."""
