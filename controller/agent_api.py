@@ -4,7 +4,7 @@ agent and manager commands are refused (and logged) on any other agent's socket.
 all this adapter decides; what a command does is a call on `Operations`.
 
 Within an agent, the harness has more rights than what claude runs (the MCP server, the
-model's tools): the turn loop's lease (`recv` with `lease`, `ack`, `release`) and its
+model's tools): the turn loop's lease (`recv` with `lease`, `ack`, `release`, `reclaim`) and its
 turn state. A session gets them with `auth` and the key hive-c0re minted for the running
 harness (in `<state>/agents/<name>/key/`, handed only to the harness); without it they
 are `forbidden`. No command here sends as anyone but this agent: sender `operator` comes
@@ -46,13 +46,18 @@ class AgentSession:
     @property
     def busy(self) -> bool:
         """A connection holding a leased message (a turn in progress) never times out:
-        closing it would hand the message out again and the turn would run twice."""
+        the harness is busy with its turn, not idle."""
         return bool(self.leases)
 
     async def close(self) -> None:
-        released = await self.ops.release_owner(self.owner)
-        if released:
-            log.info("%s disconnected; %d leased message(s) returned", self.agent, released)
+        orphaned = await self.ops.orphan_leases(self.owner)
+        if orphaned:
+            log.info(
+                "%s disconnected holding %d leased message(s); they wait for its harness to "
+                "reclaim them",
+                self.agent,
+                orphaned,
+            )
 
     def require_manager(self, cmd: str) -> None:
         if self.agent != MANAGER:
@@ -83,6 +88,13 @@ class RecvArgs(Args):
 
 class IdArgs(Args):
     id: int
+
+
+MAX_RECLAIM = 64
+
+
+class ReclaimArgs(Args):
+    ids: list[int] = Field(max_length=MAX_RECLAIM)
 
 
 class TurnArgs(Args):
@@ -147,6 +159,16 @@ async def release(s: AgentSession, a: IdArgs) -> dict[str, object]:
         raise
     s.leases.discard(a.id)
     return {}
+
+
+@agent_commands.command("reclaim", ReclaimArgs)
+async def reclaim(s: AgentSession, a: ReclaimArgs) -> dict[str, object]:
+    """After a reconnect: lease the harness's unsettled wake messages to this session
+    again (it then acks or releases them); answers the ids it got back."""
+    s.require_harness("reclaim")
+    taken = await s.ops.reclaim(s.agent, a.ids, s.owner)
+    s.leases.update(taken)
+    return {"reclaimed": taken}
 
 
 @agent_commands.command("inbox", InboxArgs)

@@ -2,9 +2,17 @@
 
 Messages live in sqlite. Delivery has two modes:
 - *leased* (`recv(lease=True)`, the harness's wake): the message is delivered but stays
-  unacknowledged until `ack`; `release`, or the connection closing, makes it deliverable
-  again, so a turn that dies loses nothing;
+  unacknowledged until `ack`; `release` makes it deliverable again, so a turn that dies
+  loses nothing;
 - *acknowledged at once* (`lease=False`, the `recv` tool inside a turn).
+
+A lease outlives its connection, and hive-c0re: when the harness's connection closes, or
+at the broker's start, its leases become *orphans* (`lease = 0`), delivered to nobody.
+A harness that reconnects mid-turn takes its wake message back with `reclaim` and then
+settles it, so a daemon crash mid-turn does not run the turn twice. Orphans nobody takes
+back go to the agent's next leased `recv` (only one harness runs per agent, and its turn
+loop reclaims before it receives, so a leased `recv` with orphans left over means their
+turn died), or at once to a leased `recv` already waiting when the lease is orphaned.
 
 Sends are group-committed: concurrent sends queue up and one writer commits them in a
 single transaction, each sender answered after its commit. A `recv` that finds nothing
@@ -53,6 +61,8 @@ MAX_WAIT = 180.0
 OPERATOR = "operator"
 
 _COLUMNS = "id, sender, recipient, kind, body, created_at, delivered_at, acked_at"
+# The lease of a delivered message whose holder is gone (owners count from 1).
+_ORPHAN = 0
 # What a row costs a page beyond its body: its other fields as JSON.
 _ROW_BYTES = 200
 
@@ -105,7 +115,9 @@ class Broker:
         self._sends = CountRate("send", "minute", clock or SystemClock())
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
-        self._owners = itertools.count(1)
+        self._owners = itertools.count(_ORPHAN + 1)
+        # Recipients that may have orphaned leases (read and changed under the store lock).
+        self._orphans: set[str] = set()
         # Sends queue here for the writer; a plain deque and one event are the cheapest
         # hand-off (a memory stream costs a checkpoint per item on each side).
         self._outbox: deque[_Outgoing] = deque()
@@ -119,10 +131,14 @@ class Broker:
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        # Leases belong to connections, and no connection outlives the daemon.
-        await self.store.call(
-            lambda db: db.execute("UPDATE messages SET delivered_at=NULL WHERE acked_at IS NULL")
+        # No connection outlives the daemon, but a harness mid-turn may: it reclaims.
+        orphans = await self.store.call(
+            lambda db: db.execute(
+                f"UPDATE messages SET lease={_ORPHAN} WHERE acked_at IS NULL "
+                "AND delivered_at IS NOT NULL RETURNING recipient"
+            ).fetchall()
         )
+        self._orphans.update(row[0] for row in orphans)
         self._serving = True
         task_status.started()
         try:
@@ -304,6 +320,8 @@ class Broker:
     def _claim_or_wait(
         self, db: sqlite3.Connection, waiter: _Waiter, register: bool
     ) -> Message | None:
+        if waiter.owner is not None and waiter.recipient in self._orphans:
+            self._free_orphans(db, waiter.recipient)
         message = self._claim(db, waiter)
         if message is None and register:
             with self._waiters_lock:
@@ -388,21 +406,60 @@ class Broker:
         await self.store.call(q)
         await self._rehand(message.recipient)
 
-    async def release_owner(self, owner: int) -> int:
-        """Return every message leased to `owner` (its connection closed)."""
+    async def orphan_owner(self, owner: int) -> int:
+        """`owner`'s connection closed: its leases become orphans, to be reclaimed by
+        its harness when it reconnects. A leased receiver already waiting for the same
+        recipient shows that no turn holds them: they go to it at once."""
 
-        def q(db: sqlite3.Connection) -> list[str]:
+        def q(db: sqlite3.Connection) -> tuple[int, set[str]]:
             rows = db.execute(
-                "UPDATE messages SET delivered_at=NULL, lease=NULL "
+                f"UPDATE messages SET lease={_ORPHAN} "
                 "WHERE lease=? AND acked_at IS NULL RETURNING recipient",
                 (owner,),
             ).fetchall()
-            return [r[0] for r in rows]
+            recipients = {r[0] for r in rows}
+            self._orphans.update(recipients)
+            waiting = {r for r in recipients if self._lease_waiting(r)}
+            for recipient in waiting:
+                self._free_orphans(db, recipient)
+            return len(rows), waiting
 
-        recipients = await self.store.call(q)
-        for recipient in set(recipients):
+        orphaned, waiting = await self.store.call(q)
+        for recipient in waiting:
             await self._rehand(recipient)
-        return len(recipients)
+        return orphaned
+
+    async def reclaim(self, recipient: str, ids: list[int], owner: int) -> list[int]:
+        """Lease to `owner` those of `ids` that are `recipient`'s, delivered and not yet
+        acknowledged (orphaned, or still leased to a connection of the same harness that
+        the daemon has not yet seen close); the ids it took, in order."""
+
+        def q(db: sqlite3.Connection) -> list[int]:
+            taken = []
+            for message_id in ids:
+                cur = db.execute(
+                    "UPDATE messages SET lease=? WHERE id=? AND recipient=? "
+                    "AND delivered_at IS NOT NULL AND acked_at IS NULL",
+                    (owner, message_id, recipient),
+                )
+                if cur.rowcount:
+                    taken.append(message_id)
+            return taken
+
+        return await self.store.call_fast(q)
+
+    def _lease_waiting(self, recipient: str) -> bool:
+        with self._waiters_lock:
+            return any(w.owner is not None for w in self._waiters.get(recipient, ()))
+
+    def _free_orphans(self, db: sqlite3.Connection, recipient: str) -> None:
+        """Make `recipient`'s orphaned leases deliverable again (under the store lock)."""
+        db.execute(
+            f"UPDATE messages SET delivered_at=NULL, lease=NULL WHERE recipient=? "
+            f"AND lease={_ORPHAN} AND acked_at IS NULL",
+            (recipient,),
+        )
+        self._orphans.discard(recipient)
 
     async def purge(self, recipient: str, sender: str | None = None) -> list[Message]:
         """Take `recipient`'s undelivered messages (only `sender`'s, if given) out of its

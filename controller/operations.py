@@ -444,9 +444,13 @@ class Operations:
         """A lease owner for one connection's `recv`s."""
         return self.hive.broker.new_owner()
 
-    async def release_owner(self, owner: int) -> int:
-        """A connection closed: its leased messages become deliverable again."""
-        return await self.hive.broker.release_owner(owner)
+    async def orphan_leases(self, owner: int) -> int:
+        """A connection closed: its leases wait for their harness to reclaim them."""
+        return await self.hive.broker.orphan_owner(owner)
+
+    async def reclaim(self, agent: str, ids: list[int], owner: int) -> list[int]:
+        """The harness reconnected mid-turn: its wake messages are leased to it again."""
+        return await self.hive.broker.reclaim(agent, ids, owner)
 
     # --- approvals -------------------------------------------------------------------
 

@@ -3,7 +3,11 @@
 The loop long-polls `recv(lease=True)` on the agent's socket, so a message is leased to
 this harness until the turn ends: it is acknowledged when the turn finishes (or when the
 operator cancelled it), and released when claude failed, so a dead turn is delivered
-again. Every stream-json event is kept in the history and published on `live` for the
+again. A turn outlives a lost connection (hive-c0re restarting, say): the message it
+woke on stays *unsettled* until the harness has reconnected, taken its lease back with
+`reclaim`, and acknowledged or released it, so the turn is not run a second time.
+
+Every stream-json event is kept in the history and published on `live` for the
 agent's page. Turn state (idle / thinking / offline, with the last turn's duration, cost
 and tokens) is reported to hive-c0re so the dashboard shows it too.
 
@@ -118,6 +122,9 @@ class Agent:
         self._client: Client | None = None
         self._control: Client | None = None
         self._compact = False
+        # The wake message whose turn ended but whose ack/release has not reached
+        # hive-c0re yet, with the verb it is owed.
+        self._unsettled: tuple[int, str] | None = None
         self._backoff = Backoff(config.retry_base, config.retry_cap)
 
     # --- operator controls ---------------------------------------------------------
@@ -212,6 +219,7 @@ class Agent:
     async def _connected_loop(self) -> None:
         self._client = await self._connect()
         async with self._client:
+            await self._settle_unsettled()
             self.whoami = await self._client.call("whoami")
             await self._report("idle")
             failures = 0
@@ -224,16 +232,36 @@ class Agent:
                 self.live.publish("wake", message=message)
                 result = await self._turn(message)
                 if result is not None and (result.ok or result.cancelled):
-                    await self._client.call("ack", id=message["id"])
+                    await self._settle(message["id"], "ack")
                     failures = 0
                     await self._report("idle")
                     continue
-                await self._client.call("release", id=message["id"])
+                await self._settle(message["id"], "release")
                 failures += 1
                 delay = self._backoff.delay(failures)
                 reason = self.reason if result is None else _failure(result)
                 await self._report("offline", f"{reason}; retrying in {delay:.0f}s")
                 await anyio.sleep(delay)
+
+    async def _settle(self, message_id: int, verb: str) -> None:
+        """`ack` or `release` the wake message; if the connection is lost on the way,
+        the next connection reclaims and settles it."""
+        assert self._client is not None
+        self._unsettled = (message_id, verb)
+        await self._client.call(verb, id=message_id)
+        self._unsettled = None
+
+    async def _settle_unsettled(self) -> None:
+        if self._unsettled is None:
+            return
+        assert self._client is not None
+        message_id, verb = self._unsettled
+        got = await self._client.call("reclaim", ids=[message_id])
+        if message_id in got["reclaimed"]:
+            await self._client.call(verb, id=message_id)
+        else:  # settled already, by the call whose answer was lost
+            log.info("message %d was settled before the connection was lost", message_id)
+        self._unsettled = None
 
     async def _turn(self, message: dict[str, Any]) -> TurnResult | None:
         assert self.history is not None and self._client is not None

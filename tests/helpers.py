@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -234,3 +235,11 @@ def kill_strays(root: Path) -> list[int]:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed.append(int(proc.name))
     return killed
+
+
+def kill_agents_of(state: Path) -> None:
+    """SIGTERM every agent a hive-c0re subprocess left behind (agents outlive it)."""
+    for proc_json in (state / "agents").glob("*/proc.json"):
+        pid = json.loads(proc_json.read_text())["pid"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)

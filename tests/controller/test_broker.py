@@ -85,6 +85,55 @@ async def test_a_leased_message_comes_back_when_its_connection_dies(short_dir: P
         assert rows[0].acked_at is not None
 
 
+async def test_a_harness_that_reconnects_mid_turn_reclaims_its_lease(short_dir: Path) -> None:
+    async with running_hive(hive_settings(short_dir)) as hive:
+        await with_agents(hive, short_dir, "alice", "bob")
+        async with admin(hive) as op:
+            await op.call("send", to="alice", body="a long job")
+            other = await op.call("send", to="bob", body="not alice's")
+        first = await connect_harness(hive, "alice")
+        message = await first.call("recv", wait_seconds=1, lease=True)
+        await first.aclose()  # the connection is lost while the turn goes on
+        await anyio.sleep(0.05)
+        again = await connect_harness(hive, "alice")
+        async with again:
+            # Nobody is handed the message in the meantime, not even the model's recv.
+            assert await again.call("recv", wait_seconds=0) is None
+            got = await again.call("reclaim", ids=[message["id"], other["id"], 10**6])
+            assert got == {"reclaimed": [message["id"]]}
+            await again.call("ack", id=message["id"])
+            assert await again.call("recv", wait_seconds=0, lease=True) is None
+            assert await again.call("reclaim", ids=[message["id"]]) == {"reclaimed": []}
+        (row,) = await hive.broker.messages("alice")
+        assert row.acked_at is not None
+
+
+async def test_a_lease_outlives_a_restart_of_hive_c0re(short_dir: Path) -> None:
+    settings = hive_settings(short_dir)
+    async with running_hive(settings) as hive:
+        await with_agents(hive, short_dir, "alice")
+        async with admin(hive) as op:
+            kept = await op.call("send", to="alice", body="mid-turn when the daemon died")
+            dead = await op.call("send", to="alice", body="its turn died with the daemon")
+        harness = await connect_harness(hive, "alice")
+        async with harness:
+            assert (await harness.call("recv", wait_seconds=1, lease=True))["id"] == kept["id"]
+            dying = await connect_harness(hive, "alice")
+            async with dying:
+                assert (await dying.call("recv", wait_seconds=1, lease=True))["id"] == dead["id"]
+    async with running_hive(settings) as hive:
+        harness = await connect_harness(hive, "alice")
+        async with harness:
+            assert await harness.call("recv", wait_seconds=0) is None
+            assert await harness.call("reclaim", ids=[kept["id"]]) == {"reclaimed": [kept["id"]]}
+            # A leased recv after the reclaim: the orphan nobody took back is a dead turn's.
+            again = await harness.call("recv", wait_seconds=1, lease=True)
+            assert again["id"] == dead["id"]
+            await harness.call("ack", id=kept["id"])
+            await harness.call("ack", id=dead["id"])
+        assert all(row.acked_at for row in await hive.broker.messages("alice"))
+
+
 async def test_release_hands_the_message_to_a_waiting_receiver(short_dir: Path) -> None:
     async with running_hive(hive_settings(short_dir)) as hive:
         await with_agents(hive, short_dir, "alice")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ from controller.bus import Bus
 from controller.gate import Gate
 from controller.store import Store
 from gitstore.store import GitStore
-from tests.helpers import Clone, land
+from tests.helpers import Clone, kill_agents_of, land
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,10 +90,7 @@ class Daemon:
         return int(proc["pid"])
 
     def stop_agents(self) -> None:
-        for proc_json in (self.root / "state" / "agents").glob("*/proc.json"):
-            pid = json.loads(proc_json.read_text())["pid"]
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+        kill_agents_of(self.root / "state")
 
 
 @pytest.fixture

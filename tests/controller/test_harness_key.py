@@ -21,6 +21,7 @@ HARNESS_ONLY = (
     ("recv", {"wait_seconds": 0, "lease": True}),
     ("ack", {"id": 1}),
     ("release", {"id": 1}),
+    ("reclaim", {"ids": [1]}),
 )
 
 

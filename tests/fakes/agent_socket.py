@@ -66,6 +66,8 @@ class AgentSocket:
             return self.inbox.pop(0) if self.inbox else None
         if cmd in ("ack", "release", "turn_state"):
             return {}
+        if cmd == "reclaim":
+            return {"reclaimed": list(args.get("ids", []))}
         if cmd == "whoami":
             role = "manager" if self.manager else "agent"
             return {"name": self.name, "role": role, "model": "", "prompt": "", "allowed_tools": []}

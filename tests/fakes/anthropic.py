@@ -115,6 +115,8 @@ class Reply:
     when: Callable[[SeenRequest], bool] | None = None
     delay: float = 0.0
     hang: bool = False
+    # The reply waits for this event (a turn held mid-flight until the test lets it end).
+    until: asyncio.Event | None = None
     usage: Mapping[str, int] = field(
         default_factory=lambda: {"input_tokens": 10, "output_tokens": 5}
     )
@@ -125,9 +127,13 @@ class Reply:
 
 
 def text(
-    body: str, *, when: Callable[[SeenRequest], bool] | None = None, delay: float = 0.0
+    body: str,
+    *,
+    when: Callable[[SeenRequest], bool] | None = None,
+    delay: float = 0.0,
+    until: asyncio.Event | None = None,
 ) -> Reply:
-    return Reply((_Text(body),), when=when, delay=delay)
+    return Reply((_Text(body),), when=when, delay=delay, until=until)
 
 
 def tool_use(
@@ -240,6 +246,8 @@ class FakeAnthropic:
         self._record(seen)
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.until is not None:
+            await reply.until.wait()
         model = str(body.get("model", "claude-fake"))
         if not body.get("stream"):
             return web.json_response(self._message(reply, model, final=True))

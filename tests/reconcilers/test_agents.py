@@ -291,12 +291,14 @@ async def test_a_slow_update_of_one_agent_does_not_block_another(tmp_path: Path)
         await rig.settle("alice", "bob")
         slow = rig.runtime.gate("update", "alice")  # a `nixos-container update` of minutes
         rig.clone.add_agent("alice", "v2")
-        rig.clone.add_agent("bob", "v2")
-        await rig.apply("both v2")
+        await rig.apply("alice v2")
         rig.queue.add("alice")
-        rig.queue.add("bob")
         with anyio.fail_after(5):
             await slow.entered.wait()
+        # Only now bob changes: his update must run while alice's is still held.
+        rig.clone.add_agent("bob", "v2")
+        await rig.apply("bob v2")
+        rig.queue.add("bob")
 
         async def bob_is_current() -> bool:
             status = await rig.records.status("bob")
