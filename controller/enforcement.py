@@ -94,8 +94,9 @@ class Enforcer:
                 f"{limits.max_tool_calls_per_turn}: it was interrupted",
             )
         await self.check(agent)
-        if self.policy().hive_budget_usd_per_day is not None:
-            for name in self.names():
+        cap = self.policy().hive_budget_usd_per_day
+        if cap is not None and await self.usage.spent_today() >= cap:
+            for name in self.names():  # the hive's budget is spent: every agent is held
                 if name != agent:
                     await self.check(name)
         return turn

@@ -128,7 +128,7 @@ async def test_a_budget_hold_is_lifted_by_the_next_utc_day(short_dir: Path) -> N
             await report(harness, turn(2, 0.6))
         assert await hive.records.hold("alice") == "budget"
         await wait_for(lambda: _stopped(hive, "alice"))
-        (event,) = await hive.eventlog.recent(type_prefix="agent.limited")
+        (event,) = await wait_for(lambda: hive.eventlog.recent(type_prefix="agent.limited"))
         assert "spent $1.2000 today (UTC), its budget is $1.00 a day" in event["message"]
         clock.advance(3600)  # 23:00: the same day, still held
         await hive.enforcer.review()
@@ -190,8 +190,11 @@ async def test_the_hive_budget_holds_every_agent(short_dir: Path) -> None:
         await hive.enforcer.review()
         assert await hive.records.hold("bob") is None
         await apply(hive, short_dir, {"hive.toml": "hive_budget_usd_per_day = 10\n"})
-        await wait_for(lambda: _no_hold(hive, "alice"))
-        assert await hive.records.holds() == {}
+        await wait_for(lambda: _no_holds(hive))
+
+
+async def _no_holds(hive: Hive) -> bool:
+    return await hive.records.holds() == {}
 
 
 async def test_a_held_agents_inbox_is_kept_and_can_be_purged_into_the_audit_log(
@@ -223,7 +226,7 @@ async def test_a_held_agents_inbox_is_kept_and_can_be_purged_into_the_audit_log(
                 "spam 1",
                 "spam 2",
             ]
-            (event,) = await client.call("events", type="message.purged")
+            (event,) = await wait_for(lambda: client.call("events", type="message.purged"))
             assert event["agent"] == "alice" and event["purged"] == 3
             assert [m["body"] for m in event["messages"]] == ["spam 0", "spam 1", "spam 2"]
             assert (await client.call("inbox-purge", name="alice"))["purged"] == 1

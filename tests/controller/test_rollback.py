@@ -66,7 +66,7 @@ async def test_hive_rollback_proposes_the_previous_tree_as_one_approval(short_di
             {"agent": "hm1nd", "action": "none"},
         ]
         assert rollback["errors"] == [] and rollback["note"].startswith(f"rollback to {one[:12]}")
-        (event,) = await client.call("events", type="approval.rollback")
+        (event,) = await wait_for(lambda: client.call("events", type="approval.rollback"))
         assert event["automatic"] is False and event["to"] == one
         approved = await client.call("approve", id=rollback["id"])
         assert approved["status"] == "approved"
@@ -142,15 +142,19 @@ async def test_an_approval_that_leaves_an_agent_not_ready_is_rolled_back_by_itse
         assert await hive.approvals.query("pending") == []
         clock.advance(31)
 
-        async def rolled() -> Any:
-            return [a for a in await hive.approvals.query() if a.kind == "rollback"]
+        # The event comes once the rollback is proposed (noted, and approved if so set).
+        (event,) = await wait_for(lambda: hive.eventlog.recent(type_prefix="approval.rollback"))
+        assert event["automatic"] is True
 
-        (rollback,) = await wait_for(rolled)
+        async def decided() -> Any:
+            found = await hive.approvals.get(event["approval"]["id"])
+            return found if mode == "propose" or found.status == "approved" else None
+
+        rollback = await wait_for(decided)
+        assert rollback.kind == "rollback"
         assert rollback.note.startswith(f"automatic rollback to {good[:12]}: alice not Ready")
         assert f"60 s after approval #{broken}" in rollback.note
         assert rollback.author == "hive-c0re <hive-c0re@hive>"
-        (event,) = await hive.eventlog.recent(type_prefix="approval.rollback")
-        assert event["automatic"] is True
         if mode == "apply":
             assert (rollback.status, rollback.approver) == ("approved", AUTO_APPROVER)
             assert await alice_toml(hive) == b'description = "fine"\n'

@@ -124,7 +124,7 @@ async def test_an_agent_over_its_turns_per_hour_is_held_with_its_inbox_kept(
         # The third job was not lost: it waits in the inbox.
         inbox = await client.call("inbox", name="alice")
         assert [m["body"] for m in inbox] == ["job 2"]
-        (event,) = await events_of(swarm, "agent.limited")
+        (event,) = await wait_for(lambda: events_of(swarm, "agent.limited"))
         assert event["hold"] == "turns" and "2 turns within the last hour" in event["message"]
         # The operator lets it run on: the hold is lifted and the job is done.
         await client.call("start", name="alice")
@@ -211,4 +211,5 @@ async def test_hive_cancel_interrupts_the_running_turn(swarm: Swarm) -> None:
         assert swarm.hive.turns["alice"]["last_turn"]["status"] == "cancelled"
         assert await client.call("inbox", name="alice") == []
         assert (await client.call("cancel", name="alice"))["cancelled"] is False
-    assert [e["agent"] for e in await events_of(swarm, "agent.cancel")] == ["alice"]
+    cancels = await wait_for(lambda: events_of(swarm, "agent.cancel"))
+    assert [e["agent"] for e in cancels] == ["alice"]
