@@ -31,6 +31,7 @@ import anyio
 from _agents import declare
 from _utils import REPO, open_hive, quiet_logs, remove, scratch_dir, stats
 
+from controller.quotas import CountRate
 from tests.helpers import connect_harness
 
 _P50 = re.compile(r"hive send -> recv wake\s+n=\d+\s+p50=\s*([\d.]+) ms")
@@ -61,8 +62,9 @@ def broker_run(tree: Path) -> tuple[float, float]:
     return float(wake.group(1)), float(rate.group(1).replace(",", ""))
 
 
-async def turn_reports(reports: int) -> tuple[list[float], list[float]]:
-    """`turn_state` round trips with a finished turn (recorded) and without one."""
+async def turn_reports(reports: int) -> tuple[list[float], list[float], float]:
+    """`turn_state` round trips with a finished turn (recorded) and without one; and the
+    CPU time per send of what the send path gained (the sender's limits and its bucket)."""
     root = scratch_dir()
     try:
         async with open_hive(root) as hive:
@@ -82,7 +84,14 @@ async def turn_reports(reports: int) -> tuple[list[float], list[float]]:
                     await harness.call("turn_state", state="thinking")
                     without.append(time.perf_counter() - started)
             assert sum(r.turns for r in await hive.usage.by_day("alice")) == reports
-            return with_turn, without
+            rate = CountRate("send", "minute", hive.clock)
+            calls = 50_000  # within one bucket of 100,000: none is refused
+            started = time.process_time()
+            for _ in range(calls):
+                limits = await hive.limits_for("alice")
+                rate.spend("alice", max(limits.send_per_minute, 100_000))
+            per_send = (time.process_time() - started) / calls
+            return with_turn, without, per_send
     finally:
         remove(root, keep=False)
 
@@ -123,7 +132,10 @@ def main() -> None:
         print(f"after / before: wake p50 {aw / bw:.2f}x, throughput {ar / br:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    with_turn, without = anyio.run(turn_reports, args.reports)
+    with_turn, without, per_send = anyio.run(turn_reports, args.reports)
+    print(
+        f"send path: the sender's limits + its counted bucket: {per_send * 1e6:.2f} us CPU per send"
+    )
     print(stats(with_turn).line("turn_state with a finished turn", 36))
     print(stats(without).line("turn_state without one (before)", 36))
     extra = stats(with_turn).p50 - stats(without).p50
