@@ -21,6 +21,7 @@ from controller.host_spec import (
     DenyArgs,
     EventsArgs,
     InboxArgs,
+    LogsArgs,
     MessagesArgs,
     NameArgs,
     OptionalNameArgs,
@@ -31,11 +32,13 @@ from controller.host_spec import (
     SendArgs,
     UsageArgs,
 )
+from controller.notify import Delivery
 from controller.operations import LIFECYCLE, JSONObject, Operations, Verb
 from controller.values import (
     AgentRow,
     AppliedReset,
     Approval,
+    ApprovalPatch,
     CancelledQuestions,
     Message,
     Purged,
@@ -93,6 +96,16 @@ async def approve(s: HostSession, a: ApprovalIdArgs) -> Approval:
 @host_commands.implement("deny")
 async def deny(s: HostSession, a: DenyArgs) -> Approval:
     return await s.ops.deny(a.id, a.reason)
+
+
+@host_commands.implement("diff")
+async def diff(s: HostSession, a: ApprovalIdArgs) -> ApprovalPatch:
+    return await s.ops.diff(a.id)
+
+
+@host_commands.implement("logs")
+async def logs(s: HostSession, a: LogsArgs) -> list[str]:
+    return await s.ops.logs(a.name, a.lines)
 
 
 @host_commands.implement("applied-reset")
@@ -199,6 +212,11 @@ async def cancel_question(s: HostSession, a: QuestionIdArgs) -> Question:
 @host_commands.implement("events")
 async def events(s: HostSession, a: EventsArgs) -> list[JSONObject]:
     return await s.ops.events(a.limit, a.type, a.before_id)
+
+
+@host_commands.implement("notify-test")
+async def notify_test(s: HostSession, _: NoArgs) -> list[Delivery]:
+    return await s.ops.notify_test()
 
 
 @host_commands.implement("watch")

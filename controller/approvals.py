@@ -71,6 +71,12 @@ def _select(db: sqlite3.Connection, approval_id: int) -> Approval:
     return _row(db.execute("SELECT * FROM approvals WHERE id=?", (approval_id,)).fetchone())
 
 
+def _status_where(status: str | None, decided: bool) -> tuple[str, tuple[str, ...]]:
+    if decided:
+        return "status != 'pending'", ()
+    return ("status=?", (status,)) if status is not None else ("1", ())
+
+
 def _plan_json(plan: Plan) -> str:
     return json.dumps([{"agent": s.agent, "action": s.action.value} for s in plan.steps])
 
@@ -154,6 +160,32 @@ class ApprovalBook:
         if found is None:
             raise NotFoundError(f"no approval #{approval_id}; `hive approvals` lists them")
         return found
+
+    async def count(self, status: str | None = None, *, decided: bool = False) -> int:
+        """How many approvals there are of `status` (any with None; every status but
+        pending with `decided`)."""
+
+        def q(db: sqlite3.Connection) -> int:
+            where, args = _status_where(status, decided)
+            sql = f"SELECT count(*) FROM approvals WHERE {where}"
+            return int(db.execute(sql, args).fetchone()[0])
+
+        return await self.store.call(q)
+
+    async def newest(
+        self, status: str | None, limit: int, offset: int = 0, *, decided: bool = False
+    ) -> list[Approval]:
+        """One screen of approvals newest first (the dashboard's pages)."""
+
+        def q(db: sqlite3.Connection) -> list[Approval]:
+            where, args = _status_where(status, decided)
+            rows = db.execute(
+                f"SELECT * FROM approvals WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            )
+            return [_row(r) for r in rows]
+
+        return await self.store.call(q)
 
     async def count_pending(self) -> int:
         def q(db: sqlite3.Connection) -> int:

@@ -96,6 +96,15 @@ class _Outgoing:
     repeated: bool = False  # the key's message was stored before: `message` is that one
 
 
+@dataclass
+class Tally:
+    """What the broker did since start, as plain counters (read by `/metrics`)."""
+
+    sent: int = 0
+    delivered: int = 0
+    redelivered: int = 0  # given back unacknowledged, to be delivered again
+
+
 class Broker:
     def __init__(
         self,
@@ -123,6 +132,7 @@ class Broker:
         self._outbox: deque[_Outgoing] = deque()
         self._outbox_ready = anyio.Event()
         self._serving = False
+        self.tally = Tally()
 
     def new_owner(self) -> int:
         """A lease owner token: one per connection."""
@@ -182,9 +192,11 @@ class Broker:
                     continue
                 assert out.message is not None
                 if out.waiter is not None:
+                    self.tally.delivered += 1  # handed straight to a waiting recv
                     out.waiter.message = out.message
                     out.waiter.done.set()
                 out.done.set()
+                self.tally.sent += 1
                 self.bus.publish(EventType.MESSAGE_SENT, message=_public(out.message))
 
     # --- sending -------------------------------------------------------------------
@@ -342,6 +354,7 @@ class Broker:
             "UPDATE messages SET delivered_at=?, acked_at=?, lease=? WHERE id=?",
             (now, acked, waiter.owner, row["id"]),
         )
+        self.tally.delivered += 1
         return dataclasses.replace(_message(row), delivered_at=now, acked_at=acked)
 
     def _forget(self, waiter: _Waiter) -> bool:
@@ -360,6 +373,7 @@ class Broker:
 
     async def release(self, recipient: str, message_id: int, owner: int) -> None:
         await self._settle(recipient, message_id, owner, "delivered_at=NULL, lease=NULL", None)
+        self.tally.redelivered += 1
         await self._rehand(recipient)
 
     async def _rehand(self, recipient: str) -> None:
@@ -404,6 +418,7 @@ class Broker:
             self._held.pop(message.recipient, None)
 
         await self.store.call(q)
+        self.tally.redelivered += 1
         await self._rehand(message.recipient)
 
     async def orphan_owner(self, owner: int) -> int:
@@ -454,11 +469,12 @@ class Broker:
 
     def _free_orphans(self, db: sqlite3.Connection, recipient: str) -> None:
         """Make `recipient`'s orphaned leases deliverable again (under the store lock)."""
-        db.execute(
+        freed = db.execute(
             f"UPDATE messages SET delivered_at=NULL, lease=NULL WHERE recipient=? "
             f"AND lease={_ORPHAN} AND acked_at IS NULL",
             (recipient,),
-        )
+        ).rowcount
+        self.tally.redelivered += max(0, freed)
         self._orphans.discard(recipient)
 
     async def purge(self, recipient: str, sender: str | None = None) -> list[Message]:

@@ -9,7 +9,9 @@ daemon's default applies, unless the spec says what `hive` sends instead
 The client imports only the specs and the protocol, never the daemon.
 
 Exit codes: 0 ok; 1 the daemon answered with an error; 2 bad usage; 3 the daemon cannot
-be reached. `--json` prints the protocol's `result` object as is.
+be reached (or went away: `hive watch` and `hive logs -f` say so and exit 3). `--json`
+(before or after the command) prints the protocol's `result` object as is. Colour (`hive
+diff`) only on a terminal, and never with `NO_COLOR` set.
 """
 
 from __future__ import annotations
@@ -70,15 +72,33 @@ def _help(field: FieldInfo, default: object) -> str:
     return text
 
 
+def _several(annotation: Any) -> bool:
+    """A field that takes one value or a list (`str | list[str]`): several positionals."""
+    return any(typing.get_origin(a) is list for a in typing.get_args(annotation))
+
+
 def _add_arguments(sub: argparse.ArgumentParser, spec: Spec) -> None:
+    # Accepted after the command too (`hive status --json`); SUPPRESS keeps one given
+    # before it.
+    sub.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the raw result as JSON",
+    )
+    if spec.follow:
+        sub.add_argument(
+            "-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)"
+        )
     for name in spec.positional:
         field = spec.args.model_fields[name]
         convert, choices, _ = _kind(field.annotation)
+        several = _several(field.annotation)
         sub.add_argument(
             name,
             type=convert,
             choices=choices,
-            nargs=None if field.is_required() else "?",
+            nargs=("+" if several else None) if field.is_required() else "?",
             help=_help(field, None),
         )
     for name, field in spec.args.model_fields.items():
@@ -159,6 +179,8 @@ def request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         value = getattr(ns, name, None)
         if value is None or (value is False and name not in spec.positional):
             continue
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]  # one answer is text; several are a list
         args[name] = value
     if getattr(ns, ALL, False):
         args = {k: v for k, v in args.items() if k not in spec.cli_defaults}
@@ -209,9 +231,61 @@ def _hive_spend(rows: Sequence[dict[str, Any]]) -> str:
     )
 
 
+_SUBJECTS = ("agent", "name", "approval", "question", "message", "to", "recipient")
+
+
+def _brief(value: object) -> str:
+    """A value in a line of an event: an approval or question by its number, a sha
+    short, a list counted past a few."""
+    if isinstance(value, dict):
+        if "id" in value:
+            extra = value.get("status") or value.get("asker") or ""
+            return f"#{value['id']}" + (f"({extra})" if extra else "")
+        return "{" + ", ".join(f"{k}={_brief(v)}" for k, v in list(value.items())[:4]) + "}"
+    if isinstance(value, list):
+        shown = ",".join(_brief(v) for v in value[:4])
+        return shown + (f",+{len(value) - 4}" if len(value) > 4 else "")
+    text = _short(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _event_cells(event: dict[str, Any]) -> dict[str, str]:
+    ts = str(event.get("ts", ""))
+    subject = next((k for k in _SUBJECTS if event.get(k) not in (None, "")), None)
+    rest = [
+        f"{k}={_brief(v)}"
+        for k, v in event.items()
+        if k not in ("id", "type", "ts", subject) and v not in (None, "", [], {})
+    ]
+    return {
+        "time": ts.replace("T", " ")[:23].removesuffix("+00:00"),
+        "type": str(event.get("type", "")),
+        "subject": _brief(event[subject]) if subject else "",
+        "details": " ".join(rest)[:160],
+    }
+
+
 def _event_line(event: dict[str, Any]) -> str:
-    rest = {k: v for k, v in event.items() if k not in ("id", "type", "ts")}
-    return f"{event.get('ts', '')} {event.get('type', '')} {json.dumps(rest, default=str)}"
+    c = _event_cells(event)
+    return f"{c['time']}  {c['type']:<20} {c['subject']:<12} {c['details']}".rstrip()
+
+
+_COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m", "d": "\033[1m"}
+
+
+def coloured(text: str) -> str:
+    """A unified diff with git's colours: additions green, deletions red, hunks cyan."""
+    out = []
+    for line in text.splitlines():
+        colour = _COLOURS.get(line[:1], "")
+        if line.startswith(("+++", "---")) or line.startswith("diff --git"):
+            colour = _COLOURS["d"]
+        out.append(f"{colour}{line}\033[0m" if colour else line)
+    return "\n".join(out)
+
+
+def _colour_wanted() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def render(spec: Spec, result: Any) -> str:
@@ -240,7 +314,18 @@ def render(spec: Spec, result: Any) -> str:
     if spec.view == "template":
         return spec.template.format(**result)
     if spec.view == "events":
-        return "\n".join(_event_line(e) for e in result) if result else spec.empty
+        if not result:
+            return spec.empty
+        return table([_event_cells(e) for e in result], ("time", "type", "subject", "details"))
+    if spec.view == "diff":
+        head = (
+            f"# approval #{result['id']} {result['ref']} {result['sha'][:12]}: "
+            f"{result['files']} file(s), +{result['additions']} -{result['deletions']}"
+        )
+        text = head + "\n" + result["text"].rstrip("\n")
+        return coloured(text) if _colour_wanted() else text
+    if spec.view == "lines":
+        return "\n".join(result)
     if spec.view == "decision":
         line = f"approval #{result['id']} {result['status']}"
         if result.get("applied_sha"):
@@ -265,12 +350,61 @@ async def _run(ns: argparse.Namespace) -> int:
             if spec.streaming:
                 async for event in client.stream(cmd, **args):
                     print(json.dumps(event) if ns.json else _event_line(event), flush=True)
-                return 0
+                print(f"hive: {cmd}: hive-c0re went away (the stream ended)", file=sys.stderr)
+                return EXIT_UNREACHABLE
             result = await client.call(cmd, **args)
+            if spec.page_on and "limit" not in args and spec.page_on not in args:
+                result = await _every_page(client.call, cmd, args, spec.page_on, result)
+            print(json.dumps(result, indent=2) if ns.json else render(spec, result), flush=True)
+            if getattr(ns, "follow", False):
+                await _follow(client.call, cmd, args, result, ns.json)
+        except (anyio.BrokenResourceError, anyio.EndOfStream, anyio.IncompleteRead, OSError):
+            print(f"hive: {cmd}: hive-c0re went away", file=sys.stderr)
+            return EXIT_UNREACHABLE
         except ProtocolError as exc:
-            print(f"hive: {cmd}: {exc.message} ({exc.code})", file=sys.stderr)
-            return EXIT_UNREACHABLE if exc.code == "closed" else EXIT_ERROR
-    print(json.dumps(result, indent=2) if ns.json else render(spec, result))
+            gone = exc.code in ("closed", "unreachable")
+            what = "hive-c0re went away" if gone else f"{exc.message} ({exc.code})"
+            print(f"hive: {cmd}: {what}", file=sys.stderr)
+            return EXIT_UNREACHABLE if gone else EXIT_ERROR
+    return 0
+
+
+FOLLOW_SECONDS = 1.0
+PAGED_ROWS_MAX = 100_000
+
+
+async def _every_page(
+    call: Callable[..., Any], cmd: str, args: dict[str, Any], cursor: str, first: list[Any]
+) -> list[Any]:
+    """`first` and the pages after it, until one is empty."""
+    rows, page = list(first), first
+    while page and len(rows) < PAGED_ROWS_MAX:
+        page = await call(cmd, **{**args, cursor: page[-1]["id"]})
+        rows += page
+    return rows
+
+
+async def _follow(
+    call: Callable[..., Any], cmd: str, args: dict[str, Any], seen: list[str], as_json: bool
+) -> None:
+    """Ask again every second and print the lines after those already printed."""
+    while True:
+        await anyio.sleep(FOLLOW_SECONDS)
+        lines: list[str] = await call(cmd, **{**args, "lines": 5000})
+        fresh = lines[_overlap(seen, lines) :]
+        for line in fresh:
+            print(json.dumps(line) if as_json else line, flush=True)
+        seen = (seen + fresh)[-5000:]
+
+
+def _overlap(old: list[str], new: list[str]) -> int:
+    """How many lines at the start of `new` are the last ones of `old` (the longest
+    such run; only places where `new` repeats `old`'s last line are tried)."""
+    if not old:
+        return 0
+    for i in range(min(len(old), len(new)) - 1, -1, -1):
+        if new[i] == old[-1] and old[len(old) - i - 1 :] == new[: i + 1]:
+            return i + 1
     return 0
 
 

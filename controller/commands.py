@@ -26,7 +26,9 @@ A = TypeVar("A", bound="Args")
 
 # How `hive` prints a result: a table of `columns`, audit-log lines, the line of a
 # decision, `key: value` lines, or the JSON.
-View = Literal["table", "events", "decision", "fields", "status", "template", "json"]
+View = Literal[
+    "table", "events", "decision", "fields", "status", "template", "json", "diff", "lines"
+]
 
 
 class Args(BaseModel):
@@ -62,6 +64,11 @@ class Spec:
     template: str = ""
     # An option's name when it is not the field's (`--from` for `sender`).
     options: Mapping[str, str] = field(default_factory=dict)
+    # `hive` offers `-f`: call again every second and print only what is new (logs).
+    follow: bool = False
+    # Without --limit, `hive` pages on through this cursor (`after_id`, `before_id`)
+    # until a page is empty, so a list never silently stops at one page.
+    page_on: str = ""
 
     @property
     def cli(self) -> tuple[str, ...]:
@@ -69,6 +76,7 @@ class Spec:
 
     def __post_init__(self) -> None:
         named = set(self.positional) | set(self.cli_defaults) | set(self.options)
+        named |= {self.page_on} - {""}
         unknown = named - set(self.args.model_fields)
         if unknown:
             raise ValueError(f"{self.name}: no such arguments: {', '.join(sorted(unknown))}")

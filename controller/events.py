@@ -51,6 +51,9 @@ class EventType(enum.StrEnum):
     QUESTION_ANSWERED = "question.answered"
     QUESTION_CANCELLED = "question.cancelled"
     QUESTION_EXPIRED = "question.expired"
+    NOTIFY_SENT = "notify.sent"  # a notification reached its provider
+    NOTIFY_FAILED = "notify.failed"  # ... did not, after its retries (or was dropped)
+    NOTIFY_INVALID = "notify.invalid"  # hive.toml's [[notify]] tables cannot be read
 
     @property
     def family(self) -> str:
@@ -60,9 +63,13 @@ class EventType(enum.StrEnum):
     @classmethod
     def matching(cls, prefix: str, among: frozenset[EventType] | None = None) -> list[EventType]:
         """The types whose value starts with `prefix` (`approval`, `agent.k`, an exact
-        type), in declaration order; all of them for an empty prefix."""
+        type), in declaration order; all of them for an empty prefix. When none does,
+        those whose second word does: the names people type (`hold`, `kill`, `alarm`)."""
         pool = list(cls) if among is None else [t for t in cls if t in among]
-        return [t for t in pool if t.value.startswith(prefix)]
+        found = [t for t in pool if t.value.startswith(prefix)]
+        if found or "." in prefix:
+            return found
+        return [t for t in pool if t.value.partition(".")[2].startswith(prefix)]
 
 
 # What changes what runs or what the operator decided, kept in the audit log. Messages
@@ -95,5 +102,8 @@ AUDITED = frozenset(
         EventType.QUESTION_ANSWERED,
         EventType.QUESTION_CANCELLED,
         EventType.QUESTION_EXPIRED,
+        EventType.NOTIFY_SENT,
+        EventType.NOTIFY_FAILED,
+        EventType.NOTIFY_INVALID,
     }
 )

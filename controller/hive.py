@@ -25,12 +25,15 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from controller.activity import Activity
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
 from controller.bus import Bus, EventType
 from controller.enforcement import Enforcer
 from controller.eventlog import EventLog
 from controller.gate import Gate
+from controller.metrics import Metrics
+from controller.notify import Notifier
 from controller.questions import Questions
 from controller.quotas import BrokerLimits
 from controller.records import StoreRecords
@@ -85,6 +88,10 @@ class Hive:
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.bus = Bus()
+        self.metrics = Metrics()
+        # When the proposed repo's refs were first seen moving since the last proposals
+        # pass (the start of push -> pending latency); None after a pass.
+        self._proposals_seen: float | None = None
         self.store = Store(settings.state_dir / "hive.sqlite")
         self.git = GitStore(settings.state_dir, settings.limits)
         self.records = StoreRecords(self.store, self.bus)
@@ -123,7 +130,11 @@ class Hive:
             clock=self.clock,
         )
         self.agent_queue = WorkQueue(
-            self.agents.reconcile, workers=settings.workers, backoff=backoff, clock=self.clock
+            self.agents.reconcile,
+            workers=settings.workers,
+            backoff=backoff,
+            clock=self.clock,
+            observe=self.metrics.reconciled,
         )
         self.broker = Broker(
             self.store,
@@ -159,6 +170,8 @@ class Hive:
             released=self.agent_queue.add,
             poll=settings.limits_poll,
         )
+        self.notifier = Notifier(self, self.metrics)
+        self.activity = Activity(self.bus)
         self.proposals = ProposalsReconciler(
             self.git, self.approvals, self.runtime.name_problem, on_main=self._main_seen
         )
@@ -193,10 +206,22 @@ class Hive:
     # --- triggers ------------------------------------------------------------------
 
     async def _reconcile_proposals(self, _key: str) -> Result:
-        await self.proposals.reconcile()
+        seen, self._proposals_seen = self._proposals_seen, None
+        with self.bus.subscribe(types=(EventType.APPROVAL_CREATED,)) as created:
+            await self.proposals.reconcile()
+            if seen is not None:
+                latency = self.clock.now() - seen
+                while True:
+                    try:
+                        created.next_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    self.metrics.push_to_pending.observe(latency)
         return Result()
 
     def proposals_changed(self, reason: str) -> None:
+        if reason == "change" and self._proposals_seen is None:
+            self._proposals_seen = self.clock.now()
         self.proposal_queue.add(PROPOSALS)
 
     async def _check_gate(self, _key: str) -> Result:
@@ -280,6 +305,7 @@ class Hive:
             self.enforcer.wake()  # a limit may have been raised
             changed = _changed(before, after)
             self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
+            self.metrics.applied_moves.inc()
             for name in changed:
                 self.agent_queue.add(name)
             # Proposed main follows, pending plans are brought up to date.
@@ -322,9 +348,15 @@ class Hive:
         return names
 
     def set_turn(self, name: str, turn: dict[str, Any]) -> None:
-        """An agent reported its turn state (idle / thinking / offline)."""
+        """An agent reported its turn state (idle / thinking / offline); leaving
+        `thinking` with a `last_turn` ends a turn (counted in the metrics)."""
+        previous = self.turns.get(name, {})
         published = self.bus.publish(EventType.AGENT_TURN, agent=name, **turn)
         self.turns[name] = {**turn, "since": published.ts}
+        last = turn.get("last_turn")
+        ended = previous.get("state") == "thinking" and turn.get("state") != "thinking"
+        if ended and isinstance(last, dict) and last != previous.get("last_turn"):
+            self.metrics.turn_ended(name, last)
 
     # --- serving -------------------------------------------------------------------
 
@@ -337,6 +369,7 @@ class Hive:
             async with anyio.create_task_group() as tg:
                 # The audit log first: what the gate finds at start is an event too.
                 await tg.start(self.eventlog.serve)
+                await tg.start(self.activity.serve)
                 await self.open_gate()
                 await self.load_applied()
                 serve_runtime = getattr(self.runtime, "serve", None)
@@ -346,6 +379,7 @@ class Hive:
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)
                 await tg.start(self.enforcer.serve)
+                await tg.start(self.notifier.serve)
                 await tg.start(self.agent_queue.serve)
                 await tg.start(self.proposal_queue.serve)
                 await tg.start(self.gate_queue.serve)

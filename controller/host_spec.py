@@ -91,7 +91,16 @@ class QuestionIdArgs(Args):
 
 class AnswerArgs(Args):
     id: int = Field(description="the question's number")
-    answer: str | list[str] = Field(description="the answer: free text, or one of its options")
+    answer: str | list[str] = Field(
+        description="the answer: free text, one of its options, or (checkboxes) several"
+    )
+
+
+class LogsArgs(Args):
+    name: str = Field(description="the agent's name")
+    lines: int = Field(
+        default=100, ge=1, le=5000, description="at most this many of the last lines"
+    )
 
 
 class EventsArgs(Args):
@@ -101,7 +110,8 @@ class EventsArgs(Args):
     type: str = Field(
         default="",
         max_length=64,
-        description="only types starting with this, e.g. approval or agent.kill",
+        description="only types starting with this (approval, agent.kill) or named so "
+        "(hold, kill, alarm, sent)",
     )
     before_id: int | None = Field(default=None, ge=1, description=_BEFORE)
 
@@ -162,6 +172,7 @@ _LIFECYCLE = {
 # Commands of two words (`hive applied reset`) are grouped under their first word.
 GROUP_HELP = {
     "applied": "resolve the gate's alarm (applied main moved outside hive-c0re): reset | adopt",
+    "notify": "notifications to the [[notify]] targets of hive.toml: test",
     "inbox": "an agent's inbox: hive inbox NAME lists it, hive inbox purge NAME empties it",
     "questions": "the manager's questions: hive questions lists them, hive questions cancel "
     "cancels many at once",
@@ -216,6 +227,7 @@ HOST_SPECS: tuple[Spec, ...] = (
         ApprovalsArgs,
         "list approvals, newest first (pending ones unless --status or --all)",
         cli_defaults={"status": "pending"},
+        page_on="before_id",
         view="table",
         columns=("id", "kind", "status", "ref", "sha", "plan", "errors", "summary"),
         empty="no approvals",
@@ -233,6 +245,13 @@ HOST_SPECS: tuple[Spec, ...] = (
         "deny an approval with a reason",
         positional=("id", "reason"),
         view="decision",
+    ),
+    Spec(
+        "diff",
+        ApprovalIdArgs,
+        "print what an approval changes (coloured on a terminal)",
+        positional=("id",),
+        view="diff",
     ),
     Spec(
         "applied-reset",
@@ -268,6 +287,14 @@ HOST_SPECS: tuple[Spec, ...] = (
             columns=("name", "state", "ready", "hold", "message"),
         )
         for verb, text in _LIFECYCLE.items()
+    ),
+    Spec(
+        "logs",
+        LogsArgs,
+        "print an agent's log (its harness's output); -f follows it",
+        positional=("name",),
+        view="lines",
+        follow=True,
     ),
     Spec(
         "cancel",
@@ -315,14 +342,16 @@ HOST_SPECS: tuple[Spec, ...] = (
         "recent messages, newest first",
         cli_defaults={"limit": 50},
         view="table",
-        columns=("id", "sender", "recipient", "created_at", "body"),
+        columns=("id", "sender", "recipient", "created_at", "delivered_at", "acked_at", "body"),
         empty="no messages",
     ),
     Spec(
         "questions",
         QuestionsArgs,
-        "the manager's questions (pending ones by default)",
+        "the manager's questions (pending ones by default, oldest first; every one of them "
+        "unless --limit)",
         words=("questions", "list"),
+        page_on="after_id",
         view="table",
         columns=("id", "question", "options", "expires_at"),
         empty="no questions",
@@ -339,7 +368,8 @@ HOST_SPECS: tuple[Spec, ...] = (
     Spec(
         "answer",
         AnswerArgs,
-        "answer a question of the manager (it gets the answer as operator_answered)",
+        "answer a question of the manager (it gets the answer as operator_answered); "
+        "several words choose several options of a checkbox question",
         positional=("id", "answer"),
     ),
     Spec(
@@ -357,4 +387,13 @@ HOST_SPECS: tuple[Spec, ...] = (
         empty="no events",
     ),
     Spec("watch", NoArgs, "stream every event until interrupted", streaming=True, view="events"),
+    Spec(
+        "notify-test",
+        NoArgs,
+        "send a test notification to every [[notify]] target of hive.toml, and say how each went",
+        words=("notify", "test"),
+        view="table",
+        columns=("target", "kind", "url_env", "result", "attempts", "error"),
+        empty="no notification targets: add [[notify]] tables to hive.toml (see the README)",
+    ),
 )

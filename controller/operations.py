@@ -21,6 +21,7 @@ from typing import Literal
 
 import anyio
 
+from controller.activity import ActivityLine, run_line
 from controller.broker import OPERATOR
 from controller.bus import Subscription
 from controller.changes import ChangeRequests
@@ -29,6 +30,7 @@ from controller.errors import ConflictError, InvalidError, NotFoundError
 from controller.events import EventType
 from controller.gate import Alarm
 from controller.hive import Hive
+from controller.notify import Delivery
 from controller.paging import Page
 from controller.quotas import RateLimitError
 from controller.rollback import Rollbacks
@@ -38,6 +40,7 @@ from controller.values import (
     AgentSpend,
     AppliedReset,
     Approval,
+    ApprovalPatch,
     CancelledQuestions,
     Identity,
     MainSummary,
@@ -52,7 +55,7 @@ from controller.values import (
     UsageRow,
 )
 from controller.version import VERSION
-from gitstore.diff import ApprovalDiff
+from gitstore.diff import ApprovalDiff, unified
 from gitstore.follow import ProposedMain
 from gitstore.spec import InvalidNameError, check_name, role_for
 from gitstore.tree import AgentTree
@@ -93,6 +96,7 @@ class Operations:
             applied_sha=applied.sha,
             agents=len(applied.revs),
             pending_approvals=await hive.approvals.count_pending(),
+            pending_questions=await hive.questions.count("pending"),
             alarm=hive.gate.alarm,
             proposed_main=(
                 MainSummary(main.sha, main.state.value)
@@ -134,6 +138,18 @@ class Operations:
         return await self.hive.approvals.set_note(
             approval.id, "adopted: applied main was moved to this commit outside hive-c0re"
         )
+
+    async def metrics(self) -> bytes:
+        """The Prometheus exposition of the hive (`controller.metrics`)."""
+        return await self.hive.metrics.scrape(self.hive)
+
+    async def notify_test(self) -> list[Delivery]:
+        """Send a test notification to every `[[notify]]` target of hive.toml, once each."""
+        return await self.hive.notifier.test()
+
+    def notify_problem(self) -> str | None:
+        """Why hive.toml's [[notify]] tables cannot be read (None when they can)."""
+        return self.hive.notifier.problem
 
     def sandbox(self) -> str:
         """How agents are contained: `bwrap`, `nixos-container`, or `none` (--unsandboxed)."""
@@ -184,7 +200,7 @@ class Operations:
             name, desired, status, await hive.records.hold(name), spend.get(name)
         )
 
-    async def spend(self) -> tuple[dict[str, AgentSpend], AgentSpend]:
+    async def spend_summary(self) -> tuple[dict[str, AgentSpend], AgentSpend]:
         """Today's and the total spend and tokens, per agent and of the hive."""
         return await self.hive.usage.spend()
 
@@ -294,6 +310,19 @@ class Operations:
         if name not in await self.agent_names():
             raise NotFoundError(f"no agent {name!r}")
         return list(await self.hive.runtime.logs(name, lines))
+
+    def spend(self) -> dict[str, float]:
+        """US dollars each agent's turns cost since hive-c0re started (as claude says)."""
+        return dict(self.hive.metrics.spend)
+
+    async def activity(self, name: str, limit: int = 300) -> list[ActivityLine]:
+        """What `name` did lately, newest first: its turns, errors, exits, holds and
+        lifecycle (since hive-c0re started) and its reconcile runs (stored)."""
+        if name not in await self.agent_names():
+            raise NotFoundError(f"no agent {name!r}")
+        runs = [run_line(r) for r in await self.hive.records.runs(name, limit)]
+        lines = self.hive.activity.lines(name) + runs
+        return sorted(lines, key=lambda line: line.ts, reverse=True)[:limit]
 
     def turns(self) -> dict[str, JSONObject]:
         """What each harness last reported of its turn (state, reason, model, since)."""
@@ -460,8 +489,36 @@ class Operations:
         """Approvals newest first, optionally of one status."""
         return await self.hive.approvals.query(status, page=self.page(limit, before_id))
 
+    async def diff(self, approval_id: int) -> ApprovalPatch:
+        """What an approval changes (from its merge base with the applied main it was
+        proposed on), as unified diff text."""
+        approval = await self.hive.approvals.get(approval_id)
+        (found,) = await self.approval_diffs([(approval.base, approval.sha)])
+        return ApprovalPatch(
+            id=approval.id,
+            ref=approval.ref,
+            sha=approval.sha,
+            base=approval.base,
+            files=len(found.files),
+            additions=found.additions,
+            deletions=found.deletions,
+            truncated=found.truncated,
+            text=unified(found),
+        )
+
     async def pending_approvals(self) -> int:
         return await self.hive.approvals.count_pending()
+
+    async def approvals_screen(
+        self, limit: int, offset: int = 0, *, pending: bool
+    ) -> tuple[list[Approval], int]:
+        """One screen of pending (or of decided) approvals newest first, and how many
+        there are in all: what the dashboard pages through."""
+        book = self.hive.approvals
+        if pending:
+            return await book.newest("pending", limit, offset), await book.count("pending")
+        rows = await book.newest(None, limit, offset, decided=True)
+        return rows, await book.count(decided=True)
 
     async def approve(self, approval_id: int, approver: str = OPERATOR) -> Approval:
         """Merge the approval's sha into applied main."""
@@ -496,6 +553,16 @@ class Operations:
         """Questions of a status oldest first, or all of them newest first."""
         page = self.page(limit, before_id, after_id)
         return await self.hive.questions.query(status, page=page)
+
+    async def questions_screen(
+        self, status: str | None, limit: int, offset: int = 0
+    ) -> tuple[list[Question], int]:
+        """One screen of questions of `status` newest first, and how many there are."""
+        book = self.hive.questions
+        return await book.newest(status, limit, offset), await book.count(status)
+
+    async def pending_questions(self) -> int:
+        return await self.hive.questions.count("pending")
 
     async def ask(
         self,

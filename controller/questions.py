@@ -140,6 +140,31 @@ class Questions:
 
         return await self.store.call(q)
 
+    async def count(self, status: str | None = "pending") -> int:
+        """How many questions there are of `status` (of any with None)."""
+
+        def q(db: sqlite3.Connection) -> int:
+            if status is None:
+                return int(db.execute("SELECT count(*) FROM questions").fetchone()[0])
+            sql = "SELECT count(*) FROM questions WHERE status=?"
+            return int(db.execute(sql, (status,)).fetchone()[0])
+
+        return await self.store.call(q)
+
+    async def newest(self, status: str | None, limit: int, offset: int = 0) -> list[Question]:
+        """One screen of questions of `status` (None: any), newest first (the dashboard's
+        pages: `offset` rows skipped)."""
+
+        def q(db: sqlite3.Connection) -> list[Question]:
+            where, args = ("status=?", (status,)) if status is not None else ("1", ())
+            rows = db.execute(
+                f"SELECT * FROM questions WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            )
+            return [_row(r) for r in rows]
+
+        return await self.store.call(q)
+
     def _check_answer(self, question: Question, answer: object) -> str | tuple[str, ...]:
         options = question.options
         if question.multi:

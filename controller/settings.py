@@ -107,6 +107,14 @@ class Settings:
     inbox_max_bytes: int = 16 * 1024 * 1024
     send_max_bytes_per_minute: int = 16 * 1024 * 1024
     page_max_bytes: int = 512 * 1024
+    # Notifications (`controller.notify`): tries per notice, the first retry's wait
+    # (doubling up to `notify_backoff_cap`), one try's deadline, notices one target may
+    # queue.
+    notify_attempts: int = 5
+    notify_backoff: float = 1.0
+    notify_backoff_cap: float = 60.0
+    notify_timeout: float = 10.0
+    notify_queue: int = 1000
     harness_version: str = field(default_factory=version.harness_version)
     harness_command: tuple[str, ...] = ()
     dashboard_enabled: bool = True
@@ -157,6 +165,9 @@ class Settings:
             "question_poll",
             "limits_poll",
             "idle_timeout",
+            "notify_backoff",
+            "notify_backoff_cap",
+            "notify_timeout",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value < float("inf")):
@@ -173,12 +184,16 @@ class Settings:
             "inbox_max_bytes",
             "send_max_bytes_per_minute",
             "page_max_bytes",
+            "notify_attempts",
+            "notify_queue",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
         if self.backoff_base > self.backoff_cap or self.crash_backoff > self.backoff_cap:
             raise ValueError("backoff_base and crash_backoff must not exceed backoff_cap")
+        if self.notify_backoff > self.notify_backoff_cap:
+            raise ValueError("notify_backoff must not exceed notify_backoff_cap")
         for name in ("message_max_bytes", "page_max_bytes"):
             if getattr(self, name) > MAX_LINE // 2:
                 raise ValueError(f"{name} must be at most {MAX_LINE // 2} (half a socket line)")

@@ -189,6 +189,7 @@ class Status:
     applied_sha: str
     agents: int
     pending_approvals: int
+    pending_questions: int
     # null, or applied main moved outside hive-c0re (never reconciled until resolved).
     alarm: Alarm | None
     proposed_main: MainSummary | None
@@ -249,3 +250,18 @@ class Identity:
     description: str
     # hive.toml / agent.toml: the harness interrupts a turn that makes more tool calls.
     max_tool_calls_per_turn: int = 200
+
+
+@dataclass(frozen=True)
+class ApprovalPatch:
+    """What an approval changes, as `hive diff N` prints it."""
+
+    id: int
+    ref: str
+    sha: str
+    base: str
+    files: int
+    additions: int
+    deletions: int
+    truncated: bool
+    text: str

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-__all__ = ["MAX_LINES", "ApprovalDiff", "FileDiff", "Hunk", "Line", "approval_diff"]
+__all__ = ["MAX_LINES", "ApprovalDiff", "FileDiff", "Hunk", "Line", "approval_diff", "unified"]
 
 MAX_LINES = 2000
 
@@ -125,3 +125,27 @@ def approval_diff(
         additions=sum(f.additions for f in files),
         deletions=sum(f.deletions for f in files),
     )
+
+
+_PREFIX = {"add": "+", "del": "-", "ctx": " "}
+
+
+def unified(diff: ApprovalDiff) -> str:
+    """The diff as `git diff` prints it (what `hive diff N` shows)."""
+    if diff.error:
+        return f"# {diff.error}\n"
+    out: list[str] = []
+    for f in diff.files:
+        old = "/dev/null" if f.status == "added" else f"a/{f.path}"
+        new = "/dev/null" if f.status == "deleted" else f"b/{f.path}"
+        out.append(f"diff --git a/{f.path} b/{f.path}")
+        if f.binary:
+            out.append(f"Binary files {old} and {new} differ")
+            continue
+        out += [f"--- {old}", f"+++ {new}"]
+        for hunk in f.hunks:
+            out.append(hunk.header)
+            out += [_PREFIX[line.kind] + line.text for line in hunk.lines]
+    if diff.truncated:
+        out.append(f"# ... cut at {MAX_LINES} lines")
+    return "\n".join(out) + "\n" if out else ""

@@ -33,6 +33,7 @@ from controller.fanout import Fanout
 from controller.protocol import Client, ProtocolError, connect_client
 from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
 from harness.confine import confinement_from_env
+from harness.events import WAKE
 from harness.history import History, TurnStatus, open_history
 from harness.meter import TurnMeter
 from reconcilers.backoff import Backoff
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "hyperhive-model"
 FRESH_FILE = "hyperhive-fresh"
+WAKE_BODY = 2000  # of a wake message's body kept in the turn's history
 
 
 def _mcp_command() -> tuple[str, ...]:
@@ -276,6 +278,15 @@ class Agent:
         turn_id = await self.history.start_turn(message["id"])
         started_at = datetime.now(UTC).isoformat(timespec="microseconds")
         history = self.history
+        # The message this turn answers, first in its history: a backfilled page shows it.
+        wake = {
+            "type": WAKE,
+            "message_id": message.get("id"),
+            "sender": str(message.get("sender", "")),
+            "body": str(message.get("body", ""))[:WAKE_BODY],
+        }
+        stored = await history.append(turn_id, wake)
+        self.live.publish("event", id=stored.id, turn=turn_id, event=wake)
         await self._report("thinking")
         cap = self.whoami.get("max_tool_calls_per_turn")
         meter = TurnMeter(cap if isinstance(cap, int) else None)

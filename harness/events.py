@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "WAKE",
     "Init",
     "Item",
     "Other",
@@ -22,6 +23,7 @@ __all__ = [
     "Thinking",
     "ToolResult",
     "ToolUse",
+    "Wake",
     "items",
     "summary",
 ]
@@ -78,13 +80,25 @@ class Raw:
     text: str
 
 
+# The harness's own event, stored first in every turn: the message the agent woke on
+# (so a page backfilled from history shows what each turn answered).
+WAKE = "hive_wake"
+
+
+@dataclass(frozen=True)
+class Wake:
+    message_id: int | None
+    sender: str
+    body: str
+
+
 @dataclass(frozen=True)
 class Other:
     type: str
     subtype: str | None
 
 
-Item = Init | Text | Thinking | ToolUse | ToolResult | Result | Raw | Other
+Item = Init | Text | Thinking | ToolUse | ToolResult | Result | Raw | Wake | Other
 
 
 def _str(value: object) -> str | None:
@@ -157,6 +171,14 @@ def items(event: Event) -> list[Item]:
         return [_result(event)]
     if kind == "raw":
         return [Raw(str(event.get("text", "")))]
+    if kind == WAKE:
+        return [
+            Wake(
+                _int(event.get("message_id")),
+                str(event.get("sender", "")),
+                str(event.get("body", "")),
+            )
+        ]
     if kind == "assistant":
         out: list[Item] = []
         for block in _blocks(event):
@@ -215,5 +237,7 @@ def summary(item: Item, limit: int = 160) -> str:
             return f"result {item.subtype} {item.duration_ms} ms {cost}"
         case Raw():
             return _clip(item.text, limit)
+        case Wake():
+            return f"woke on #{item.message_id} from {item.sender}: " + _clip(item.body, limit)
         case Other():
             return f"{item.type}" + (f"/{item.subtype}" if item.subtype else "")

@@ -178,14 +178,17 @@ class History:
 
         return await self._run(insert)
 
-    async def recent(self, limit: int = 200, *, after_id: int = 0) -> list[StoredEvent]:
-        """The newest `limit` events with id > `after_id`, oldest first."""
+    async def recent(
+        self, limit: int = 200, *, after_id: int = 0, before_id: int | None = None
+    ) -> list[StoredEvent]:
+        """The newest `limit` events with id > `after_id` (and < `before_id`: the page
+        before one already shown), oldest first."""
 
         def select() -> list[StoredEvent]:
             rows = self._conn.execute(
-                "SELECT id, turn_id, seq, ts, type, json FROM events WHERE id > ? "
+                "SELECT id, turn_id, seq, ts, type, json FROM events WHERE id > ? AND id < ? "
                 "ORDER BY id DESC LIMIT ?",
-                (after_id, limit),
+                (after_id, before_id if before_id is not None else 2**63 - 1, limit),
             ).fetchall()
             return [
                 StoredEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)

@@ -21,6 +21,7 @@ let
     jinja2
     python-multipart
     tomli-w
+    prometheus-client
   ];
 in
 python.pkgs.buildPythonApplication {

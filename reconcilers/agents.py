@@ -101,7 +101,8 @@ class AgentsReconciler:
             out.outcome, out.message, out.reason, out.stalled = "error", str(exc), "Invalid", True
         observed = await self.runtime.observe(name)
         await self._summarise(name, desired, observed, hold, out, started, started_iso)
-        return Result(requeue_after=out.requeue_after)
+        outcome = "stalled" if out.stalled else out.outcome
+        return Result(requeue_after=out.requeue_after, outcome=outcome)
 
     async def _failures(self, name: str) -> int:
         status = await self.records.status(name)

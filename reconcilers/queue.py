@@ -34,7 +34,7 @@ from anyio.abc import TaskStatus
 from reconcilers.backoff import Backoff
 from reconcilers.clock import Clock, SystemClock, wait_event
 
-__all__ = ["KeyStats", "Reconcile", "Result", "TerminalError", "WorkQueue"]
+__all__ = ["KeyStats", "Observer", "Reconcile", "Result", "TerminalError", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Result:
     requeue_after: float | None = None
+    # What the run came to, for metrics: `ok`, or the reconciler's word for a failure
+    # it handled itself (`error`, `stalled`); a run that raises counts as `error`.
+    outcome: str = "ok"
 
 
 class TerminalError(Exception):
@@ -61,6 +64,8 @@ class KeyStats:
 
 
 Reconcile = Callable[[str], Awaitable[Result]]
+# Told of every run: (key, outcome, seconds); must not block (metrics count in place).
+Observer = Callable[[str, str, float], None]
 
 
 class WorkQueue:
@@ -71,6 +76,7 @@ class WorkQueue:
         workers: int = 4,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
+        observe: Observer | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"a work queue needs at least one worker, not {workers}")
@@ -78,6 +84,7 @@ class WorkQueue:
         self.workers = workers
         self.backoff = backoff or Backoff()
         self.clock: Clock = clock or SystemClock()
+        self._observe = observe
         self._ready: deque[str] = deque()
         self._queued: set[str] = set()
         self._available = anyio.Semaphore(0)  # counts `_ready`: one token per ready key
@@ -204,8 +211,10 @@ class WorkQueue:
         stats = self.stats.setdefault(key, KeyStats())
         started = self.clock.now()
         result = Result()
+        outcome = "error"
         try:
             result = await self._reconcile(key)
+            outcome = result.outcome
         except TerminalError as exc:
             log.warning("reconcile %s failed for good: %s", key, exc)
             stats.failures += 1
@@ -232,4 +241,6 @@ class WorkQueue:
         stats.last_duration = duration
         stats.total_duration += duration
         self.runs += 1
+        if self._observe is not None:
+            self._observe(key, outcome, duration)
         return result

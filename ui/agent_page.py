@@ -89,12 +89,21 @@ class AgentPage:
     @action
     async def history(self, request: Request) -> Response:
         limit = query_int(request, "limit", BACKFILL, most=BACKFILL_MAX)
+        before = query_int(request, "before", 0, most=2**62) or None
         events: list[dict[str, Any]] = []
+        older = False
         if self.agent.history is not None:
-            stored = await self.agent.history.recent(limit)
-            events = [view(e.id, e.turn_id, e.ts, e.event) for e in stored]
+            # One more than asked: whether a "load older" has anything to load.
+            stored = await self.agent.history.recent(limit + 1, before_id=before)
+            older = len(stored) > limit
+            events = [view(e.id, e.turn_id, e.ts, e.event) for e in stored[-limit:]]
         return JSONResponse(
-            {"events": events, "last_id": events[-1]["id"] if events else 0, **_state(self.agent)}
+            {
+                "events": events,
+                "last_id": events[-1]["id"] if events else 0,
+                "older": older,
+                **_state(self.agent),
+            }
         )
 
     async def events(self, request: Request) -> Response:

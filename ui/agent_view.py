@@ -57,6 +57,13 @@ def _item(item: ev.Item) -> dict[str, Any]:
             }
         case ev.Raw():
             return {"kind": "raw", "text": _clip(item.text)}
+        case ev.Wake():
+            return {
+                "kind": "wake",
+                "id": item.message_id,
+                "sender": item.sender,
+                "text": _clip(item.body, 300),
+            }
         case _:
             return {"kind": "other", "text": ev.summary(item)}
 

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 
 from controller.broker import OPERATOR
 from controller.bus import Event, EventType
+from controller.metrics import CONTENT_TYPE as METRICS_TYPE
 from controller.operations import LIFECYCLE, Operations
 from controller.settings import parse_address
 from ui.agent_proxy import AgentProxy
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 VERBS = (*LIFECYCLE, "rebuild", "cancel", "purge")
 LOG_LINES_MAX = 5000
+PAGES_MAX = 100_000
 # The key CSRF tokens are signed with (0600): the state dir is the operator's alone.
 SECRET_FILE = "dashboard.secret"
 
@@ -109,22 +111,27 @@ class Dashboard:
         if chosen and chosen not in names:
             return HTMLResponse(f"no agent named {chosen!r}", 404)
         lines = await self.ops.logs(chosen, 400) if chosen else []
+        activity = await self.ops.activity(chosen) if chosen else []
         notify = await self.views.notify()
         context = {
             "page": "logs",
             "names": names,
             "agent": chosen,
             "lines": lines,
+            "activity": activity,
             "notify": notify,
             "events": self.event_types,
         }
         return self.templates.TemplateResponse(request, "logs.html", context, headers=NO_STORE)
 
+    @action
     async def region(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in REGIONS:
             return HTMLResponse(f"no region {name!r}", 404)
-        context = await self.views.region(name)
+        page = query_int(request, "page", 1, most=PAGES_MAX)
+        history = query_int(request, "history", 1, most=PAGES_MAX)
+        context = await self.views.region(name, page, history)
         return self.templates.TemplateResponse(
             request, f"_{name}.html", {name: context}, headers=NO_STORE
         )
@@ -139,11 +146,19 @@ class Dashboard:
             self.ops, self.encode, shutdown=self.closing, ping=self.ping, first=hello
         )
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(await self.ops.metrics(), media_type=METRICS_TYPE, headers=NO_STORE)
+
     @action
     async def logs_api(self, request: Request) -> Response:
         name = request.path_params["name"]
         lines = query_int(request, "lines", 400, most=LOG_LINES_MAX)
         return JSONResponse({"lines": await self.ops.logs(name, lines)})
+
+    @action
+    async def activity_api(self, request: Request) -> Response:
+        lines = await self.ops.activity(request.path_params["name"])
+        return ValuesResponse({"activity": lines})
 
     # --- actions ---------------------------------------------------------------------
 
@@ -226,6 +241,7 @@ def create_dashboard(
     secret: bytes | None = None,
     closing: anyio.Event | None = None,
     ping: float = PING_SECONDS,
+    metrics_token: str | None = None,
 ) -> Guard:
     """The dashboard app behind its guard (Host pinned to loopback and `hosts`, CSRF
     tokens signed with `secret`); `closing` ends its event streams, which ping every
@@ -241,8 +257,10 @@ def create_dashboard(
             Route("/reconcile", d.reconcile_page),
             Route("/logs", d.logs_page),
             Route("/region/{name}", d.region),
+            Route("/metrics", d.metrics),
             Route("/events", d.events),
             Route("/api/logs/{name}", d.logs_api),
+            Route("/api/activity/{name}", d.activity_api),
             Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
             Route("/api/approvals/{id:int}/approve", d.approve, methods=["POST"]),
             Route("/api/approvals/{id:int}/deny", d.deny, methods=["POST"]),
@@ -254,7 +272,15 @@ def create_dashboard(
             Mount("/static", static_files(), name="static"),
         ]
     )
-    return Guard(app, name="dashboard", token=token, loopback=loopback, hosts=hosts, secret=secret)
+    return Guard(
+        app,
+        name="dashboard",
+        token=token,
+        loopback=loopback,
+        hosts=hosts,
+        secret=secret,
+        metrics_token=metrics_token,
+    )
 
 
 async def serve_dashboard(
@@ -280,6 +306,7 @@ async def serve_dashboard(
         hosts=host_names(host),
         secret=secret,
         closing=closing,
+        metrics_token=hive.settings.environ.get("HIVE_METRICS_TOKEN") or None,
     )
 
     def bound(port: int) -> None:

@@ -1,8 +1,13 @@
-"""Who talks to whom: a circular layout of agents with message counts on the edges.
+"""Who talks to whom: a circular layout of agents with message counts on the edges, or,
+for a bigger hive, an adjacency matrix.
 
 Pure geometry, rendered as inline SVG by the template: nodes sit on a circle (the
 operator first, at the top), each directed edge is a slightly bent quadratic curve so
-that A→B and B→A do not overlap, and its label is the message count.
+that A→B and B→A do not overlap, and its label is the message count. Past a dozen nodes
+a circle's labels collide and its edges cross into a hairball (22 nodes measured
+unreadable), so the dashboard shows `talk_matrix` instead: a row per sender, a column
+per recipient, each cell shaded by its count (the count on hover), which stays readable
+at fifty agents and scales with the number of names, not of edges.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Edge", "Graph", "Node", "talk_graph"]
+__all__ = ["Edge", "Graph", "Hit", "Matrix", "Node", "Row", "talk_graph", "talk_matrix"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +92,59 @@ def talk_graph(
         for name, (x, y) in pos.items()
     )
     return Graph(size, nodes, tuple(edges))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A non-empty cell of a matrix row, after `gap` empty ones."""
+
+    gap: int
+    recipient: str
+    count: int
+    shade: float  # 0..1, on a log scale
+
+
+@dataclass(frozen=True)
+class Row:
+    sender: str
+    sent: int
+    hits: tuple[Hit, ...]
+    tail: int  # empty cells after the last hit
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A row per sender, a column per recipient (the same `names`), sparse: a row is its
+    non-empty cells and the gaps between them, so a template lays out fifty agents (2,601
+    cells) in as many steps as there are talking pairs."""
+
+    names: tuple[str, ...]
+    rows: tuple[Row, ...]
+    received: tuple[int, ...]
+    total: int
+
+
+def _ordered(names: set[str]) -> list[str]:
+    return (["operator"] if "operator" in names else []) + sorted(names - {"operator"})
+
+
+def talk_matrix(agents: Iterable[str], counts: Iterable[Mapping[str, object]]) -> Matrix:
+    pairs = {(str(c["sender"]), str(c["recipient"])): int(str(c["count"])) for c in counts}
+    names = _ordered({n for pair in pairs for n in pair} | set(agents) | {"operator"})
+    column = {name: j for j, name in enumerate(names)}
+    # A log scale: one busy pair must not wash every other cell out.
+    scale = math.log1p(max(pairs.values(), default=1) or 1)
+    by_sender: dict[str, list[tuple[int, str, int]]] = {}
+    received = [0] * len(names)
+    for (a, b), n in pairs.items():
+        if n > 0:
+            by_sender.setdefault(a, []).append((column[b], b, n))
+            received[column[b]] += n
+    rows = []
+    for a in names:
+        hits, at = [], 0
+        for j, b, n in sorted(by_sender.get(a, [])):
+            hits.append(Hit(j - at, b, n, round(math.log1p(n) / scale, 2)))
+            at = j + 1
+        rows.append(Row(a, sum(h.count for h in hits), tuple(hits), len(names) - at))
+    return Matrix(tuple(names), tuple(rows), tuple(received), sum(pairs.values()))

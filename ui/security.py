@@ -13,6 +13,9 @@ One pure-ASGI middleware, so no route can forget it:
   are served behind the dashboard, so it covers them too) every request needs it, as
   `Authorization: Bearer` or as the cookie `/auth` sets (an HMAC of the token, never
   the token itself).
+- **A scraper's token.** `/metrics` takes, besides the above, its own bearer token
+  (`HIVE_METRICS_TOKEN`) when one is set, and then requires it: a Prometheus server
+  holds a token that reads the metrics and nothing else.
 - **CSRF.** State changes are POSTs, and a POST passes only when it is same-origin (its
   `Origin`, else `Referer`, names the very host it was sent to) *and* carries a token
   the server minted: `<nonce>.<HMAC(secret, app name + nonce)>`, in the SameSite=Strict
@@ -58,6 +61,7 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 MAX_BODY = 512 * 1024
+METRICS_PATH = "/metrics"
 SECRET_BYTES = 32
 # host[:port], host a name or a bracketed IPv6 literal; anything else is not a Host.
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?$")
@@ -156,6 +160,7 @@ class Guard:
         hosts: Iterable[str] = (),
         secret: bytes | None = None,
         max_body: int = MAX_BODY,
+        metrics_token: str | None = None,
     ) -> None:
         """`loopback`: pin Host to the loopback names and `hosts`; `secret` signs CSRF
         tokens (a random one per process when not given)."""
@@ -165,6 +170,7 @@ class Guard:
         self.hosts = LOOPBACK_NAMES | {h.lower() for h in hosts}
         self.secret = secret or secrets.token_bytes(SECRET_BYTES)
         self.max_body = max_body
+        self.metrics_token = metrics_token or None
         self.name = name
         self.csrf_cookie = f"hive-csrf-{name}"
         self.auth_cookie = f"hive-auth-{name}"
@@ -202,6 +208,13 @@ class Guard:
             await self._auth(scope, receive, send, headers)
             return
         public = scope["path"].startswith("/static/")  # assets hold no secrets
+        if scope["path"] == METRICS_PATH and self.metrics_token is not None:
+            if not self._scraper(headers) and (
+                self.token is None or not self._authorised(headers, cookies)
+            ):
+                await _refuse(headers, 401, "a bearer token is required")(scope, receive, send)
+                return
+            public = True
         if self.token is not None and not public and not self._authorised(headers, cookies):
             await self._refuse_auth(headers)(scope, receive, send)
             return
@@ -225,6 +238,13 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+    def _scraper(self, headers: Headers) -> bool:
+        assert self.metrics_token is not None
+        bearer = headers.get("authorization", "")
+        return bearer.startswith("Bearer ") and hmac.compare_digest(
+            bearer[7:].encode(), self.metrics_token.encode()
+        )
 
     def _authorised(self, headers: Headers, cookies: dict[str, str]) -> bool:
         assert self.token is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -85,6 +86,8 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(short=short, duration=duration, age=age, jsonattr=_tojson_attr)
+    # An empty matrix cell, repeated by count (`ui.graph.Matrix` is sparse).
+    env.globals["empty_cell"] = markupsafe.Markup("<td></td>")
     return env
 
 

@@ -12,18 +12,55 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from controller.activity import run_verdict
 from controller.events import EventType
 from controller.operations import Operations
 from controller.values import AgentRow, Approval
 from ui.diff import ApprovalDiff, DiffCache
-from ui.graph import talk_graph
+from ui.graph import talk_graph, talk_matrix
 
-__all__ = ["REGIONS", "Views", "event_script_data"]
+__all__ = ["REGIONS", "Screen", "Views", "event_script_data"]
 
-PENDING_CARDS = 50
-HISTORY_ROWS = 50
+# A card's diff is open up to this many changed lines in this many files, else collapsed
+# to its size (twenty new agents made a card ~2,500 px tall).
+DIFF_OPEN_LINES = 40
+DIFF_OPEN_FILES = 5
+CARDS_PER_PAGE = 10  # pending approval cards on one screen (each holds a diff)
+HISTORY_ROWS = 25
+QUESTIONS_PER_PAGE = 20
 MESSAGE_ROWS = 150
 RUNS_PER_AGENT = 12
+MATRIX_FROM = 13  # from this many nodes on, who-talks-to-whom is a matrix, not a circle
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Which rows of a long list one screen shows: page `page` (from 1) of `total`."""
+
+    page: int
+    size: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def first(self) -> int:
+        return min(self.total, (self.page - 1) * self.size + 1)
+
+    @property
+    def last(self) -> int:
+        return min(self.total, self.page * self.size)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+    @classmethod
+    def of(cls, page: int, size: int, total: int) -> Screen:
+        pages = max(1, -(-total // size))
+        return cls(min(max(1, page), pages), size, total)
 
 
 @dataclass(frozen=True)
@@ -36,6 +73,30 @@ class AgentLine:
     url: str
     turn: dict[str, object] | None
     last_run: dict[str, Any] | None
+    spend: float  # US dollars of the turns seen since hive-c0re started
+    activity: str  # when it last did something (a turn state or a reconcile), ISO time
+
+    @property
+    def chip(self) -> tuple[str, str]:
+        """(class, text) of its state chip: held, crashed, stalled are never ready."""
+        a = self.row
+        if a.hold:
+            return "warn", f"‖ held: {a.hold}"
+        if a.state == "crashed":
+            return "bad", "✗ crashed"
+        if a.stalled:
+            return "bad", "✗ stalled"
+        if a.ready and a.state == "running":
+            return "ok", "✓ ready"
+        if a.ready and not a.enabled:
+            return "dim", "○ disabled"
+        if a.ready:
+            return "warn", f"○ {a.state}"
+        return "warn", f"… {a.reason}"
+
+    @property
+    def verdict(self) -> str:
+        return run_verdict(self.last_run) if self.last_run else ""
 
 
 @dataclass(frozen=True)
@@ -53,18 +114,25 @@ class Views:
 
     async def agents(self) -> dict[str, Any]:
         rows = await self.ops.agents()
-        _, hive_spend = await self.ops.spend()
+        _, hive_spend = await self.ops.spend_summary()
         last_runs = await self._last_runs()
         turns = self.ops.turns()
-        lines = [
-            AgentLine(
-                row=row,
-                url=f"/agents/{row.name}/",
-                turn=turns.get(row.name),
-                last_run=last_runs.get(row.name),
+        lines = []
+        for row in rows:
+            turn, run = turns.get(row.name), last_runs.get(row.name)
+            times = [str(turn.get("since", ""))] if turn else []
+            times += [str(run["started_at"])] if run else []
+            lines.append(
+                AgentLine(
+                    row=row,
+                    url=f"/agents/{row.name}/",
+                    turn=turn,
+                    last_run=run,
+                    # Accounting's today (UTC), durable; sorts the table by spend.
+                    spend=row.spend_today_usd,
+                    activity=max(times, default=""),
+                )
             )
-            for row in rows
-        ]
         return {"agents": lines, "hive_spend": hive_spend}
 
     async def _last_runs(self) -> dict[str, dict[str, Any]]:
@@ -73,31 +141,56 @@ class Views:
             out.setdefault(str(run["name"]), run)
         return out
 
-    async def approvals(self) -> dict[str, Any]:
-        pending = await self.ops.approvals("pending", limit=PENDING_CARDS)
-        total_pending = await self.ops.pending_approvals()
-        recent = await self.ops.approvals(None, limit=HISTORY_ROWS + total_pending)
-        decided = [a for a in recent if a.status != "pending"][:HISTORY_ROWS]
-
+    async def approvals(self, page: int = 1, history: int = 1) -> dict[str, Any]:
+        """Pending cards and decided rows, each newest first, a screen at a time."""
+        total = await self.ops.pending_approvals()
+        cards_screen = Screen.of(page, CARDS_PER_PAGE, total)
+        pending, total = await self.ops.approvals_screen(
+            CARDS_PER_PAGE, cards_screen.offset, pending=True
+        )
+        cards_screen = Screen.of(cards_screen.page, CARDS_PER_PAGE, total)
+        decided, decided_total = await self.ops.approvals_screen(
+            HISTORY_ROWS, (max(1, history) - 1) * HISTORY_ROWS, pending=False
+        )
         cards = [
             Card(approval, diff)
             for approval, diff in zip(
                 pending, await self.diffs.get_many([(a.base, a.sha) for a in pending]), strict=True
             )
         ]
-        return {"pending": cards, "total_pending": total_pending, "decided": decided}
+        return {
+            "pending": cards,
+            "total_pending": total,
+            "screen": cards_screen,
+            "decided": decided,
+            "history": Screen.of(history, HISTORY_ROWS, decided_total),
+            "diff_open_lines": DIFF_OPEN_LINES,
+            "diff_open_files": DIFF_OPEN_FILES,
+        }
 
-    async def questions(self) -> dict[str, Any]:
-        pending = await self.ops.questions("pending")
+    async def questions(self, page: int = 1) -> dict[str, Any]:
+        """Pending questions newest first, a screen at a time, with the true count."""
+        total = await self.ops.pending_questions()
+        screen = Screen.of(page, QUESTIONS_PER_PAGE, total)
+        pending, total = await self.ops.questions_screen(
+            "pending", QUESTIONS_PER_PAGE, screen.offset
+        )
         resolved = [q for q in await self.ops.questions(None, limit=20) if q.status != "pending"]
-        return {"questions": pending, "resolved": resolved[:10]}
+        return {
+            "questions": pending,
+            "screen": Screen.of(screen.page, QUESTIONS_PER_PAGE, total),
+            "resolved": resolved[:10],
+        }
 
     async def messages(self) -> dict[str, Any]:
         rows = await self.ops.messages(None, MESSAGE_ROWS)
         names = self.ops.desired_revs()
+        traffic = await self.ops.traffic()
+        graph = talk_graph(names, traffic)
         return {
             "messages": rows,
-            "graph": talk_graph(names, await self.ops.traffic()),
+            "graph": graph,
+            "matrix": talk_matrix(names, traffic) if len(graph.nodes) >= MATRIX_FROM else None,
             "agent_names": sorted(names),
         }
 
@@ -106,7 +199,7 @@ class Views:
         turns = self.ops.turns()
         return {
             "pending_approvals": await self.ops.pending_approvals(),
-            "pending_questions": len(await self.ops.questions("pending")),
+            "pending_questions": await self.ops.pending_questions(),
             "not_ready": sorted(n for n, s in statuses.items() if not s.ready),
             "thinking": sorted(n for n, t in turns.items() if t.get("state") == "thinking"),
             "applied_sha": self.ops.applied_sha(),
@@ -115,6 +208,8 @@ class Views:
             "proposed_main": self.ops.proposed_main(),
             # "none" under --unsandboxed: every page says so (templates/_notify.html).
             "sandbox": self.ops.sandbox(),
+            # hive.toml's [[notify]] tables cannot be read: nobody is being told.
+            "notify_problem": self.ops.notify_problem(),
         }
 
     async def reconcile(self) -> dict[str, Any]:
@@ -127,6 +222,8 @@ class Views:
                 by_agent[str(run["name"])].append(run)
         desired = self.ops.desired_revs()
         names = sorted(set(desired) | set(statuses))
+        for run in runs:
+            run["verdict"] = run_verdict(run)
         longest = max((float(str(r["duration_ms"])) for r in runs), default=1.0) or 1.0
         rows = [
             {
@@ -145,13 +242,13 @@ class Views:
             "proposed_heads": sorted((await self.ops.proposed_heads()).items()),
         }
 
-    async def region(self, name: str) -> dict[str, Any]:
+    async def region(self, name: str, page: int = 1, history: int = 1) -> dict[str, Any]:
         if name == "agents":
             return await self.agents()
         if name == "approvals":
-            return await self.approvals()
+            return await self.approvals(page, history)
         if name == "questions":
-            return await self.questions()
+            return await self.questions(page)
         if name == "messages":
             return await self.messages()
         if name == "notify":
@@ -179,6 +276,14 @@ _TOUCHES: dict[str, tuple[str, ...]] = {
     "applied": ("agents", "notify", "reconcile"),
     "proposed": ("notify", "reconcile"),
     "reconcile": ("agents", "reconcile"),
+    "notify": ("notify",),
+}
+
+
+# Agents coming and going change who-talks-to-whom's nodes (the messages region).
+_ALSO: dict[EventType, tuple[str, ...]] = {
+    EventType.APPLIED_MOVED: ("messages",),
+    EventType.AGENT_REMOVED: ("messages",),
 }
 
 
@@ -187,5 +292,5 @@ def event_script_data() -> dict[str, dict[str, Any]]:
     name (as `EventType` spells them) and the regions each type touches."""
     return {
         "types": {t.name: t.value for t in EventType},
-        "touches": {t.value: list(_TOUCHES.get(t.family, ())) for t in EventType},
+        "touches": {t.value: [*_TOUCHES.get(t.family, ()), *_ALSO.get(t, ())] for t in EventType},
     }

@@ -163,6 +163,7 @@ async def test_the_sockets_keep_the_contracts_json_keys(short_dir: Path) -> None
             "applied_sha",
             "agents",
             "pending_approvals",
+            "pending_questions",
             "alarm",
             "proposed_main",
         ]

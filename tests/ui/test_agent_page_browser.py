@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import stat
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
+from harness.history import open_history
 from tests.fakes.anthropic import hang, text, tool_use
 from tests.helpers import wait_for
 from tests.ui.conftest import DOCS, UiSwarm
@@ -138,3 +140,40 @@ async def test_login_stores_credentials_and_never_shows_them(swarm: UiSwarm, pag
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     settings = json.loads((config / "settings.json").read_text())
     assert settings["apiKeyHelper"].startswith("cat ")
+
+
+async def test_a_reload_backfills_woke_on_lines_and_loads_older_events(
+    swarm: UiSwarm, page: Page
+) -> None:
+    await swarm.apply("alice")
+    # 400 older events in the agent's own history (its real sqlite file), then two turns.
+    async with await open_history(swarm.hive.layout.notes_dir("alice")) as history:
+        turn = await history.start_turn(None)
+        await history.append_many(
+            turn, [{"type": "raw", "text": f"filler {i}"} for i in range(400)]
+        )
+    swarm.api.script(
+        text("first answer", when=lambda r: "first question" in r.last_user_text),
+        text("second answer", when=lambda r: "second question" in r.last_user_text),
+    )
+    for body in ("first question", "second question"):
+        sent = await swarm.hive.broker.send("operator", "alice", body)
+        await wait_for(functools.partial(_acked, swarm, sent.id), timeout=30)
+    await open_page(page, "alice", swarm)
+    tail = page.get_by_test_id("tail")
+    first = [m for m in await swarm.hive.broker.messages("alice") if m.body == "first question"]
+    await expect(tail).to_contain_text(f"woke on #{first[0].id} from operator: first question")
+    await expect(tail).to_contain_text("woke on")
+    assert await tail.locator(".ev.wake").count() == 2  # backfilled, each once
+    await expect(tail).not_to_contain_text("filler 0")
+    older = page.get_by_test_id("load-older")
+    await expect(older).to_be_visible()
+    await older.click()
+    await expect(tail).to_contain_text("filler 0")
+    await expect(older).to_be_hidden()  # nothing older left
+    assert await tail.locator(".ev", has_text="filler 99").count() == 1
+
+
+async def _acked(swarm: UiSwarm, message_id: int) -> bool:
+    found = [m for m in await swarm.hive.broker.messages("alice") if m.id == message_id]
+    return bool(found and found[0].acked_at)

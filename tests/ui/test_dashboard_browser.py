@@ -44,7 +44,11 @@ async def test_approve_from_the_dashboard_runs_the_agent(swarm: UiSwarm, page: P
     await expect(card.locator(".plan")).to_contain_text("create alice")
     await expect(card.locator(".l.add").first).to_contain_text("description")
     await expect(card).to_contain_text("so that alice can help")
-    await page.get_by_test_id(f"approve-{approval.id}").click()
+    approve = page.get_by_test_id(f"approve-{approval.id}")
+    await approve.click()  # arms it: a second click approves
+    await expect(approve).to_contain_text(f"confirm: merge #{approval.id}")
+    assert (await swarm.hive.approvals.get(approval.id)).status == "pending"
+    await approve.click()
 
     async def approved() -> Approval | None:
         found = await swarm.hive.approvals.get(approval.id)
@@ -67,6 +71,8 @@ async def test_deny_with_a_reason(swarm: UiSwarm, page: Page) -> None:
     approval = await _propose(swarm, "mallory", "feature/mallory")
     await page.goto(swarm.dashboard)
     await page.get_by_test_id(f"deny-reason-{approval.id}").fill("no mallory here")
+    await page.get_by_test_id(f"deny-{approval.id}").click()
+    await expect(page.get_by_test_id(f"deny-{approval.id}")).to_contain_text("confirm: deny")
     await page.get_by_test_id(f"deny-{approval.id}").click()
     row = page.get_by_test_id(f"history-{approval.id}")
     await expect(row).to_contain_text("denied")

@@ -20,7 +20,7 @@ from gitstore.store import GitStore
 from tests.helpers import Clone
 from ui import credentials, slash
 from ui.diff import DiffCache
-from ui.graph import talk_graph
+from ui.graph import talk_graph, talk_matrix
 from ui.security import Guard, session_value
 from ui.server import bind, serve_app
 
@@ -263,3 +263,29 @@ async def test_a_taken_port_is_retried_until_free() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass
         tg.cancel_scope.cancel()
+
+
+def test_the_talk_matrix_holds_every_count_once_in_its_row_and_column() -> None:
+    names = [f"a{i:02d}" for i in range(50)]
+    counts = [
+        {"sender": names[i], "recipient": names[(i * 7 + 3) % 50], "count": i + 1}
+        for i in range(50)
+    ] + [{"sender": "operator", "recipient": "a07", "count": 2}]
+    m = talk_matrix(names, counts)
+    assert m.names[0] == "operator" and len(m.names) == 51
+    dense = {}
+    for row in m.rows:
+        assert sum(h.gap for h in row.hits) + len(row.hits) + row.tail == 51
+        at = 0
+        for h in row.hits:
+            at += h.gap
+            assert m.names[at] == h.recipient
+            dense[(row.sender, h.recipient)] = h.count
+            at += 1
+    assert dense == {(c["sender"], c["recipient"]): c["count"] for c in counts}
+    assert m.total == sum(int(str(c["count"])) for c in counts)
+    assert m.received[m.names.index("a07")] == sum(
+        int(str(c["count"])) for c in counts if c["recipient"] == "a07"
+    )
+    busiest = max((h for r in m.rows for h in r.hits), key=lambda h: h.count)
+    assert busiest.shade == 1.0

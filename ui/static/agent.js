@@ -12,7 +12,7 @@
   const turnChip = document.getElementById("turn-chip");
   const cancelBtn = document.getElementById("cancel-turn");
   const dot = document.getElementById("live-dot");
-  let lastId = 0, unseen = 0;
+  let lastId = 0, firstId = 0, unseen = 0;
 
   const atBottom = () => tail.scrollHeight - tail.scrollTop - tail.clientHeight < 24;
   function toBottom() { tail.scrollTop = tail.scrollHeight; unseen = 0; pill.hidden = true; }
@@ -44,6 +44,7 @@
           out.push(line(it.ok ? "result-ok" : "tool-error", `■ turn ${it.subtype} · ${fmtMs(it.duration_ms)} · ${cost} · ${it.input_tokens ?? "?"}→${it.output_tokens ?? "?"} tok`, ev.ts)); break;
         }
         case "raw": out.push(line("sys", it.text, ev.ts)); break;
+        case "wake": out.push(line("wake", `▶ woke on #${it.id} from ${it.sender}: ${it.text}`, ev.ts)); break;
         default: out.push(line("sys", "· " + it.text, ev.ts));
       }
     }
@@ -93,13 +94,41 @@
     } catch (e) { /* the next event retries */ }
   }
 
+  /* Past the last 300 events: a "load older" line at the top fetches the page before. */
+  const PAGE = 300;
+  function olderButton(more) {
+    let btn = document.getElementById("load-older");
+    if (!more) { if (btn) btn.remove(); return; }
+    if (!btn) {
+      btn = document.createElement("button");
+      btn.type = "button"; btn.id = "load-older"; btn.className = "ghost small";
+      btn.dataset.testid = "load-older"; btn.textContent = "↑ load older";
+      btn.addEventListener("click", loadOlder);
+    }
+    tail.prepend(btn);
+  }
+  async function loadOlder() {
+    const resp = await fetch(`api/history?limit=${PAGE}&before=${firstId}`, { credentials: "same-origin" });
+    const data = await resp.json();
+    const nodes = [];
+    for (const ev of data.events) nodes.push(...render(ev));
+    if (data.events.length) firstId = data.events[0].id;
+    const fromBottom = tail.scrollHeight - tail.scrollTop;
+    const btn = document.getElementById("load-older");
+    (btn ? btn.after.bind(btn) : tail.prepend.bind(tail))(...nodes);
+    tail.scrollTop = tail.scrollHeight - fromBottom;  // what was in view stays in view
+    olderButton(data.older);
+  }
+
   async function start() {
-    const resp = await fetch("api/history?limit=300", { credentials: "same-origin" });
+    const resp = await fetch(`api/history?limit=${PAGE}`, { credentials: "same-origin" });
     const data = await resp.json();
     setState(data);
     const nodes = [];
     for (const ev of data.events) { nodes.push(...render(ev)); lastId = Math.max(lastId, ev.id); }
+    if (data.events.length) firstId = data.events[0].id;
     tail.append(...nodes);
+    olderButton(data.older);
     toBottom();
     loadInbox();
     connect();
@@ -119,11 +148,8 @@
       append(render(ev));
     });
     es.addEventListener("state", (e) => { setState(JSON.parse(e.data)); loadInbox(); });
-    es.addEventListener("wake", (e) => {
-      const m = JSON.parse(e.data).message;
-      append([line("wake", `▶ woke on #${m.id} from ${m.sender}: ${m.body.slice(0, 300)}`, m.created_at)]);
-      loadInbox();
-    });
+    // The "woke on" line itself comes as the turn's first stored event.
+    es.addEventListener("wake", () => loadInbox());
     es.addEventListener("turn", (e) => {
       const t = JSON.parse(e.data);
       append([line("turnend", `— turn ${t.status} · ${fmtMs(t.duration_ms)} · ${t.cost_usd != null ? "$" + t.cost_usd.toFixed(4) : "$?"}`)]);

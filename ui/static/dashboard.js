@@ -8,6 +8,8 @@
   const EVENTS = data ? JSON.parse(data.textContent) : { types: {}, touches: {} };
   const EV = EVENTS.types;
   const dirty = new Set();
+  // The screen each paged region shows ({page, history}); sent with every refetch.
+  const screens = {};
   let timer = null, inflight = false;
   function want(regions) {
     regions.forEach((r) => { if (document.getElementById("r-" + r)) dirty.add(r); });
@@ -20,7 +22,8 @@
     const names = Array.from(dirty); dirty.clear();
     try {
       await Promise.all(names.map(async (name) => {
-        const resp = await fetch("/region/" + name, { credentials: "same-origin" });
+        const query = new URLSearchParams(screens[name] || {}).toString();
+        const resp = await fetch("/region/" + name + (query ? "?" + query : ""), { credentials: "same-origin" });
         if (resp.ok) hive.merge(document.getElementById("r-" + name), await resp.text());
       }));
     } finally { inflight = false; }
@@ -65,6 +68,47 @@
     if (a && a.status === "denied") hive.toast(`✗ approval #${a.id} denied`);
   });
 
+  document.addEventListener("click", (e) => {
+    const btn = e.target.closest("button[data-region-page]");
+    if (!btn) return;
+    const region = btn.dataset.regionPage;
+    screens[region] = { ...(screens[region] || {}), [btn.dataset.param]: btn.dataset.page };
+    want([region]);
+  });
+
+  /* The agents table: a filter box and a sort, applied again after every live merge
+     (which puts rows back in the server's order, by name). */
+  const agentFilter = document.getElementById("agent-filter");
+  const agentSort = document.getElementById("agent-sort");
+  const SORTS = {
+    name: (a, b) => a.dataset.name.localeCompare(b.dataset.name),
+    state: (a, b) => a.dataset.state.localeCompare(b.dataset.state) || SORTS.name(a, b),
+    spend: (a, b) => Number(b.dataset.spend) - Number(a.dataset.spend) || SORTS.name(a, b),
+    activity: (a, b) => (b.dataset.activity || "").localeCompare(a.dataset.activity || "") || SORTS.name(a, b),
+  };
+  function arrangeAgents() {
+    const body = document.querySelector("#r-agents tbody[data-list]");
+    if (!body || !agentFilter) return;
+    const rows = Array.from(body.querySelectorAll("tr[data-name]"));
+    const q = agentFilter.value.trim().toLowerCase();
+    let shown = 0;
+    for (const tr of rows) {
+      const hide = !!q && !q.split(/\s+/).every((w) => tr.dataset.text.toLowerCase().includes(w));
+      tr.classList.toggle("hidden", hide);
+      if (!hide) shown++;
+    }
+    const sorted = rows.slice().sort(SORTS[agentSort.value] || SORTS.name);
+    sorted.forEach((tr, i) => { if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null); });
+    const count = document.getElementById("agent-count");
+    if (count) count.textContent = q ? `${shown} of ${rows.length}` : `${rows.length} agents`;
+  }
+  if (agentFilter) {
+    agentFilter.addEventListener("input", arrangeAgents);
+    agentSort.addEventListener("change", arrangeAgents);
+    document.addEventListener("hive:merged", (e) => { if (e.detail === "agents") arrangeAgents(); });
+    arrangeAgents();
+  }
+
   const filter = document.getElementById("message-filter");
   function applyFilter() {
     if (!filter) return;
@@ -82,6 +126,22 @@
       if (!resp.ok) return;
       const text = (await resp.json()).lines.join("\n") + "\n";
       if (text !== logview.textContent) { logview.textContent = text; logview.scrollTop = logview.scrollHeight; }
+      const act = await fetch(`/api/activity/${logview.dataset.agent}`, { credentials: "same-origin" });
+      if (act.ok) showActivity((await act.json()).activity);
+    };
+    let shownActivity = "";
+    const showActivity = (lines) => {
+      const key = JSON.stringify(lines);
+      if (key === shownActivity) return;
+      shownActivity = key;
+      const list = document.getElementById("activity");
+      list.replaceChildren(...lines.map((a) => {
+        const li = document.createElement("li");
+        li.className = "k-" + a.kind; li.dataset.kind = a.kind;
+        const ts = document.createElement("span"); ts.className = "dim small"; ts.textContent = a.ts.slice(0, 19).replace("T", " ");
+        li.append(ts, " " + a.text);
+        return li;
+      }));
     };
     logview.scrollTop = logview.scrollHeight;
     setInterval(pull, 1000);

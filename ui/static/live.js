@@ -55,7 +55,10 @@ const hive = (() => {
       if (o) carryResults(o, n);
       wanted.push(n);
     }
-    // Insert in place, moving only what must move: a node that stays keeps its focus.
+    // Drop what is gone first, then insert in place, moving only what must move: a node
+    // that stays keeps its focus (moving a node, even to where it was, loses it).
+    const keep = new Set(wanted);
+    for (const c of Array.from(oldEl.children)) if (!keep.has(c)) c.remove();
     wanted.forEach((node, i) => {
       const at = oldEl.children[i];
       if (at !== node) oldEl.insertBefore(node, at || null);
@@ -120,10 +123,29 @@ const hive = (() => {
   }
 
   /* <button data-post="/api/..."> and <form data-action="/api/..."> */
+  /* A button or form with data-confirm acts on the second click only: the first arms
+     it (its text says what will happen) for a few seconds. */
+  const CONFIRM_MS = 6000;
+  function armed(btn, text) {
+    if (btn.classList.contains("armed")) { disarm(btn); return true; }
+    btn.dataset.label = btn.textContent;
+    btn.textContent = text;
+    btn.classList.add("armed");
+    btn._disarm = setTimeout(() => disarm(btn), CONFIRM_MS);
+    return false;
+  }
+  function disarm(btn) {
+    clearTimeout(btn._disarm);
+    if (btn.dataset.label !== undefined) { btn.textContent = btn.dataset.label; delete btn.dataset.label; }
+    btn.classList.remove("armed");
+  }
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") document.querySelectorAll("button.armed").forEach(disarm); });
+
   document.addEventListener("click", async (e) => {
     const btn = e.target.closest("button[data-post]");
     if (!btn) return;
     e.preventDefault();
+    if (btn.dataset.confirm && !armed(btn, btn.dataset.confirm)) return;
     const scope = btn.closest("[data-key]") || btn.parentElement;
     btn.disabled = true;
     try {
@@ -147,6 +169,8 @@ const hive = (() => {
     const form = e.target.closest("form[data-action]");
     if (!form) return;
     e.preventDefault();
+    const submitter = e.submitter || form.querySelector("button:not([type=button])");
+    if (form.dataset.confirm && submitter && !armed(submitter, form.dataset.confirm)) return;
     const scope = form.closest("[data-key]") || form;
     const buttons = form.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
