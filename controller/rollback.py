@@ -9,7 +9,9 @@ that approval left it) or a sha of applied `main`; by default the applied commit
 the current one (the gate's record of the last move, else the first parent).
 
 **Auto-rollback**: after an approval that creates or updates agents lands, each of them
-must be Ready within `ready_timeout_seconds` (`hive.toml`). If one is not, and applied
+must be Ready within `ready_timeout_seconds` (`hive.toml`) and stay Ready (a crash loop
+is Running for a moment between crashes: Ready, then not, counts as not). If one is not,
+and applied
 `main` is still where that approval put it, hive-c0re proposes the rollback of that
 approval by itself: a pending approval whose note starts with "automatic rollback" and
 gives the reason, and an `approval.rollback` event (what notifications key on). With
@@ -127,18 +129,47 @@ class Rollbacks:
         policy = hive.policy
         if policy.auto_rollback == "off":
             return
-        names = [s.agent for s in approval.plan if s.action in (Action.CREATE, Action.UPDATE)]
+        names = {s.agent for s in approval.plan if s.action in (Action.CREATE, Action.UPDATE)}
         if not names or not approval.applied_sha:
             return
-        await hive.clock.sleep(policy.ready_timeout_seconds)
+        # An agent that was Ready and then is not (a crash loop restarts it, and it is
+        # Running for a moment between crashes) did not become Ready: it flapped.
+        flapped: set[str] = set()
+        with hive.bus.subscribe(types=(EventType.AGENT_STATUS,)) as sub:
+            # Only statuses of the revs this approval applied count.
+            revs = await hive.git.applied_revs(approval.applied_sha)
+            seen_ready = {
+                n
+                for n, st in (await hive.records.statuses()).items()
+                if n in names and st.ready and st.desired_rev == revs.get(n)
+            }
+
+            async def follow() -> None:
+                async for event in sub:
+                    name = str(event.data.get("name"))
+                    if name not in names or event.data.get("desired_rev") != revs.get(name):
+                        continue
+                    if event.data.get("ready"):
+                        seen_ready.add(name)
+                    elif name in seen_ready:
+                        flapped.add(name)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await hive.clock.sleep(policy.ready_timeout_seconds)
+                tg.cancel_scope.cancel()
         if hive.applied.sha != approval.applied_sha:
+            log.info("approval #%s: applied main moved on; no auto-rollback", approval.id)
             return  # something landed since: rolling back would undo that too
         statuses = await hive.records.statuses()
-        late = [n for n in names if (st := statuses.get(n)) is None or not st.ready]
+        late = sorted(
+            n for n in names if n in flapped or (st := statuses.get(n)) is None or not st.ready
+        )
         if not late:
             return
         why = "; ".join(
             f"{n}: {st.reason}{': ' + st.message if st.message else ''}"
+            + (" (it was Ready, then not)" if n in flapped else "")
             if (st := statuses.get(n)) is not None
             else f"{n}: no status"
             for n in late

@@ -137,6 +137,7 @@ async def test_an_approval_that_leaves_an_agent_not_ready_is_rolled_back_by_itse
         (hive.layout.notes_dir("alice") / "crash").write_text("")  # the update will crash
         broken = await apply(hive, clone, {"agents/alice/agent.toml": 'description = "bad"\n'})
         await wait_for(lambda: crash_looping(hive, "alice"))
+        await anyio.wait_all_tasks_blocked()  # the watcher of that approval sleeps now
         clock.advance(30)
         await anyio.wait_all_tasks_blocked()
         assert await hive.approvals.query("pending") == []
