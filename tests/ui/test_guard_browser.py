@@ -49,7 +49,10 @@ async def test_roll_back_to_here_proposes_the_tree_of_that_approval(
     card = page.get_by_test_id(f"approval-{rollback.id}")
     await expect(card).to_be_visible(timeout=10_000)
     await expect(card.locator(".plan")).to_contain_text("update alice")
-    await page.get_by_test_id(f"approve-{rollback.id}").click()
+    approve = page.get_by_test_id(f"approve-{rollback.id}")
+    await approve.click()
+    await expect(approve).to_contain_text("confirm")  # the second click merges
+    await approve.click()
 
     async def back() -> bool:
         agent = await swarm.hive.git.applied_agent("alice")
@@ -76,7 +79,10 @@ async def test_spend_cancel_turn_purge_and_cancel_all_from_the_dashboard(
         await swarm.api.wait_for(lambda r: "two: hangs" in r.last_user_text)
     await swarm.hive.broker.send("operator", "alice", "three: waits")
     await swarm.hive.broker.send("operator", "alice", "four: waits")
-    await page.get_by_test_id("purge-alice").click()
+    purge = page.get_by_test_id("purge-alice")
+    await purge.click()
+    await expect(purge).to_contain_text("confirm: purge alice's inbox")
+    await purge.click()
     (event,) = await wait_for(lambda: _purged(swarm), timeout=10)
     assert [m["body"] for m in event["messages"]] == ["three: waits", "four: waits"]
     await page.get_by_test_id("cancel-alice").click()
@@ -88,6 +94,7 @@ async def test_spend_cancel_turn_purge_and_cancel_all_from_the_dashboard(
     button = page.get_by_test_id("cancel-all-questions")
     await expect(button).to_contain_text("cancel all 3 questions", timeout=10_000)
     await button.click()
+    await button.click()  # the first click arms it
     await wait_for(lambda: _no_questions(swarm), timeout=10)
     await expect(page.get_by_test_id("cancel-all-questions")).to_be_hidden(timeout=10_000)
 
