@@ -179,7 +179,9 @@ def test_two_thousand_connections_from_one_agent_leave_everyone_else_served(
             assert daemon.request(daemon.socket_of("hm1nd"), "inbox")["ok"]
             # Alice got her 32 and each of the others was told why it was closed.
             daemon.wait(lambda: refused(socks) == FLOOD - 32)
-            over = daemon.request(alice, "inbox")
+            # (A connect may time out while a loaded daemon works through the flood:
+            # try again; what matters is the answer once one comes.)
+            over = daemon.wait(lambda: daemon.request(alice, "inbox"))
             assert over["error"]["code"] == "too_many_connections", over
             assert "limit" in over["error"]["message"]
         # Her connections closed, alice is served again.
