@@ -24,7 +24,7 @@ from controller.errors import ForbiddenError, InvalidError, NotFoundError
 from controller.operations import Operations, Verb
 from controller.paging import MAX_LIMIT
 from controller.protocol import MAX_KEY
-from controller.values import AgentRow, Approval, Asked, Identity, Message, Sent
+from controller.values import AgentRow, Approval, Asked, Identity, Message, Permission, Sent
 from gitstore.spec import MANAGER
 
 __all__ = ["AgentSession", "agent_commands"]
@@ -41,6 +41,7 @@ class AgentSession:
         self.agent = agent
         self.owner = ops.new_owner()
         self.harness = False
+        self.reports_turns = False
         self.leases: set[int] = set()
 
     @property
@@ -50,6 +51,8 @@ class AgentSession:
         return bool(self.leases)
 
     async def close(self) -> None:
+        if self.reports_turns:
+            self.ops.reporter_gone(self.agent, self.owner, "the harness disconnected")
         orphaned = await self.ops.orphan_leases(self.owner)
         if orphaned:
             log.info(
@@ -181,8 +184,29 @@ async def inbox(s: AgentSession, a: InboxArgs) -> list[Message]:
 async def turn_state(s: AgentSession, a: TurnArgs) -> dict[str, object]:
     """Report idle / thinking / offline (the dashboard shows it)."""
     s.require_harness("turn_state")
-    await s.ops.report_turn(s.agent, a.model_dump())
+    await s.ops.report_turn(s.agent, a.model_dump(), reporter=s.owner)
+    s.reports_turns = True
     return {}
+
+
+class PermissionArgs(Args):
+    tool: str = Field(min_length=1, max_length=200)
+    detail: str = Field(default="", max_length=4000)
+
+
+@agent_commands.command("ask_permission", PermissionArgs, watch_peer=True)
+async def ask_permission(s: AgentSession, a: PermissionArgs) -> Permission:
+    """May this agent make a tool call outside its allowed_tools? Queues a question for
+    the operator and answers once it is decided (expired: denied)."""
+    s.require_harness("ask_permission")
+    return await s.ops.ask_permission(s.agent, a.tool, a.detail)
+
+
+@agent_commands.command("warm", NoArgs, watch_peer=True)
+async def warm(s: AgentSession, _: NoArgs) -> dict[str, object]:
+    """Hold a warm-session slot; answers `{reason}` when the host takes it back."""
+    s.require_harness("warm")
+    return {"reason": await s.ops.hold_warm(s.agent)}
 
 
 @agent_commands.command("whoami", NoArgs)

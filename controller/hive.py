@@ -40,6 +40,7 @@ from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
 from controller.usage import Usage
+from controller.warm import WarmSlots
 from gitstore.follow import MainState, ProposedMain
 from gitstore.policy import AgentLimits, Policy
 from gitstore.store import GitStore
@@ -170,6 +171,10 @@ class Hive:
             released=self.agent_queue.add,
             poll=settings.limits_poll,
         )
+        # Which agent-socket connection last reported each agent's turn state: when it
+        # closes, the turn is offline (unless a newer connection reported since).
+        self.turn_reporters: dict[str, int] = {}
+        self.warm = WarmSlots(settings.warm_max)
         self.notifier = Notifier(self, self.metrics)
         self.activity = Activity(self.bus)
         self.proposals = ProposalsReconciler(

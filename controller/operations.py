@@ -13,6 +13,7 @@ What proposes a change to the desired state (spawn, apply a commit) is in
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from controller.values import (
     Identity,
     MainSummary,
     Message,
+    Permission,
     Purged,
     Question,
     Queued,
@@ -62,7 +64,9 @@ from gitstore.tree import AgentTree
 from reconcilers.runtime import ContainerError, ContainerState
 from reconcilers.status import AgentStatus
 
-__all__ = ["LIFECYCLE", "Operations", "Verb"]
+__all__ = ["LIFECYCLE", "PERMISSION_OPTIONS", "Operations", "Verb"]
+
+PERMISSION_OPTIONS = ("allow once", "deny")
 
 Verb = Literal["start", "stop", "restart", "kill"]
 LIFECYCLE: tuple[Verb, ...] = ("start", "stop", "restart", "kill")
@@ -350,8 +354,9 @@ class Operations:
         """What each `(base, sha)` changes, as the dashboard shows it on a card."""
         return await self.hive.git.approval_diffs(pairs)
 
-    async def report_turn(self, name: str, turn: JSONObject) -> None:
-        """A harness reported its turn state (idle / thinking / offline)."""
+    async def report_turn(self, name: str, turn: JSONObject, reporter: int | None = None) -> None:
+        """A harness reported its turn state (idle / thinking / offline), on the
+        connection `reporter` (its closing makes the turn offline)."""
         if turn.get("state") not in ("idle", "thinking", "offline"):
             raise InvalidError("state must be idle, thinking or offline")
         last = turn.get("last_turn")
@@ -365,7 +370,47 @@ class Operations:
                     cost_usd=recorded.cost_usd or 0.0,
                     status=recorded.status,
                 )
+        if reporter is not None:
+            self.hive.turn_reporters[name] = reporter
         self.hive.set_turn(name, dict(turn))
+
+    def reporter_gone(self, name: str, reporter: int, why: str) -> None:
+        """The connection that reported `name`'s turns closed: nothing runs its turns."""
+        if self.hive.turn_reporters.get(name) != reporter:
+            return  # a newer harness reports now
+        del self.hive.turn_reporters[name]
+        last = self.hive.turns.get(name, {})
+        self.hive.set_turn(
+            name,
+            {
+                "state": "offline",
+                "reason": why,
+                "model": last.get("model"),
+                "last_turn": last.get("last_turn"),
+            },
+        )
+
+    async def ask_permission(self, agent: str, tool: str, detail: str) -> Permission:
+        """Ask the operator whether `agent` may make this tool call; waits for the
+        answer (allow once / deny), or the expiry (denied). Cancelled: the question is."""
+        questions = self.hive.questions
+        ttl = max(1, round(self.hive.settings.permission_ttl))
+        text = f"{agent} wants {tool}: `{detail}`" if detail else f"{agent} wants {tool}"
+        asked = await questions.ask(
+            agent, text, list(PERMISSION_OPTIONS), ttl_seconds=ttl, kind="permission"
+        )
+        try:
+            decided = await questions.wait(asked.id)
+        finally:
+            # Still pending only when the harness stopped waiting (its turn ended).
+            with anyio.CancelScope(shield=True), contextlib.suppress(ConflictError):
+                await questions.cancel(asked.id)
+        allow = decided.status == "answered" and decided.answer == PERMISSION_OPTIONS[0]
+        return Permission(decided.id, decided.status, allow)
+
+    async def hold_warm(self, agent: str) -> str:
+        """Hold one of the host's warm-session slots until it is taken back."""
+        return await self.hive.warm.hold(agent)
 
     async def cancel_turn(self, name: str) -> TurnCancel:
         """Interrupt `name`'s running turn (its harness acknowledges the message)."""
@@ -465,6 +510,7 @@ class Operations:
 
     async def ack(self, agent: str, message_id: int, owner: int) -> None:
         await self.hive.broker.ack(agent, message_id, owner)
+        self.hive.warm.used(agent)
 
     async def release(self, agent: str, message_id: int, owner: int) -> None:
         await self.hive.broker.release(agent, message_id, owner)

@@ -1,4 +1,5 @@
-"""The manager's questions to the operator (`ask_operator`).
+"""The manager's questions to the operator (`ask_operator`), and the harnesses' permission
+questions (`ask_permission`: may this agent run this tool call?).
 
 A question is free text (no options), a radio choice (options) or checkboxes (options and
 `multi`). It ends answered, cancelled or expired, and each ending reaches the asker's
@@ -7,6 +8,10 @@ through the same durable path as any other message. Expiry is driven by one task
 sleeps until the nearest deadline; it is woken when a question is asked, and re-reads the
 pending questions every `poll` seconds at the latest. Deadlines are wall-clock times
 (they are stored), read from the injected clock, so a test moves time on by hand.
+
+A permission question (`kind` "permission") does not reach the asker's inbox: the
+harness that asked waits for it (`wait`) inside the running turn, and claude gets the
+answer as the tool call's permission.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def _row(row: sqlite3.Row) -> Question:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         decided_at=row["decided_at"],
+        kind=row["kind"],
     )
 
 
@@ -66,6 +72,7 @@ class Questions:
         self.clock: Clock = clock or SystemClock()
         self.poll = poll
         self._wake = anyio.Event()
+        self._resolved: dict[int, anyio.Event] = {}
 
     async def ask(
         self,
@@ -74,6 +81,7 @@ class Questions:
         options: list[str] | None = None,
         multi: bool = False,
         ttl_seconds: int | None = None,
+        kind: str = "question",
     ) -> Question:
         if not question.strip():
             raise InvalidError("the question is empty")
@@ -92,8 +100,8 @@ class Questions:
         def q(db: sqlite3.Connection) -> int:
             cur = db.execute(
                 "INSERT INTO questions(asker, question, options, multi, status, created_at,"
-                " expires_at) VALUES (?,?,?,?,'pending',?,?)",
-                (asker, question, json.dumps(options), int(multi), iso(now), expires),
+                " expires_at, kind) VALUES (?,?,?,?,'pending',?,?,?)",
+                (asker, question, json.dumps(options), int(multi), iso(now), expires, kind),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -103,6 +111,19 @@ class Questions:
         self.bus.publish(EventType.QUESTION_ASKED, question=asked)
         self._wake.set()
         return asked
+
+    async def wait(self, question_id: int) -> Question:
+        """Wait until the question is answered, cancelled or expired; returns it then."""
+        while True:
+            resolved = self._resolved.setdefault(question_id, anyio.Event())
+            try:
+                question = await self.get(question_id)
+                if question.status != "pending":
+                    return question
+                await resolved.wait()
+            finally:
+                if self._resolved.get(question_id) is resolved and resolved.is_set():
+                    del self._resolved[question_id]
 
     async def get(self, question_id: int) -> Question:
         def q(db: sqlite3.Connection) -> Question | None:
@@ -254,7 +275,11 @@ class Questions:
                 "answer": json.loads(answer_json),
             }
         )
-        await self.broker.send(OPERATOR, question.asker, body, kind="operator_answered")
+        if question.kind != "permission":  # the harness waiting for it gets it instead
+            await self.broker.send(OPERATOR, question.asker, body, kind="operator_answered")
+        waiter = self._resolved.pop(question.id, None)
+        if waiter is not None:
+            waiter.set()
         self.bus.publish(EventType(f"question.{status}"), question=resolved)
         return resolved
 

@@ -6,7 +6,9 @@ failing reconcile (`backoff_base` doubling up to `backoff_cap`); the crash loop 
 agent that crashes `crash_limit` times within `crash_window` is Stalled; restarts wait
 `crash_backoff` doubling up to `backoff_cap`, the first one none); the grace a stopping
 agent gets before SIGKILL; and how often the question expiry re-reads pending questions
-at the latest (it also wakes at the nearest deadline and on every new question).
+at the latest (it also wakes at the nearest deadline and on every new question); how
+long a permission question waits for the operator; how many warm claude sessions the
+host keeps.
 The size and shape limits of a proposed tree (`gitstore.limits.Limits`) ride along.
 
 Limits on what a client may hold: connections at once on host.sock and on each agent's
@@ -99,6 +101,13 @@ class Settings:
     # How often limit holds (hive.toml) are reviewed at the latest: a new UTC day, an
     # hour with room again; a move of applied main reviews them at once.
     limits_poll: float = 30.0
+    # A permission question (a tool outside an agent's allowed_tools) is denied when
+    # nobody answered it within this long (`HIVE_PERMISSION_TTL`).
+    permission_ttl: float = 600.0
+    # At most this many claude sessions are kept warm on the host (`HIVE_WARM_MAX`);
+    # over it the least recently used goes cold. How long one stays warm after its last
+    # turn is the harness's `HIVE_WARM_IDLE` (passed on from hive-c0re's environment).
+    warm_max: int = 8
     host_connections: int = 64
     agent_connections: int = 32
     idle_timeout: float = 600.0
@@ -138,6 +147,15 @@ class Settings:
             "unsandboxed": _flag(env, "HIVE_UNSANDBOXED"),
             "environ": env,
         }
+        for key, name, kind in (
+            ("permission_ttl", "HIVE_PERMISSION_TTL", float),
+            ("warm_max", "HIVE_WARM_MAX", int),
+        ):
+            if env.get(name):
+                try:
+                    values[key] = kind(env[name])
+                except ValueError as exc:
+                    raise ValueError(f"{name}={env[name]!r}: not a number") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(state_dir=state, runtime_dir=runtime_dir, **values)  # type: ignore[arg-type]
         if settings.runtime not in ("process", "nixos"):
@@ -164,6 +182,7 @@ class Settings:
             "crash_backoff",
             "question_poll",
             "limits_poll",
+            "permission_ttl",
             "idle_timeout",
             "notify_backoff",
             "notify_backoff_cap",
@@ -184,6 +203,7 @@ class Settings:
             "inbox_max_bytes",
             "send_max_bytes_per_minute",
             "page_max_bytes",
+            "warm_max",
             "notify_attempts",
             "notify_queue",
         ):

@@ -180,6 +180,7 @@ class _Connection(Generic[C]):
         The answer goes out before the read-ahead is torn down, so a woken `recv` does
         not wait a loop iteration for it. False once the connection is done."""
         gone = False
+        refused: HiveError | None = None  # stays None when the peer left mid-call
         async with anyio.create_task_group() as tg:
 
             async def read_ahead() -> None:
@@ -204,9 +205,8 @@ class _Connection(Generic[C]):
             except HiveError as exc:
                 # Raised out of the task group it would arrive wrapped in an
                 # ExceptionGroup, and be answered `internal` instead of its own code.
-                refused: HiveError | None = exc
+                refused = exc
             else:
-                refused = None
                 try:
                     await self.stream.send(encode_result(rid, result))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):

@@ -159,7 +159,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX messages_idempotency ON messages(sender, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     """,
-    # 5: guard rails: every finished turn of every agent (accounting), purged messages
+    # 5: permission questions (a harness asks whether its agent may use a tool; the
+    # answer goes back to the waiting harness, not to the inbox)
+    """
+    ALTER TABLE questions ADD COLUMN kind TEXT NOT NULL DEFAULT 'question';
+    """,
+    # 6: guard rails: every finished turn of every agent (accounting), purged messages
     """
     CREATE TABLE turns (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -81,7 +81,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Question:
-    """The manager's question to the operator: free text, one option, or several."""
+    """The manager's question to the operator: free text, one option, or several; or a
+    harness's `permission` question (may the agent use this tool once?)."""
 
     id: int
     asker: str
@@ -93,6 +94,16 @@ class Question:
     created_at: str
     expires_at: str | None
     decided_at: str | None
+    kind: str = "question"
+
+
+@dataclass(frozen=True)
+class Permission:
+    """How the operator decided a permission question (`ask_permission`)."""
+
+    id: int
+    status: str
+    allow: bool
 
 
 @dataclass(frozen=True)

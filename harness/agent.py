@@ -1,27 +1,40 @@
-"""The harness's turn loop: inbox -> wake prompt -> one claude turn -> ack.
+"""The harness's turn loop: inbox -> wake prompt -> a turn of the live session -> ack.
 
 The loop long-polls `recv(lease=True)` on the agent's socket, so a message is leased to
 this harness until the turn ends: it is acknowledged when the turn finishes (or when the
 operator cancelled it), and released when claude failed, so a dead turn is delivered
-again. A turn outlives a lost connection (hive-c0re restarting, say): the message it
-woke on stays *unsettled* until the harness has reconnected, taken its lease back with
+again. A turn is one user message to the agent's long-lived claude (`harness.session`,
+kept warm by `harness.warm`); its `result` event ends it. The conversation's session id
+is kept in `HIVE_STATE/hyperhive-session`, so a new claude (after an idle window, a
+crash, a harness restart) resumes it. Every stream-json event is kept in the history and
+published on `live` for the agent's page. Turn state (idle / thinking / offline, with the
+last turn's duration, cost and tokens) is reported to hive-c0re so the dashboard shows
+it too.
+
+A turn outlives a lost connection (hive-c0re restarting, say): the message it woke on
+stays *unsettled* until the harness has reconnected, taken its lease back with
 `reclaim`, and acknowledged or released it, so the turn is not run a second time.
 
-Every stream-json event is kept in the history and published on `live` for the
-agent's page. Turn state (idle / thinking / offline, with the last turn's duration, cost
-and tokens) is reported to hive-c0re so the dashboard shows it too.
+Operator controls: `cancel()` the running turn (claude's `interrupt`); `clear()` (the
+next turn starts a new session and conversation); `compact()` (at the next message,
+`/compact` runs as a step of its own, then the message is an ordinary turn);
+`set_model()` (kept in `HIVE_STATE/hyperhive-model`, applied with `set_model` on the warm
+session at the next turn).
 
-Operator controls: `cancel()` the running turn; `clear()` (the next turn starts a new
-conversation); `compact()` (a `/compact` turn); `set_model()` (kept in
-`HIVE_STATE/hyperhive-model`, read at every turn).
+A tool the agent's `allowed_tools` does not grant becomes a question to the operator
+(`ask_permission` on the agent socket, which answers once the operator did, or the
+question expired): claude waits for it inside the same turn.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
-import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,27 +44,24 @@ import anyio
 
 from controller.fanout import Fanout
 from controller.protocol import Client, ProtocolError, connect_client
-from harness.claude import ClaudeMissingError, ClaudeRunner, ClaudeSettings, TurnResult
+from harness.claude import ClaudeMissingError, ClaudeSettings, EventCallback, TurnResult
 from harness.confine import confinement_from_env
 from harness.events import WAKE
 from harness.history import History, TurnStatus, open_history
 from harness.meter import TurnMeter
+from harness.session import Session, SessionError, SessionSpec, open_session
+from harness.warm import WarmSession
 from reconcilers.backoff import Backoff
 
-__all__ = ["Agent", "AgentConfig", "wake_prompt"]
+__all__ = ["Agent", "AgentConfig", "permission_summary", "wake_prompt"]
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "hyperhive-model"
 FRESH_FILE = "hyperhive-fresh"
+SESSION_FILE = "hyperhive-session"
+_MAX_DETAIL = 2000
 WAKE_BODY = 2000  # of a wake message's body kept in the turn's history
-
-
-def _mcp_command() -> tuple[str, ...]:
-    beside = Path(sys.executable).parent / "hive-ag3nt"
-    if beside.exists():
-        return (str(beside), "mcp")
-    return (sys.executable, "-m", "harness.mcp_server")
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,8 @@ class AgentConfig:
     recv_wait: float = 180.0
     retry_base: float = 1.0
     retry_cap: float = 60.0
+    # How long a session stays warm after its last turn (`HIVE_WARM_IDLE`).
+    warm_idle: float = 300.0
     claude: ClaudeSettings = field(default_factory=ClaudeSettings)
     # The credential hive-c0re handed this harness (harness.credential); never printed.
     key: str | None = field(default=None, repr=False)
@@ -82,12 +94,23 @@ class AgentConfig:
             web_fd=int(fd) if fd.isascii() and fd.isdigit() else None,
             web_socket=env.get("HIVE_WEB_SOCKET") or None,
             retry_base=float(env.get("HIVE_RETRY_BASE", "1.0")),
+            warm_idle=_seconds(env.get("HIVE_WARM_IDLE", ""), 300.0),
             claude=ClaudeSettings(
-                mcp_command=_mcp_command(),
                 turn_timeout=float(timeout) if timeout else None,
                 confine=confinement_from_env(env),
             ),
         )
+
+
+def _seconds(text: str, default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = default
+    if not 0 < value < float("inf"):
+        log.warning("ignoring a bad number of seconds %r; using %g", text, default)
+        return default
+    return value
 
 
 def wake_prompt(me: str, message: dict[str, Any]) -> str:
@@ -110,11 +133,25 @@ def wake_prompt(me: str, message: dict[str, Any]) -> str:
     )
 
 
+def permission_summary(tool: str, tool_input: dict[str, Any]) -> str:
+    """What the operator reads: the command of a Bash call, the path of a file tool,
+    else the input as JSON; cut to a length a question card shows."""
+    for key in ("command", "file_path", "path", "url", "pattern"):
+        value = tool_input.get(key)
+        if isinstance(value, str) and value:
+            detail = value
+            break
+    else:
+        detail = json.dumps(tool_input, ensure_ascii=False, sort_keys=True)
+    return detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 3] + "..."
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.live: Fanout[str] = Fanout()
-        self.runner = ClaudeRunner(config.name, config.socket, config.state_dir, config.claude)
+        self.settings = config.claude
+        self.warm = WarmSession(self._open_session, idle=config.warm_idle, slot=self._warm_slot)
         self.history: History | None = None
         self.state = "offline"
         self.reason = "starting"
@@ -138,7 +175,7 @@ class Agent:
             override = path.read_text().strip()
         except OSError:
             override = ""
-        return override or self.whoami.get("model")
+        return override or self.whoami.get("model") or None
 
     def set_model(self, model: str | None) -> None:
         path = self.config.state_dir / MODEL_FILE
@@ -157,7 +194,8 @@ class Agent:
         self.live.publish("control", action="compact")
 
     def cancel(self) -> bool:
-        cancelled = self.runner.cancel()
+        session = self.warm.session
+        cancelled = session is not None and session.cancel()
         if cancelled:
             self.live.publish("control", action="cancel")
         return cancelled
@@ -178,6 +216,48 @@ class Agent:
             if exc.code in ("closed", "unreachable"):
                 self._control = None
             raise
+
+    # --- the session's callbacks ---------------------------------------------------
+
+    @asynccontextmanager
+    async def _open_session(self, spec: SessionSpec) -> AsyncIterator[Session]:
+        ask = self._ask_permission if self.settings.ask_permissions else None
+        async with open_session(
+            self.config.name,
+            self.config.socket,
+            self.config.state_dir,
+            self.settings,
+            spec,
+            ask=ask,
+        ) as session:
+            self.live.publish("session", action="started", resume=spec.resume)
+            yield session
+
+    async def _ask_permission(self, tool: str, tool_input: dict[str, Any]) -> tuple[bool, str]:
+        """The operator decides on a tool call outside allowed_tools (waits for them)."""
+        detail = permission_summary(tool, tool_input)
+        self.live.publish("permission", tool=tool, detail=detail, state="asked")
+        try:
+            client = await self._connect()
+            async with client:
+                answer = await client.call("ask_permission", tool=tool, detail=detail)
+        except (ProtocolError, OSError) as exc:
+            log.warning("permission for %s not asked: %s", tool, exc)
+            return False, f"{tool} was not allowed: the operator could not be asked ({exc})"
+        allowed = bool(answer.get("allow"))
+        status = str(answer.get("status", ""))
+        self.live.publish("permission", tool=tool, detail=detail, state=status, allow=allowed)
+        if allowed:
+            return True, ""
+        why = {"expired": "nobody answered in time"}.get(status, f"the operator said {status}")
+        return False, f"The operator did not allow {tool} ({why}). Do not retry it."
+
+    async def _warm_slot(self) -> str:
+        """Hold this host's warm-session slot; returns when hive-c0re wants it back."""
+        client = await self._connect()
+        async with client:
+            answer = await client.call("warm")
+        return str(answer.get("reason", ""))
 
     # --- the loop ------------------------------------------------------------------
 
@@ -203,8 +283,12 @@ class Agent:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        async with await open_history(self.config.state_dir) as history:
+        async with (
+            await open_history(self.config.state_dir) as history,
+            anyio.create_task_group() as tg,
+        ):
             self.history = history
+            await tg.start(self.warm.serve)
             task_status.started()
             failures = 0
             while True:
@@ -233,7 +317,7 @@ class Agent:
                     continue
                 self.live.publish("wake", message=message)
                 result = await self._turn(message)
-                if result is not None and (result.ok or result.cancelled):
+                if result is not None and _handled(result):
                     await self._settle(message["id"], "ack")
                     failures = 0
                     await self._report("idle")
@@ -265,16 +349,34 @@ class Agent:
             log.info("message %d was settled before the connection was lost", message_id)
         self._unsettled = None
 
+    async def _spec(self) -> SessionSpec:
+        """The session this turn wants; a pending /clear closes the warm one first."""
+        assert self.history is not None
+        state = self.config.state_dir
+        fresh = state / FRESH_FILE
+        if fresh.exists():
+            await self.warm.cold("the conversation was cleared")
+            (state / SESSION_FILE).unlink(missing_ok=True)
+            fresh.unlink(missing_ok=True)
+            resume, continue_last = None, False
+        else:
+            try:
+                resume = (state / SESSION_FILE).read_text().strip() or None
+            except OSError:
+                resume = None
+            # A conversation from before the session id was recorded: claude's own last.
+            continue_last = resume is None and bool(await self.history.turns(limit=1))
+        return SessionSpec(
+            allowed_tools=tuple(self.whoami.get("allowed_tools") or ()),
+            append_system_prompt=self.whoami.get("prompt") or None,
+            model=self.model,
+            resume=resume,
+            continue_last=continue_last,
+        )
+
     async def _turn(self, message: dict[str, Any]) -> TurnResult | None:
         assert self.history is not None and self._client is not None
         self.whoami = await self._client.call("whoami")
-        fresh = self.config.state_dir / FRESH_FILE
-        resume = not fresh.exists() and bool(await self.history.turns(limit=1))
-        fresh.unlink(missing_ok=True)
-        prompt = wake_prompt(self.config.name, message)
-        if self._compact:
-            self._compact = False
-            prompt = "/compact\n\n" + prompt
         turn_id = await self.history.start_turn(message["id"])
         started_at = datetime.now(UTC).isoformat(timespec="microseconds")
         history = self.history
@@ -296,21 +398,27 @@ class Agent:
             self.live.publish("event", id=stored.id, turn=turn_id, event=event)
             if meter.observe(event):  # over the tool-call cap: interrupt the turn
                 log.warning("%s: turn over %s tool calls; interrupting", self.config.name, cap)
-                self.runner.cancel()
+                self.cancel()
 
+        spec = await self._spec()
         try:
-            result = await self.runner.run_turn(
-                prompt,
-                on_event=on_event,
-                model=self.model,
-                resume=resume,
-                append_system_prompt=self.whoami.get("prompt") or None,
-                allowed_tools=list(self.whoami.get("allowed_tools") or ()),
-            )
-        except ClaudeMissingError as exc:
+            try:
+                session, result = await self._attempt(spec, message, on_event)
+            except SessionError as exc:
+                if spec.resume is None and not spec.continue_last:
+                    raise
+                # claude refuses a session it has no transcript of (its config dir was
+                # reset, say): the conversation is gone, the message must not be.
+                log.warning("cannot resume the conversation (%s); starting a new one", exc)
+                (self.config.state_dir / SESSION_FILE).unlink(missing_ok=True)
+                spec = dataclasses.replace(spec, resume=None, continue_last=False)
+                session, result = await self._attempt(spec, message, on_event)
+        except (ClaudeMissingError, SessionError) as exc:
             await history.end_turn(turn_id, status="error")
             self.reason = str(exc)
             return None
+        self._record_session(session)
+        self.warm.touch()
         status: TurnStatus = (
             "ok"
             if result.ok
@@ -346,8 +454,39 @@ class Agent:
         self.live.publish("turn", turn=turn_id, **self.last_turn)
         return result
 
+    async def _attempt(
+        self, spec: SessionSpec, message: dict[str, Any], on_event: EventCallback
+    ) -> tuple[Session, TurnResult]:
+        session = await self.warm.acquire(spec)
+        if self._compact:
+            self._compact = False
+            # Its own step: what follows `/compact` in one message would become the
+            # compaction's instructions, and that message would never be handled.
+            compacted = await session.turn("/compact", on_event)
+            self._record_session(session)
+            if compacted.cancelled:
+                return session, compacted  # the operator's /cancel covers the message too
+            if not compacted.ok:
+                log.warning("/compact did not succeed; the message is handled anyway")
+        return session, await session.turn(wake_prompt(self.config.name, message), on_event)
+
+    def _record_session(self, session: Session) -> None:
+        if session.session_id:
+            (self.config.state_dir / SESSION_FILE).write_text(session.session_id + "\n")
+
+
+def _handled(result: TurnResult) -> bool:
+    """Acknowledge the message: the turn ended, or the operator cancelled it, or it ran
+    past its deadline in a claude that still answered. A crashed or hung claude (killed
+    at the deadline) is a failure: the message is delivered again to a new session."""
+    if result.ok:
+        return True
+    return result.cancelled and not (result.timed_out and result.hung)
+
 
 def _failure(result: TurnResult) -> str:
+    if result.hung:
+        return "claude hung past the turn's deadline and was killed"
     if result.timed_out:
         return "the turn hit its deadline"
     tail = result.stderr_tail.strip().splitlines()[-1:] or [f"exit code {result.exit_code}"]

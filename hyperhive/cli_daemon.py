@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import sys
 
@@ -80,6 +81,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="bytes of unacknowledged messages one agent's inbox holds (default 16 MiB)",
     )
+    serve.add_argument(
+        "--warm-max",
+        type=int,
+        metavar="N",
+        help="claude sessions kept warm on this host at once; over it the least recently "
+        "used goes cold [$HIVE_WARM_MAX, default 8]",
+    )
+    serve.add_argument(
+        "--warm-idle",
+        type=float,
+        metavar="SECONDS",
+        help="an agent's claude stays warm this long after its last turn "
+        "[$HIVE_WARM_IDLE, default 300]",
+    )
+    serve.add_argument(
+        "--permission-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="a tool call outside an agent's allowed_tools waits this long for the "
+        "operator, then is denied [$HIVE_PERMISSION_TTL, default 600]",
+    )
     serve.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     serve.add_argument(
         "--unsandboxed",
@@ -115,6 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     # watchfiles logs every ref change at INFO; the bus already reports what matters.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    if args.warm_idle is not None:
+        if not 0 < args.warm_idle < float("inf"):
+            print("hive-c0re: --warm-idle must be a positive number of seconds", file=sys.stderr)
+            raise SystemExit(2)
+        # The harnesses read it; the process runtime passes it on from this environment.
+        os.environ["HIVE_WARM_IDLE"] = str(args.warm_idle)
     try:
         settings = Settings.from_env(
             state_dir=args.state_dir,
@@ -127,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             idle_timeout=args.idle_timeout,
             inbox_max_messages=args.inbox_max_messages,
             inbox_max_bytes=args.inbox_max_bytes,
+            warm_max=args.warm_max,
+            permission_ttl=args.permission_ttl,
             dashboard_enabled=False if args.no_dashboard else None,
             unsandboxed=True if args.unsandboxed else None,
         )

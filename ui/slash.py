@@ -15,9 +15,9 @@ __all__ = ["HELP", "Command", "Controls", "UnknownCommandError", "parse", "run"]
 
 HELP = """\
 /help            this help
-/clear           the next turn starts a fresh conversation
+/clear           the next turn starts a fresh conversation (a new claude session)
 /cancel          stop the running turn (its message counts as handled)
-/compact         compact the conversation at the next turn
+/compact         compact the conversation before the next message is handled
 /model           show the model in use
 /model NAME      use NAME from the next turn on (/model default: back to agent.toml)
 //text           send "/text" as a message
@@ -72,7 +72,7 @@ def run(command: Command, agent: Controls) -> str:
             return "cancelling the running turn" if agent.cancel() else "no turn is running"
         case "compact":
             agent.compact()
-            return "the next turn compacts the conversation first"
+            return "the conversation is compacted before the next message is handled"
         case "model":
             if not command.arg:
                 return f"model: {agent.model or 'the CLI default'}"

@@ -86,6 +86,7 @@ QUESTION_KEYS = [
     "created_at",
     "expires_at",
     "decided_at",
+    "kind",
 ]
 
 

@@ -76,3 +76,43 @@ async def test_a_sooner_question_wakes_the_expiry_sleeping_toward_a_later_one(
             with anyio.fail_after(5):
                 event = await expired.next()
             assert event.data["question"].id == late.id
+
+
+async def test_a_permission_question_expires_for_its_waiter_and_never_reaches_the_inbox(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    async with open_questions(tmp_path, clock) as (questions, _):
+        asked = await questions.ask(
+            "alice",
+            "alice wants Bash: `rm -rf x`",
+            ["allow once", "deny"],
+            ttl_seconds=60,
+            kind="permission",
+        )
+        assert asked.kind == "permission"
+        decided: list[str] = []
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                decided.append((await questions.wait(asked.id)).status)
+
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert decided == []
+            clock.advance(60)
+        assert decided == ["expired"]
+        assert await questions.broker.inbox("alice") == []
+
+
+async def test_an_answered_permission_question_wakes_its_waiter_at_once(tmp_path: Path) -> None:
+    async with open_questions(tmp_path, FakeClock()) as (questions, _):
+        asked = await questions.ask(
+            "alice", "alice wants Bash: `ls`", ["allow once", "deny"], kind="permission"
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(questions.wait, asked.id)
+            await anyio.wait_all_tasks_blocked()
+            await questions.answer(asked.id, "allow once")
+        assert (await questions.wait(asked.id)).answer == "allow once"
+        assert await questions.broker.inbox("alice") == []

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from controller.events import EventType
 from controller.protocol import connect_client
 from reconcilers.proc import start_time
 from tests.e2e.conftest import Swarm
@@ -101,9 +102,14 @@ async def test_allowed_tools_bash_runs_a_bash_call_and_without_it_the_call_is_re
         await client.call("send", to="bob", body="run it")
     alice = await tool_result_of(swarm, "alice")
     assert not alice.get("is_error") and "ran-42" in result_text(alice)
+    # Bob's call is not run: it waits as a question to the operator, who denies it.
+    async with admin(swarm.hive) as client:
+        (question,) = await wait_for(lambda: client.call("questions"))
+        assert question["asker"] == "bob" and question["question"].startswith("bob wants Bash")
+        await client.call("answer", id=question["id"], answer="deny")
     bob = await tool_result_of(swarm, "bob")
     assert bob.get("is_error") and "ran-42" not in result_text(bob)
-    assert "needs approval" in result_text(bob)
+    assert "did not allow Bash" in result_text(bob)
     assert (swarm.hive.layout.notes_dir("alice") / "bash-ran").exists()
     assert not (swarm.hive.layout.notes_dir("bob") / "bash-ran").exists()
 
@@ -148,7 +154,9 @@ async def test_a_model_allowed_bash_cannot_reach_the_hive_beyond_its_agent(
     assert [m.body for m in inbox] == ["look around"]
 
 
-async def test_a_harness_killed_mid_turn_takes_its_claude_with_it(swarm: Swarm) -> None:
+async def test_a_harness_killed_mid_turn_takes_its_claude_with_it_and_shows_offline(
+    swarm: Swarm,
+) -> None:
     await apply_with(swarm, alice="")
     swarm.api.script(hang(when=woke("alice")))
     async with admin(swarm.hive) as client:
@@ -161,8 +169,15 @@ async def test_a_harness_killed_mid_turn_takes_its_claude_with_it(swarm: Swarm) 
     claudes = {pid: start_time(pid) for pid in _claude_children(swarm, "alice")}
     assert claudes
     swarm.api.script(text("done in the new harness", when=woke("alice")))
-    os.kill(harness, signal.SIGKILL)
-    killed = time.monotonic()
+    with swarm.hive.bus.subscribe(types=[EventType.AGENT_TURN]) as turns:
+        os.kill(harness, signal.SIGKILL)
+        killed = time.monotonic()
+        with anyio.fail_after(5):
+            while (event := await turns.next()).data.get("agent") != "alice":
+                pass
+    # The first word on alice's turn after the kill: offline, not a stale "thinking".
+    assert event.data["state"] == "offline", event.data
+    assert event.data["reason"] == "the harness disconnected"
 
     def claude_gone() -> bool:
         return all(start_time(pid) != started for pid, started in claudes.items())

@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 @asynccontextmanager
-async def inprocess(swarm: Swarm, name: str, **claude: Any) -> AsyncIterator[Agent]:
+async def inprocess(
+    swarm: Swarm, name: str, *, warm_idle: float = 300.0, **claude: Any
+) -> AsyncIterator[Agent]:
     """Run `name`'s harness in this process (its process is held stopped)."""
     async with admin(swarm.hive) as client:
         await client.call("kill", name=name)
@@ -38,6 +40,7 @@ async def inprocess(swarm: Swarm, name: str, **claude: Any) -> AsyncIterator[Age
     config = AgentConfig.from_env(env)
     config = dataclasses.replace(
         config,
+        warm_idle=warm_idle,
         # The key hive-c0re minted for the (killed) harness this one stands in for.
         key=swarm.hive.layout.harness_key(name).read_text(),
         claude=dataclasses.replace(
@@ -105,7 +108,7 @@ async def test_a_missing_claude_is_offline_with_the_reason_and_messages_wait(swa
         (waiting,) = await swarm.hive.broker.inbox("alice")
         assert waiting.body == "are you there?" and waiting.acked_at is None
         # claude comes back: the message that waited gets its turn.
-        agent.runner.settings = dataclasses.replace(agent.runner.settings, binary=None)
+        agent.settings = dataclasses.replace(agent.settings, binary=None)
         swarm.api.script(text("yes", when=woke("alice")))
         await wait_for(lambda: _no_inbox(swarm), timeout=60)
 

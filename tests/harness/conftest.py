@@ -51,7 +51,6 @@ def settings_for(claude: str, fake: FakeAnthropic, tmp: Path, **overrides: Any) 
     env = claude_env(fake.url, str(config_dir), {"PYTHONPATH": pythonpath})
     base = ClaudeSettings(
         binary=claude,
-        mcp_command=MCP_COMMAND,
         env=env,
         interrupt_grace=1.0,
         term_grace=1.0,

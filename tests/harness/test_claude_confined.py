@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
-from harness.claude import ClaudeRunner, TurnResult
+from harness.claude import TurnResult
 from harness.confine import confinement_from_env
+from harness.session import SessionSpec, open_session
 from tests.fakes.agent_socket import open_agent_socket
 from tests.fakes.anthropic import FakeAnthropic, hang, text, tool_use
 from tests.harness.conftest import settings_for
@@ -68,8 +69,9 @@ async def test_a_confined_claude_runs_bash_but_cannot_see_the_key_or_the_harness
         settings = settings_for(claude_bin, fake_api, short_tmp, confine=confine)
         where = {"KEY_FILE": str(key_file), "KEY_DIR": str(key_file.parent)}
         settings = dataclasses.replace(settings, env={**settings.env, **where})
-        runner = ClaudeRunner("alice", sock.path, state, settings)
-        result = await runner.run_turn("look", on_event=_ignore, allowed_tools=["Bash"])
+        spec = SessionSpec(allowed_tools=("Bash",))
+        async with open_session("alice", sock.path, state, settings, spec) as session:
+            result = await session.turn("look", _ignore)
     assert result.ok, result.stderr_tail
     (tool_result,) = fake_api.main_requests[1].tool_results
     content = tool_result["content"]
@@ -88,22 +90,26 @@ async def test_a_confined_turn_is_cancelled_as_quickly_as_a_plain_one(
     results: list[TurnResult] = []
     async with open_agent_socket("alice") as sock:
         settings = settings_for(claude_bin, fake_api, short_tmp, confine=confine)
-        runner = ClaudeRunner("alice", sock.path, short_tmp / "state", settings)
+        state = short_tmp / "state"
+        async with open_session("alice", sock.path, state, settings, SessionSpec()) as session:
 
-        async def turn() -> None:
-            results.append(await runner.run_turn("think forever", on_event=_ignore))
+            async def turn() -> None:
+                results.append(await session.turn("think forever", _ignore))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(turn)
-            with anyio.fail_after(20):
-                await fake_api.wait_for(lambda r: r.scripted)
-            await anyio.sleep(0.2)
-            started = time.monotonic()
-            assert runner.cancel()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(turn)
+                with anyio.fail_after(20):
+                    await fake_api.wait_for(lambda r: r.scripted)
+                await anyio.sleep(0.2)
+                started = time.monotonic()
+                assert session.cancel()
+            elapsed = time.monotonic() - started
+            assert session.alive
     (result,) = results
-    # SIGINT reached claude, not bwrap: the turn ended on claude's own terms.
-    assert result.cancelled and time.monotonic() - started < 2.0
-    assert result.exit_code == 0, result.stderr_tail
+    # The interrupt reached claude through bwrap: the turn ended on claude's own terms
+    # and the confined session lives on.
+    assert result.cancelled and elapsed < 2.0
+    assert result.exit_code is None and result.result is not None, result.stderr_tail
 
 
 async def _ignore(event: dict[str, Any]) -> None:

@@ -154,6 +154,13 @@
       const t = JSON.parse(e.data);
       append([line("turnend", `— turn ${t.status} · ${fmtMs(t.duration_ms)} · ${t.cost_usd != null ? "$" + t.cost_usd.toFixed(4) : "$?"}`)]);
     });
+    es.addEventListener("permission", (e) => {
+      const p = JSON.parse(e.data);
+      const what = `${p.tool}${p.detail ? ": " + p.detail.slice(0, 300) : ""}`;
+      append([line("local", p.state === "asked"
+        ? `⏸ asks the operator for ${what} (answer in hive questions or the dashboard)`
+        : `${p.allow ? "✓ allowed" : "✗ not allowed"} (${p.state}): ${what}`)]);
+    });
     es.addEventListener("control", (e) => {
       const c = JSON.parse(e.data);
       append([line("local", `⌁ ${c.action}${c.model !== undefined ? " → " + (c.model || "default") : ""}`)]);
