@@ -226,7 +226,11 @@ class Questions:
         cancelled = await self.store.call(q)
         by_asker: dict[str, list[Question]] = {}
         for question in cancelled:
-            by_asker.setdefault(question.asker, []).append(question)
+            waiter = self._resolved.pop(question.id, None)
+            if waiter is not None:
+                waiter.set()
+            if question.kind != "permission":  # its harness learns it from the waiter
+                by_asker.setdefault(question.asker, []).append(question)
         for who, questions in sorted(by_asker.items()):
             body = json.dumps(
                 {

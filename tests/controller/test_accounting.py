@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from controller.cli_admin import SPECS, render
@@ -240,11 +241,26 @@ async def test_cancelling_many_questions_wakes_the_manager_once(short_dir: Path)
     async with hive_on(short_dir) as hive, admin(hive) as client:
         for n in range(30):
             await hive.questions.ask("hm1nd", f"question {n}?")
+        # A harness's permission question is cancelled too, and its waiter told.
+        asked = await hive.questions.ask(
+            "alice", "alice wants Bash", ["allow once", "deny"], kind="permission"
+        )
+        waited: list[Any] = []
+
+        async def wait_permission() -> None:
+            waited.append(await hive.questions.wait(asked.id))
+
         with pytest.raises(ProtocolError, match="--agent NAME, or --all"):
             await client.call("questions-cancel")
         before = len(await hive.broker.inbox("hm1nd"))
         cancelled = await client.call("questions-cancel", agent="hm1nd")
-        assert cancelled["cancelled"] == 30 and await client.call("questions") == []
+        assert cancelled["cancelled"] == 30
         (told,) = (await hive.broker.inbox("hm1nd"))[before:]
         assert told.kind == "operator_answered" and '"cancelled": 30' in told.body
-        assert (await client.call("questions-cancel", all=True))["cancelled"] == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_permission)
+            await anyio.wait_all_tasks_blocked()
+            assert (await client.call("questions-cancel", all=True))["cancelled"] == 1
+        assert waited[0].status == "cancelled"
+        assert await hive.broker.inbox("alice") == []  # nothing in its inbox
+        assert await client.call("questions") == []
