@@ -198,26 +198,6 @@ class GitStore:
         tree, so only a tree that never went through a plan can hold one)."""
         return await self._hop(lambda: policy_at(self._applied_tree(sha)))
 
-    async def applied_file(
-        self, path: str, sha: str | None = None, most: int = 64 * 1024
-    ) -> bytes | None:
-        """A file of applied `main` (or `sha`) by its path from the root (`hive.toml`),
-        None when there is none; one over `most` bytes is a ValueError, unread."""
-
-        def read() -> bytes | None:
-            tree = self._applied_tree(sha)
-            try:
-                entry = tree[path]
-            except KeyError:
-                return None
-            if not isinstance(entry, pygit2.Blob):
-                return None
-            if entry.size > most:
-                raise ValueError(f"{path} is {entry.size} bytes, over the {most} allowed")
-            return bytes(entry.data)
-
-        return await self._hop(read)
-
     async def is_applied(self, sha: str) -> bool:
         """Whether `sha` is applied `main` or one of its ancestors."""
         return sha in await self.applied_among([sha])

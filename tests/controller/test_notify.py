@@ -14,7 +14,6 @@ import anyio
 import pytest
 
 from controller.hive import Hive
-from controller.notify import read_notify
 from controller.protocol import ProtocolError
 from gitstore.store import GitStore
 from tests.fakes.receiver import serve_receiver
@@ -209,15 +208,6 @@ async def test_a_bad_notify_table_is_reported_and_the_hive_carries_on(short_dir:
 
         errors = await wait_for(refused)
         assert "hive.toml: notify[0].url_env" in errors[0]
-
-
-def test_hive_toml_without_notify_tables_has_no_targets_and_bad_toml_is_an_error() -> None:
-    assert read_notify(None) == ()
-    assert read_notify(b"[limits]\nturns_per_hour = 3\n") == ()
-    with pytest.raises(ValueError, match=r"hive\.toml"):
-        read_notify(b"[[notify]\n")
-    with pytest.raises(ValueError, match="over"):
-        read_notify(b"#" * (65 * 1024))
 
 
 async def _has(rows: Any, n: int) -> list[dict[str, Any]] | None:
