@@ -68,6 +68,10 @@ async def declare(
     clone = workdir / "clone"
     if not clone.exists():
         await git_async(workdir, "clone", "-q", str(state_dir / "proposed.git"), str(clone))
+    # The broker benchmarks send thousands a second per agent: far past the default
+    # `rate.send_per_minute` (60), so they raise it to the most hive.toml allows. Every
+    # send is still checked against it, as in production.
+    (clone / "hive.toml").write_text("[rate]\nsend_per_minute = 100000\n")
     for name, enabled in agents.items():
         spec = clone / "agents" / name / "agent.toml"
         spec.parent.mkdir(parents=True, exist_ok=True)

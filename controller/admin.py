@@ -6,8 +6,10 @@ with every right. Each command of `controller.host_spec` is implemented here as 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 
 from controller.commands import CommandTable, NoArgs
+from controller.errors import InvalidError
 from controller.events import EventType
 from controller.fanout import Event
 from controller.host_spec import (
@@ -15,18 +17,23 @@ from controller.host_spec import (
     AnswerArgs,
     ApprovalIdArgs,
     ApprovalsArgs,
+    CancelQuestionsArgs,
     DenyArgs,
     DestroyArgs,
     EventsArgs,
+    InboxArgs,
     LogsArgs,
     MessagesArgs,
     NameArgs,
     OptionalNameArgs,
+    PurgeArgs,
     QuestionIdArgs,
     QuestionsArgs,
+    RollbackArgs,
     SendArgs,
     TokenCreateArgs,
     TokenNameArgs,
+    UsageArgs,
 )
 from controller.notify import Delivery
 from controller.operations import LIFECYCLE, JSONObject, Operations, Verb
@@ -36,13 +43,17 @@ from controller.values import (
     AppliedReset,
     Approval,
     ApprovalPatch,
+    CancelledQuestions,
     Destroyed,
     Message,
+    Purged,
     Question,
     Queued,
     Repos,
     Sent,
     Status,
+    TurnCancel,
+    UsageRow,
 )
 
 __all__ = ["HostSession", "host_commands"]
@@ -131,6 +142,56 @@ for _verb in LIFECYCLE:
 @host_commands.implement("destroy")
 async def destroy(s: HostSession, a: DestroyArgs) -> Destroyed:
     return await s.ops.destroy(a.name, purge=a.purge)
+
+
+@host_commands.implement("usage")
+async def usage(s: HostSession, a: UsageArgs) -> list[UsageRow]:
+    return await s.ops.usage(a.agent, since_day(a.since, s.ops.hive.usage.today()), a.limit)
+
+
+def since_day(since: str | None, today: str) -> str | None:
+    """`--since` as a UTC day: a day as given (YYYY-MM-DD) or `Nd`, N days before today."""
+    if since is None:
+        return None
+    text = since.strip()
+    try:
+        if text.endswith("d") and text[:-1].isdigit():
+            days = int(text[:-1])
+            if days > 100_000:
+                raise ValueError(text)
+            return (date.fromisoformat(today) - timedelta(days=days)).isoformat()
+        return date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise InvalidError(
+            f"since: {since[:40]!r} is neither a day (2026-12-01) nor a number of days (7d)"
+        ) from exc
+
+
+@host_commands.implement("cancel")
+async def cancel(s: HostSession, a: NameArgs) -> TurnCancel:
+    return await s.ops.cancel_turn(a.name)
+
+
+@host_commands.implement("rollback")
+async def rollback(s: HostSession, a: RollbackArgs) -> Approval:
+    return await s.ops.rollback(a.to)
+
+
+@host_commands.implement("inbox")
+async def inbox(s: HostSession, a: InboxArgs) -> list[Message]:
+    return await s.ops.inbox(await s.ops.known(a.name), a.limit, a.after_id)
+
+
+@host_commands.implement("inbox-purge")
+async def inbox_purge(s: HostSession, a: PurgeArgs) -> Purged:
+    return await s.ops.inbox_purge(a.name, a.sender)
+
+
+@host_commands.implement("questions-cancel")
+async def questions_cancel(s: HostSession, a: CancelQuestionsArgs) -> CancelledQuestions:
+    if (a.agent is None) == (not a.all):
+        raise InvalidError("name whose questions to cancel: --agent NAME, or --all for every one")
+    return await s.ops.cancel_questions(a.agent)
 
 
 @host_commands.implement("send")

@@ -48,7 +48,7 @@ import anyio
 from controller.bus import Bus, EventType
 from controller.errors import ConflictError, HiveError, NotFoundError
 from controller.paging import DEFAULT_BUDGET, Page
-from controller.quotas import BrokerLimits, SendRate, check_body, inbox_full
+from controller.quotas import BrokerLimits, CountRate, SendRate, check_body, inbox_full
 from controller.store import Store, now_iso
 from controller.values import Message
 from reconcilers.clock import Clock, SystemClock
@@ -121,6 +121,7 @@ class Broker:
         self._held: dict[str, tuple[int, int]] = {}
         self.page_bytes = page_bytes
         self._rate = SendRate(self.limits, clock or SystemClock())
+        self._sends = CountRate("send", "minute", clock or SystemClock())
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self._owners = itertools.count(_ORPHAN + 1)
@@ -207,11 +208,16 @@ class Broker:
         body: str,
         kind: str = "message",
         idempotency_key: str | None = None,
+        per_minute: int | None = None,
     ) -> Message:
+        """Store a message; `per_minute` is the sender's counted rate (`hive.toml`'s
+        `rate.send_per_minute`), the operator's sends have none."""
         size = check_body(body, self.limits)
         if not self._serving:
             raise ConflictError("the broker is not running")
         if sender != OPERATOR:
+            if per_minute is not None:
+                self._sends.spend(sender, per_minute)
             self._rate.spend(sender, size)
         out = _Outgoing(sender, recipient, kind, body, size, idempotency_key)
         self._outbox.append(out)
@@ -470,6 +476,27 @@ class Broker:
         ).rowcount
         self.tally.redelivered += max(0, freed)
         self._orphans.discard(recipient)
+
+    async def purge(self, recipient: str, sender: str | None = None) -> list[Message]:
+        """Take `recipient`'s undelivered messages (only `sender`'s, if given) out of its
+        inbox: acknowledged and marked purged, never deleted (`hive messages` still
+        shows them); a message leased to a running turn stays. Returns them."""
+        now = now_iso()
+
+        def q(db: sqlite3.Connection) -> list[Message]:
+            where = "recipient=? AND acked_at IS NULL AND delivered_at IS NULL"
+            args: tuple[Any, ...] = (recipient,)
+            if sender is not None:
+                where, args = where + " AND sender=?", (*args, sender)
+            rows = db.execute(
+                # Delivered too: an undelivered row is what a `recv` claims.
+                "UPDATE messages SET delivered_at=?, acked_at=?, purged_at=? "
+                f"WHERE {where} RETURNING {_COLUMNS}",
+                (now, now, now, *args),
+            ).fetchall()
+            return sorted((_message(r) for r in rows), key=lambda m: m.id)
+
+        return await self.store.call(q)
 
     # --- reading -------------------------------------------------------------------
 

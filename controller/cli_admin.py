@@ -30,7 +30,7 @@ import anyio
 from pydantic.fields import FieldInfo
 
 from controller.commands import Spec
-from controller.host_spec import GROUP_HELP, HOST_SPECS
+from controller.host_spec import GROUP_DEFAULT, GROUP_HELP, HOST_SPECS
 from controller.protocol import ProtocolError, connect_client
 from controller.settings import default_runtime_dir, default_state_dir
 
@@ -105,7 +105,7 @@ def _add_arguments(sub: argparse.ArgumentParser, spec: Spec) -> None:
         if name in spec.positional:
             continue
         convert, choices, flag = _kind(field.annotation)
-        option = "--" + name.replace("_", "-")
+        option = "--" + spec.options.get(name, name).replace("_", "-")
         default = spec.cli_defaults.get(name)
         if flag:
             sub.add_argument(option, dest=name, action="store_true", help=_help(field, None))
@@ -146,6 +146,29 @@ def parser() -> argparse.ArgumentParser:
         leaf.set_defaults(spec_name=spec.name)
         _add_arguments(leaf, spec)
     return p
+
+
+def with_defaults(argv: Sequence[str]) -> list[str]:
+    """`argv` with a group's default subcommand put in where none is named
+    (`hive inbox alice` -> `hive inbox show alice`)."""
+    args = list(argv)
+    subcommands: dict[str, set[str]] = {s.cli[0]: set() for s in HOST_SPECS if len(s.cli) > 1}
+    for spec in HOST_SPECS:
+        if len(spec.cli) > 1:
+            subcommands[spec.cli[0]].add(spec.cli[1])
+    i = 0
+    while i < len(args):  # skip the global options to the command word
+        if args[i] == "--socket":
+            i += 2
+        elif args[i].startswith("--socket=") or args[i] == "--json":
+            i += 1
+        else:
+            break
+    if i < len(args) and args[i] in GROUP_DEFAULT:
+        following = args[i + 1] if i + 1 < len(args) else None
+        if following not in subcommands[args[i]] and following not in ("-h", "--help"):
+            args.insert(i + 1, GROUP_DEFAULT[args[i]])
+    return args
 
 
 def request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -194,6 +217,18 @@ def _cells(row: dict[str, Any]) -> dict[str, Any]:
     if "turn_reason" in row and not row.get("message"):
         out["message"] = row["turn_reason"]
     return out
+
+
+def _hive_spend(rows: Sequence[dict[str, Any]]) -> str:
+    """The hive's line under `hive agents`: the agents' spend summed."""
+    today = sum(float(r.get("spend_today_usd") or 0) for r in rows)
+    total = sum(float(r.get("spend_total_usd") or 0) for r in rows)
+    tokens_today = sum(int(r.get("tokens_today") or 0) for r in rows)
+    tokens_total = sum(int(r.get("tokens_total") or 0) for r in rows)
+    return (
+        f"hive: ${today:.4f} today (UTC), ${total:.4f} in total; "
+        f"{tokens_today} tokens today, {tokens_total} in total"
+    )
 
 
 _SUBJECTS = ("agent", "name", "approval", "question", "message", "to", "recipient")
@@ -259,6 +294,8 @@ def render(spec: Spec, result: Any) -> str:
         if not rows and spec.empty:
             return spec.empty
         lines = [table([_cells(r) for r in rows], spec.columns)]
+        if spec.name == "agents" and rows:
+            lines.append(_hive_spend(rows))
         # What a pending approval's errors are, before anyone tries to approve it.
         lines += [
             f"#{r['id']}: ✗ {e}"
@@ -372,7 +409,7 @@ def _overlap(old: list[str], new: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ns = parser().parse_args(argv)
+    ns = parser().parse_args(with_defaults(sys.argv[1:] if argv is None else argv))
     try:
         code = anyio.run(_run, ns)
     except KeyboardInterrupt:

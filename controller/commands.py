@@ -62,6 +62,8 @@ class Spec:
     # for `applied-reset`), and for the "template" view a `str.format` of the result.
     words: tuple[str, ...] = ()
     template: str = ""
+    # An option's name when it is not the field's (`--from` for `sender`).
+    options: Mapping[str, str] = field(default_factory=dict)
     # `hive` offers `-f`: call again every second and print only what is new (logs).
     follow: bool = False
     # Without --limit, `hive` pages on through this cursor (`after_id`, `before_id`)
@@ -73,7 +75,8 @@ class Spec:
         return self.words or (self.name,)
 
     def __post_init__(self) -> None:
-        named = set(self.positional) | set(self.cli_defaults) | ({self.page_on} - {""})
+        named = set(self.positional) | set(self.cli_defaults) | set(self.options)
+        named |= {self.page_on} - {""}
         unknown = named - set(self.args.model_fields)
         if unknown:
             raise ValueError(f"{self.name}: no such arguments: {', '.join(sorted(unknown))}")

@@ -22,6 +22,7 @@ class EventType(enum.StrEnum):
     APPROVAL_FAILED = "approval.failed"
     APPROVAL_NOTED = "approval.noted"
     APPROVAL_REPLANNED = "approval.replanned"  # applied main moved: the plan was redone
+    APPROVAL_ROLLBACK = "approval.rollback"  # a rollback was proposed (by hand or automatic)
     APPLIED_MOVED = "applied.moved"
     APPLIED_ALARM = "applied.alarm"  # applied main moved outside hive-c0re (or cleared)
     APPLIED_RESET = "applied.reset"
@@ -38,9 +39,14 @@ class EventType(enum.StrEnum):
     AGENT_STOP = "agent.stop"
     AGENT_RESTART = "agent.restart"
     AGENT_KILL = "agent.kill"
+    AGENT_LIMITED = "agent.limited"  # a limit of hive.toml held it or interrupted a turn
+    AGENT_RATE_LIMITED = "agent.rate_limited"  # a send / ask_operator refused by a rate
+    AGENT_USAGE = "agent.usage"  # a finished turn was recorded (accounting)
+    AGENT_CANCEL = "agent.cancel"  # the operator interrupted the running turn
     RECONCILE_RUN = "reconcile.run"
     MESSAGE_SENT = "message.sent"
     MESSAGE_ACKED = "message.acked"
+    MESSAGE_PURGED = "message.purged"  # the operator purged (part of) an inbox
     QUESTION_ASKED = "question.asked"
     QUESTION_ANSWERED = "question.answered"
     QUESTION_CANCELLED = "question.cancelled"
@@ -87,6 +93,11 @@ AUDITED = frozenset(
         EventType.AGENT_STOP,
         EventType.AGENT_RESTART,
         EventType.AGENT_KILL,
+        EventType.AGENT_LIMITED,
+        EventType.AGENT_RATE_LIMITED,
+        EventType.AGENT_CANCEL,
+        EventType.APPROVAL_ROLLBACK,
+        EventType.MESSAGE_PURGED,
         EventType.QUESTION_ASKED,
         EventType.QUESTION_ANSWERED,
         EventType.QUESTION_CANCELLED,

@@ -29,6 +29,7 @@ from controller.activity import Activity
 from controller.approvals import ApprovalBook
 from controller.broker import Broker
 from controller.bus import Bus, EventType
+from controller.enforcement import Enforcer
 from controller.eventlog import EventLog
 from controller.gate import Gate
 from controller.metrics import Metrics
@@ -39,8 +40,10 @@ from controller.records import StoreRecords
 from controller.settings import Settings
 from controller.store import Store
 from controller.tokens import TokenBook
+from controller.usage import Usage
 from controller.warm import WarmSlots
 from gitstore.follow import MainState, ProposedMain
+from gitstore.policy import AgentLimits, Policy
 from gitstore.store import GitStore
 from gitstore.tree import AgentTree
 from gitstore.watch import serve_ref_watcher
@@ -105,6 +108,10 @@ class Hive:
         self.proposed_main: ProposedMain | None = None
         # Read at the start of `serve()` (`load_applied`), then kept by `applied_moved`.
         self.applied = Applied.of("", {})
+        # The hive's policy (hive.toml) at applied main, kept with it by `applied_moved`.
+        self.policy = Policy()
+        self.policy_error: str | None = None
+        self._limits: dict[str, AgentLimits] = {}  # by agent, for applied main as cached
         self._applied_lock = anyio.Lock()
         # (name, subtree oid) -> parsed agent: a rev's content never changes.
         self._agent_trees: OrderedDict[tuple[str, str], AgentTree] = OrderedDict()
@@ -158,6 +165,19 @@ class Hive:
             poll=settings.question_poll,
         )
         self.turns: dict[str, dict[str, Any]] = {}
+        self.usage = Usage(self.store, self.clock)
+        self.enforcer = Enforcer(
+            self.usage,
+            self.records,
+            self.runtime,
+            self.bus,
+            self.clock,
+            policy=lambda: self.policy,
+            limits_for=self.limits_for,
+            names=lambda: sorted(self.applied.names),
+            released=self.agent_queue.add,
+            poll=settings.limits_poll,
+        )
         # Which agent-socket connection last reported each agent's turn state: when it
         # closes, the turn is offline (unless a newer connection reported since).
         self.turn_reporters: dict[str, int] = {}
@@ -254,7 +274,28 @@ class Hive:
         async with self._applied_lock:
             sha, revs = await self.git.applied_state()
             self.applied = Applied.of(sha, revs)
+            await self._load_policy(sha)
             return self.applied
+
+    async def _load_policy(self, sha: str) -> None:
+        self.policy, self.policy_error = await self.git.applied_policy(sha or None)
+        self._limits = {}
+        if self.policy_error is not None:
+            log.warning(
+                "hive.toml at applied main is not valid (defaults apply): %s", self.policy_error
+            )
+
+    async def limits_for(self, name: str) -> AgentLimits:
+        """The limits that hold for one agent: hive.toml, overridden by its agent.toml
+        (asked on every send: kept per agent until applied main moves)."""
+        found = self._limits.get(name)
+        if found is not None:
+            return found
+        desired = await self.applied_agent(name)
+        limits = self.policy.for_agent(desired.spec if desired is not None else None)
+        if len(self._limits) < AGENT_TREE_CACHE:
+            self._limits[name] = limits
+        return limits
 
     async def applied_agent(self, name: str) -> AgentTree | None:
         """One agent of the cached applied `main`, parsed; git only for an unseen rev."""
@@ -281,6 +322,8 @@ class Hive:
             before = known.revs if known.sha == old else await self.git.applied_revs(old)
             after = await self.git.applied_revs(new)
             self.applied = Applied.of(new, after)
+            await self._load_policy(new)
+            self.enforcer.wake()  # a limit may have been raised
             changed = _changed(before, after)
             self.bus.publish(EventType.APPLIED_MOVED, old=old, new=new, agents=changed)
             self.metrics.applied_moves.inc()
@@ -356,6 +399,7 @@ class Hive:
                 await tg.start(self.store.serve_checkpoints)
                 await tg.start(self.broker.serve)
                 await tg.start(self.questions.serve)
+                await tg.start(self.enforcer.serve)
                 await tg.start(self.notifier.serve)
                 await tg.start(self.agent_queue.serve)
                 await tg.start(self.proposal_queue.serve)

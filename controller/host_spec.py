@@ -17,7 +17,7 @@ from controller.commands import Args, NoArgs, Spec
 from controller.protocol import MAX_KEY
 from controller.protocol import MAX_PAGE as MAX_LIMIT
 
-__all__ = ["GROUP_HELP", "HOST_SPECS"]
+__all__ = ["GROUP_DEFAULT", "GROUP_HELP", "HOST_SPECS"]
 
 ApprovalStatus = Literal["pending", "approved", "denied", "superseded", "failed"]
 
@@ -135,6 +135,52 @@ class TokenNameArgs(Args):
     name: str = Field(max_length=63, description="the token's name (`hive token list`)")
 
 
+class UsageArgs(Args):
+    agent: str | None = Field(default=None, description="only this agent")
+    since: str | None = Field(
+        default=None,
+        max_length=32,
+        description="only days from this one on: a UTC day (2026-12-01) or a number of "
+        "days back (7d)",
+    )
+    limit: int = Field(
+        default=1000, ge=1, le=MAX_LIMIT, description="at most this many rows, newest day first"
+    )
+
+
+class InboxArgs(Args):
+    name: str = Field(description="the agent whose inbox to list")
+    limit: int = Field(
+        default=100, ge=1, le=MAX_LIMIT, description="at most this many, oldest first"
+    )
+    after_id: int | None = Field(default=None, ge=0, description=_AFTER)
+
+
+class PurgeArgs(Args):
+    name: str = Field(description="the agent whose inbox to purge")
+    sender: str | None = Field(
+        default=None,
+        max_length=64,
+        description="only messages from this sender (an agent, or operator)",
+    )
+
+
+class CancelQuestionsArgs(Args):
+    agent: str | None = Field(
+        default=None, description="only this agent's questions (--all: every pending one)"
+    )
+    all: bool = Field(default=False, description="every pending question")
+
+
+class RollbackArgs(Args):
+    to: str | None = Field(
+        default=None,
+        max_length=64,
+        description="an approval id or a sha of applied main (default: the applied commit "
+        "before the current one)",
+    )
+
+
 _LIFECYCLE = {
     "start": "start an agent and clear its hold",
     "stop": "stop an agent and hold it stopped",
@@ -148,7 +194,13 @@ GROUP_HELP = {
     "token": "tokens for git over HTTP on the dashboard (/git/proposed.git): "
     "create | list | revoke",
     "notify": "notifications to the [[notify]] targets of hive.toml: test",
+    "inbox": "an agent's inbox: hive inbox NAME lists it, hive inbox purge NAME empties it",
+    "questions": "the manager's questions: hive questions lists them, hive questions cancel "
+    "cancels many at once",
 }
+# A group's subcommand taken when the next word is none of its own (`hive inbox alice`
+# is `hive inbox show alice`, `hive questions --all` is `hive questions list --all`).
+GROUP_DEFAULT = {"inbox": "show", "questions": "list"}
 
 HOST_SPECS: tuple[Spec, ...] = (
     Spec("status", NoArgs, "daemon version, applied sha, counts, the gate's alarm", view="status"),
@@ -168,8 +220,28 @@ HOST_SPECS: tuple[Spec, ...] = (
             "desired_rev",
             "observed_rev",
             "hold",
+            "spend_today_usd",
+            "spend_total_usd",
             "message",
         ),
+    ),
+    Spec(
+        "usage",
+        UsageArgs,
+        "spend and tokens per agent and UTC day, newest day first",
+        view="table",
+        columns=(
+            "agent",
+            "day",
+            "turns",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_creation_tokens",
+            "tool_calls",
+            "cost_usd",
+        ),
+        empty="no turns recorded",
     ),
     Spec(
         "approvals",
@@ -254,7 +326,46 @@ HOST_SPECS: tuple[Spec, ...] = (
         view="lines",
         follow=True,
     ),
+    Spec(
+        "cancel",
+        NameArgs,
+        "interrupt an agent's running turn (its message is acknowledged)",
+        positional=("name",),
+        view="template",
+        template="{agent}: turn cancelled: {cancelled}",
+    ),
+    Spec(
+        "rollback",
+        RollbackArgs,
+        "propose putting applied main's tree back as it was at REV: one pending approval "
+        "of kind rollback, approved like any other",
+        positional=("to",),
+        view="template",
+        template="approval #{id} ({kind}, {ref}) proposes {sha:.12}: {note}; "
+        "`hive approve {id}` applies it",
+    ),
     Spec("send", SendArgs, "send a message to an agent as the operator", positional=("to", "body")),
+    Spec(
+        "inbox",
+        InboxArgs,
+        "an agent's messages not yet acknowledged, oldest first",
+        words=("inbox", "show"),
+        positional=("name",),
+        view="table",
+        columns=("id", "sender", "kind", "created_at", "delivered_at", "body"),
+        empty="the inbox is empty",
+    ),
+    Spec(
+        "inbox-purge",
+        PurgeArgs,
+        "take an agent's undelivered messages out of its inbox (kept in hive messages, "
+        "marked purged, and listed in the audit log)",
+        words=("inbox", "purge"),
+        positional=("name",),
+        options={"sender": "from"},
+        view="template",
+        template="{purged} message(s) purged from {agent}'s inbox",
+    ),
     Spec(
         "messages",
         MessagesArgs,
@@ -269,10 +380,20 @@ HOST_SPECS: tuple[Spec, ...] = (
         QuestionsArgs,
         "the manager's questions (pending ones by default, oldest first; every one of them "
         "unless --limit)",
+        words=("questions", "list"),
         page_on="after_id",
         view="table",
         columns=("id", "question", "options", "expires_at"),
         empty="no questions",
+    ),
+    Spec(
+        "questions-cancel",
+        CancelQuestionsArgs,
+        "cancel the pending questions of one agent (--agent A) or all (--all); each asker "
+        "is told once, in one message",
+        words=("questions", "cancel"),
+        view="template",
+        template="{cancelled} question(s) cancelled",
     ),
     Spec(
         "answer",

@@ -1,11 +1,11 @@
 """Notifications to a person's phone or chat: webhook, ntfy and Slack-compatible providers.
 
-The targets are the `[[notify]]` tables of `hive.toml` at the root of applied `main`
-(`gitstore.notify_spec`; read again whenever applied main moves). What is worth a
-notification is read off the bus: an approval waiting (its plan summary and a link to
-its card), an operator question (an agent needs input), an agent turning Stalled, a hold
-put on an agent (the operator's kill and stop, the limits' holds), and the gate's alarm
-(applied main moved outside hive-c0re).
+The targets are the `[[notify]]` tables of `hive.toml` at the root of applied `main`: the
+hive's policy (`gitstore.policy`, `Hive.policy`), read again whenever applied main moves.
+What is worth a notification is read off the bus: an approval waiting (its plan
+summary and a link to its card), an operator question (an agent needs input), an agent
+turning Stalled, a hold put on an agent (the operator's kill and stop, the limits'
+holds), and the gate's alarm (applied main moved outside hive-c0re).
 
 Delivery never blocks the loop or another target: the bus reader only appends each
 notice to the bounded queue of every target that wants it, and each target has its own
@@ -20,7 +20,6 @@ they are named by environment variable in git and appear in no event, log or ans
 from __future__ import annotations
 
 import logging
-import tomllib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,17 +32,15 @@ from anyio.abc import TaskStatus
 from controller.bus import Event, EventType
 from controller.errors import ConflictError
 from controller.metrics import Metrics
-from gitstore.notify_spec import NotifyTarget, parse_notify
+from gitstore.notify_spec import NotifyTarget
 from reconcilers.backoff import Backoff
 
 if TYPE_CHECKING:
     from controller.hive import Hive
 
-__all__ = ["POLICY_FILE", "Delivery", "Notice", "Notifier", "read_notify"]
+__all__ = ["Delivery", "Notice", "Notifier"]
 
 log = logging.getLogger(__name__)
-POLICY_FILE = "hive.toml"
-POLICY_MAX_BYTES = 64 * 1024
 TEXT_MAX = 1500  # a notice's message: what fits a phone's notification and a chat line
 WATCHED = (
     EventType.APPROVAL_CREATED,
@@ -77,23 +74,6 @@ class Delivery:
     result: str  # sent | failed
     attempts: int
     error: str = ""
-
-
-def read_notify(text: bytes | None) -> tuple[NotifyTarget, ...]:
-    """The targets of a `hive.toml` (none when there is no file); ValueError saying what
-    is wrong otherwise. The guard-rails policy (`gitstore.policy`) will own this file;
-    until then this reads its `notify` tables only and lets other tables be."""
-    if text is None:
-        return ()
-    if len(text) > POLICY_MAX_BYTES:
-        raise ValueError(f"{POLICY_FILE} is over {POLICY_MAX_BYTES} bytes")
-    try:
-        policy = tomllib.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{POLICY_FILE}: {exc}") from exc
-    if "notify" not in policy:
-        return ()
-    return parse_notify(policy["notify"])
 
 
 def _short(text: str, most: int = TEXT_MAX) -> str:
@@ -201,19 +181,18 @@ class Notifier:
         return None
 
     async def load(self) -> None:
-        """Read the targets from applied main's hive.toml (a bad file is logged, shown
-        by `hive notify test` and an audited `notify.invalid`; the old targets stay)."""
-        try:
-            text = await self.hive.git.applied_file(POLICY_FILE, self.hive.applied.sha or None)
-            targets = read_notify(text)
-        except Exception as exc:
-            problem = str(exc)
+        """Take the targets of the hive's policy at applied main (a policy that is not
+        valid is logged, shown by `hive notify test` and an audited `notify.invalid`;
+        the old targets stay)."""
+        problem = self.hive.policy_error
+        if problem is not None:
             if problem != self.problem:
-                log.warning("notifications: %s", problem)
+                log.warning("notifications: hive.toml: %s", problem)
                 self.hive.bus.publish(EventType.NOTIFY_INVALID, error=problem)
             self.problem = problem
             return
         self.problem = None
+        targets = self.hive.policy.notify
         if targets != self.targets:
             self.targets = targets
             self._restart_senders()

@@ -26,6 +26,7 @@ from controller.activity import ActivityLine, run_line
 from controller.broker import OPERATOR
 from controller.bus import Subscription
 from controller.changes import ChangeRequests
+from controller.enforcement import LIMIT_HOLDS
 from controller.errors import ConflictError, HiveError, InvalidError, NotFoundError
 from controller.events import EventType
 from controller.gate import Alarm
@@ -33,22 +34,30 @@ from controller.hive import Hive
 from controller.notify import Delivery
 from controller.paging import Page
 from controller.protocol import ProtocolError
+from controller.quotas import RateLimitError
+from controller.rollback import Rollbacks
 from controller.tokens import NewToken, TokenInfo
+from controller.turn_control import cancel_turn
 from controller.values import (
     AgentRow,
+    AgentSpend,
     AppliedReset,
     Approval,
     ApprovalPatch,
+    CancelledQuestions,
     Destroyed,
     Identity,
     MainSummary,
     Message,
     Permission,
+    Purged,
     Question,
     Queued,
     Repos,
     Sent,
     Status,
+    TurnCancel,
+    UsageRow,
 )
 from controller.version import VERSION
 from gitstore.diff import ApprovalDiff, unified
@@ -79,6 +88,7 @@ class Operations:
     def __init__(self, hive: Hive) -> None:
         self.hive = hive
         self.changes = ChangeRequests(hive)
+        self.rollbacks = Rollbacks(hive, self.changes)
 
     # --- the hive --------------------------------------------------------------------
 
@@ -204,8 +214,11 @@ class Operations:
         desired = await hive.git.applied_agents(hive.applied.sha or None)
         statuses = await hive.records.statuses()
         holds = await hive.records.holds()
+        spend, _ = await hive.usage.spend()
         return [
-            await self._row(name, desired.get(name), statuses.get(name), holds.get(name))
+            await self._row(
+                name, desired.get(name), statuses.get(name), holds.get(name), spend.get(name)
+            )
             for name in sorted(set(desired) | set(statuses))
         ]
 
@@ -213,7 +226,22 @@ class Operations:
         hive = self.hive
         desired = await hive.applied_agent(name)
         status = await hive.records.status(name)
-        return await self._row(name, desired, status, await hive.records.hold(name))
+        spend, _ = await hive.usage.spend()
+        return await self._row(
+            name, desired, status, await hive.records.hold(name), spend.get(name)
+        )
+
+    async def spend_summary(self) -> tuple[dict[str, AgentSpend], AgentSpend]:
+        """Today's and the total spend and tokens, per agent and of the hive."""
+        return await self.hive.usage.spend()
+
+    async def usage(
+        self, agent: str | None = None, since: str | None = None, limit: int = 1000
+    ) -> list[UsageRow]:
+        """Spend and tokens per agent and UTC day, newest day first."""
+        if agent is not None:
+            checked_name(agent)
+        return await self.hive.usage.by_day(agent, since, limit)
 
     async def _row(
         self,
@@ -221,6 +249,7 @@ class Operations:
         desired: AgentTree | None,
         status: AgentStatus | None,
         hold: str | None,
+        spend: AgentSpend | None = None,
     ) -> AgentRow:
         observed = await self.hive.runtime.observe(name)
         spec = desired.spec if desired is not None else None
@@ -250,7 +279,15 @@ class Operations:
             # What the harness last reported: idle / thinking / offline, with a reason.
             turn=str(turn.get("state", "unknown")),
             turn_reason=str(turn.get("reason", "")),
+            spend_today_usd=round(spend.today_usd, 6) if spend else 0.0,
+            spend_total_usd=round(spend.total_usd, 6) if spend else 0.0,
+            tokens_today=spend.today_tokens if spend else 0,
+            tokens_total=spend.total_tokens if spend else 0,
         )
+
+    async def known(self, name: str) -> str:
+        """`name` if it is an agent that exists (applied or with a container)."""
+        return await self._known(name)
 
     async def _known(self, name: str) -> str:
         name = checked_name(name)
@@ -279,6 +316,9 @@ class Operations:
                         f"{name} is disabled in its agent.toml; enable it by a "
                         "commit to the proposed repo"
                     )
+                held = await hive.records.hold(name)
+                if held in LIMIT_HOLDS:  # the operator lets it run past its limit, for now
+                    hive.enforcer.excuse(name, held)
                 await hive.records.set_hold(name, None)
                 hive.agents.forgive(name)
                 if verb == "restart":
@@ -374,6 +414,17 @@ class Operations:
         connection `reporter` (its closing makes the turn offline)."""
         if turn.get("state") not in ("idle", "thinking", "offline"):
             raise InvalidError("state must be idle, thinking or offline")
+        last = turn.get("last_turn")
+        if isinstance(last, dict):
+            # Accounting, then the limits: a turn that crossed one holds the agent.
+            recorded = await self.hive.enforcer.turn_finished(name, last)
+            if recorded is not None:
+                self.hive.bus.publish(
+                    EventType.AGENT_USAGE,
+                    agent=name,
+                    cost_usd=recorded.cost_usd or 0.0,
+                    status=recorded.status,
+                )
         if reporter is not None:
             self.hive.turn_reporters[name] = reporter
         self.hive.set_turn(name, dict(turn))
@@ -416,6 +467,14 @@ class Operations:
         """Hold one of the host's warm-session slots until it is taken back."""
         return await self.hive.warm.hold(agent)
 
+    async def cancel_turn(self, name: str) -> TurnCancel:
+        """Interrupt `name`'s running turn (its harness acknowledges the message)."""
+        name = await self._known(name)
+        cancelled = await cancel_turn(self.hive.layout.page_socket(name), name)
+        if cancelled:
+            self.hive.bus.publish(EventType.AGENT_CANCEL, agent=name)
+        return TurnCancel(name, cancelled)
+
     async def identity(self, name: str) -> Identity:
         """Who the agent is and how its harness runs it (asked at every turn)."""
         hive = self.hive
@@ -429,6 +488,7 @@ class Operations:
             prompt=prompt,
             allowed_tools=tuple(spec.allowed_tools) if spec else (),
             description=spec.description if spec else "",
+            max_tool_calls_per_turn=(await hive.limits_for(name)).max_tool_calls_per_turn,
         )
 
     # --- messages --------------------------------------------------------------------
@@ -448,10 +508,39 @@ class Operations:
         """Store a message for `to`; sent again with the same key, it is stored once."""
         if to == sender:
             raise InvalidError(f"{sender} cannot send to itself")
-        message = await self.hive.broker.send(
-            sender, self.recipient(to), body, idempotency_key=idempotency_key
-        )
+        hive = self.hive
+        rate = None if sender == OPERATOR else (await hive.limits_for(sender)).send_per_minute
+        try:
+            message = await hive.broker.send(
+                sender, self.recipient(to), body, idempotency_key=idempotency_key, per_minute=rate
+            )
+        except RateLimitError as exc:
+            hive.enforcer.refused(exc)
+            raise
+        if rate is not None:
+            hive.enforcer.allowed(sender, "send")
         return Sent(message.id)
+
+    async def inbox_purge(self, agent: str, sender: str | None = None) -> Purged:
+        """Take `agent`'s undelivered messages (from `sender` only, if given) out of its
+        inbox; they stay in `hive messages`, marked purged, and the audit log lists them."""
+        agent = await self._known(agent)
+        if sender is not None and sender != OPERATOR:
+            checked_name(sender)
+        purged = await self.hive.broker.purge(agent, sender)
+        result = Purged(agent, sender, len(purged), tuple(m.id for m in purged))
+        self.hive.bus.publish(
+            EventType.MESSAGE_PURGED,
+            agent=agent,
+            sender=sender,
+            purged=len(purged),
+            # What was purged, so the audit log keeps it (bodies cut, the first 200).
+            messages=[
+                {"id": m.id, "sender": m.sender, "created_at": m.created_at, "body": m.body[:200]}
+                for m in purged[:200]
+            ],
+        )
+        return result
 
     async def messages(
         self, agent: str | None = None, limit: int = 100, before_id: int | None = None
@@ -547,6 +636,12 @@ class Operations:
     async def request_apply_commit(self, sha: str, note: str = "") -> Approval:
         return await self.changes.apply_commit(sha, note)
 
+    async def rollback(self, to: str | None = None) -> Approval:
+        """Propose, as one pending approval of kind `rollback`, putting applied main's
+        tree back as it was at `to` (an approval id or a sha of applied main; default:
+        the applied commit before the current one)."""
+        return await self.rollbacks.propose(to)
+
     # --- questions -------------------------------------------------------------------
 
     async def questions(
@@ -578,7 +673,9 @@ class Operations:
         multi: bool = False,
         ttl_seconds: int | None = None,
     ) -> Question:
-        return await self.hive.questions.ask(asker, question, options, multi, ttl_seconds)
+        hive = self.hive
+        hive.enforcer.spend_ask(asker, await hive.limits_for(asker))
+        return await hive.questions.ask(asker, question, options, multi, ttl_seconds)
 
     async def answer(self, question_id: int, answer: str | list[str]) -> Question:
         """Answer a question; the asker gets it as `operator_answered`."""
@@ -586,6 +683,14 @@ class Operations:
 
     async def cancel_question(self, question_id: int) -> Question:
         return await self.hive.questions.cancel(question_id)
+
+    async def cancel_questions(self, agent: str | None) -> CancelledQuestions:
+        """Cancel every pending question (of `agent`, None: of all): each asker is told
+        once, in one message carrying all of its cancellations."""
+        if agent is not None:
+            checked_name(agent)
+        cancelled = await self.hive.questions.cancel_many(agent)
+        return CancelledQuestions(len(cancelled), tuple(q.id for q in cancelled))
 
 
 def _read_key(path: Path) -> bytes | None:

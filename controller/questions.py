@@ -206,6 +206,49 @@ class Questions:
     async def cancel(self, question_id: int) -> Question:
         return await self._resolve(await self._pending(question_id), "cancelled", None)
 
+    async def cancel_many(self, asker: str | None = None) -> list[Question]:
+        """Cancel every pending question (of `asker`, else of all) in one transaction, and
+        tell each asker once: one `operator_answered` message listing all of its
+        cancellations, so a flood of questions costs the manager one wake, not one each."""
+        decided = iso(self.clock.utcnow())
+
+        def q(db: sqlite3.Connection) -> list[Question]:
+            where, args = "status='pending'", ()  # type: tuple[str, tuple[object, ...]]
+            if asker is not None:
+                where, args = where + " AND asker=?", (asker,)
+            rows = db.execute(
+                f"UPDATE questions SET status='cancelled', answer='null', decided_at=? "
+                f"WHERE {where} RETURNING *",
+                (decided, *args),
+            ).fetchall()
+            return sorted((_row(r) for r in rows), key=lambda question: question.id)
+
+        cancelled = await self.store.call(q)
+        by_asker: dict[str, list[Question]] = {}
+        for question in cancelled:
+            waiter = self._resolved.pop(question.id, None)
+            if waiter is not None:
+                waiter.set()
+            if question.kind != "permission":  # its harness learns it from the waiter
+                by_asker.setdefault(question.asker, []).append(question)
+        for who, questions in sorted(by_asker.items()):
+            body = json.dumps(
+                {
+                    "status": "cancelled",
+                    "cancelled": len(questions),
+                    # The texts are cut: the message must fit however many there were.
+                    "questions": [
+                        {"question_id": x.id, "question": x.question[:200]} for x in questions
+                    ][:500],
+                    "note": "the operator cancelled these questions at once; do not ask "
+                    "them again unless something changed",
+                }
+            )
+            await self.broker.send(OPERATOR, who, body, kind="operator_answered")
+        for question in cancelled:
+            self.bus.publish(EventType.QUESTION_CANCELLED, question=question, bulk=True)
+        return cancelled
+
     async def _pending(self, question_id: int) -> Question:
         question = await self.get(question_id)
         if question.status != "pending":

@@ -8,17 +8,34 @@ back-pressure a slow or stopped agent puts on its senders); per sending agent, a
 `send_bytes_per_minute` (a token bucket, so bursts up to that are free): the bound on
 how fast any agent can grow the database, also for messages to the operator, who never
 acknowledges. The operator's own sends are not limited but by the message size.
+
+The hive's policy (`hive.toml`, `gitstore.policy`) adds counted rates per agent, token
+buckets of the same kind: `send_per_minute` (checked here, beside the bytes) and
+`ask_operator_per_hour` (checked by the questions). A refused call is a `RateLimitError`
+(code `quota`) whose message is what the model sees: "rate limit: 10 sends per minute;
+next in 12 s".
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 from controller.errors import QuotaError, TooLargeError
 from reconcilers.clock import Clock
 
-__all__ = ["MESSAGE_COST", "BrokerLimits", "SendRate", "body_size", "check_body"]
+__all__ = [
+    "MESSAGE_COST",
+    "BrokerLimits",
+    "CountRate",
+    "RateLimitError",
+    "SendRate",
+    "TokenBuckets",
+    "body_size",
+    "check_body",
+]
 
 # What a message costs the send rate beyond its body: rows, indexes, events.
 MESSAGE_COST = 512
@@ -67,6 +84,56 @@ def inbox_full(
     return None
 
 
+class RateLimitError(QuotaError):
+    """Raised when an agent calls `send` or `ask_operator` faster than its policy's rate."""
+
+    def __init__(self, message: str, *, agent: str, what: str, limit: str, wait: float) -> None:
+        super().__init__(message)
+        self.agent, self.what, self.limit, self.wait = agent, what, limit, wait
+
+
+class TokenBuckets:
+    """One token bucket per key, refilled continuously: `take` spends or says how long
+    until it could (the capacity is the key's own, so a changed policy applies at once)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str, cost: float, capacity: float, per_second: float) -> float:
+        """Spend `cost` from `key`'s bucket and answer 0, or answer the seconds to wait."""
+        now = self.clock.now()
+        tokens, at = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * per_second)
+        if tokens < cost:
+            self._buckets[key] = (tokens, now)
+            return (cost - tokens) / per_second
+        self._buckets[key] = (tokens - cost, now)
+        return 0.0
+
+
+class CountRate:
+    """A counted rate per agent (`what` per `per`): `n` calls, then one more every
+    `per / n` seconds."""
+
+    def __init__(self, what: str, per: Literal["minute", "hour"], clock: Clock) -> None:
+        self.what, self.per = what, per
+        self.seconds = 60.0 if per == "minute" else 3600.0
+        self._buckets = TokenBuckets(clock)
+
+    def spend(self, agent: str, limit: int) -> None:
+        wait = self._buckets.take(agent, 1.0, float(limit), limit / self.seconds)
+        if wait > 0:
+            shown = f"{limit} {self.what}{'s' if limit != 1 else ''} per {self.per}"
+            raise RateLimitError(
+                f"rate limit: {shown}; next in {max(1, math.ceil(wait))} s",
+                agent=agent,
+                what=self.what,
+                limit=shown,
+                wait=wait,
+            )
+
+
 class SendRate:
     """A token bucket per sender: `send_bytes_per_minute`, refilled continuously."""
 
@@ -74,20 +141,15 @@ class SendRate:
         self.capacity = float(limits.send_bytes_per_minute)
         self.per_second = self.capacity / 60.0
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # sender -> (tokens, at)
+        self._buckets = TokenBuckets(clock)
 
     def spend(self, sender: str, size: int) -> None:
         """Take a message of `size` bytes from `sender`'s bucket, or raise `QuotaError`."""
         # Never more than a full bucket, so a message of the largest size always goes.
         cost = min(size + MESSAGE_COST, self.capacity)
-        now = self.clock.now()
-        tokens, at = self._buckets.get(sender, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - at) * self.per_second)
-        if tokens < cost:
-            self._buckets[sender] = (tokens, now)
-            wait = (cost - tokens) / self.per_second
+        wait = self._buckets.take(sender, cost, self.capacity, self.per_second)
+        if wait > 0:
             raise QuotaError(
                 f"{sender} sent {_mib(self.capacity)} within the last minute, the limit; "
                 f"wait {wait:.1f} s and send again"
             )
-        self._buckets[sender] = (tokens - cost, now)

@@ -101,6 +101,9 @@ class Settings:
     crash_backoff: float = 1.0
     stop_grace: float = 5.0
     question_poll: float = 60.0
+    # How often limit holds (hive.toml) are reviewed at the latest: a new UTC day, an
+    # hour with room again; a move of applied main reviews them at once.
+    limits_poll: float = 30.0
     # A permission question (a tool outside an agent's allowed_tools) is denied when
     # nobody answered it within this long (`HIVE_PERMISSION_TTL`).
     permission_ttl: float = 600.0
@@ -212,6 +215,7 @@ class Settings:
             "crash_window",
             "crash_backoff",
             "question_poll",
+            "limits_poll",
             "permission_ttl",
             "idle_timeout",
             "notify_backoff",

@@ -164,6 +164,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE questions ADD COLUMN kind TEXT NOT NULL DEFAULT 'question';
     """,
+    # 6: guard rails: every finished turn of every agent (accounting), purged messages
+    """
+    CREATE TABLE turns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent TEXT NOT NULL,
+        harness_turn INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT NOT NULL,
+        day TEXT NOT NULL,
+        status TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cache_creation_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        model TEXT NOT NULL,
+        tool_calls INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX turns_once ON turns(agent, started_at, harness_turn);
+    CREATE INDEX turns_by_day ON turns(day, agent);
+    CREATE INDEX turns_by_agent ON turns(agent, ended_at);
+    ALTER TABLE messages ADD COLUMN purged_at TEXT;
+    """,
 )
 
 

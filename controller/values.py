@@ -16,19 +16,24 @@ from gitstore.plan import PlanStep
 
 __all__ = [
     "AgentRow",
+    "AgentSpend",
     "AppliedReset",
     "Approval",
     "Asked",
+    "CancelledQuestions",
     "Destroyed",
     "Identity",
     "MainSummary",
     "Message",
     "PlanStep",
+    "Purged",
     "Question",
     "Queued",
     "Repos",
     "Sent",
     "Status",
+    "TurnCancel",
+    "UsageRow",
 ]
 
 
@@ -124,6 +129,65 @@ class AgentRow:
     error: str | None
     turn: str  # idle, thinking, offline, unknown
     turn_reason: str
+    # Accounting (controller.usage): USD as claude reports it, tokens with cache tokens.
+    spend_today_usd: float = 0.0
+    spend_total_usd: float = 0.0
+    tokens_today: int = 0
+    tokens_total: int = 0
+
+
+@dataclass(frozen=True)
+class AgentSpend:
+    """One agent's (or the hive's) spend: today (UTC) and in total."""
+
+    today_usd: float
+    total_usd: float
+    today_tokens: int
+    total_tokens: int
+    today_turns: int
+    total_turns: int
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """`hive usage`: one agent's turns of one UTC day, summed."""
+
+    agent: str
+    day: str
+    turns: int
+    duration_ms: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    cost_usd: float
+    tool_calls: int
+
+
+@dataclass(frozen=True)
+class Purged:
+    """`hive inbox purge`: the messages taken out of an inbox (kept, marked purged)."""
+
+    agent: str
+    sender: str | None
+    purged: int
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CancelledQuestions:
+    """`hive questions cancel`: the questions cancelled, told to their askers at once."""
+
+    cancelled: int
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TurnCancel:
+    """`hive cancel`: whether a turn was running (and so was interrupted)."""
+
+    agent: str
+    cancelled: bool
 
 
 @dataclass(frozen=True)
@@ -196,6 +260,8 @@ class Identity:
     prompt: str
     allowed_tools: tuple[str, ...]
     description: str
+    # hive.toml / agent.toml: the harness interrupts a turn that makes more tool calls.
+    max_tool_calls_per_turn: int = 200
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,15 @@ from gitstore.repos import (
 )
 from gitstore.shape import agent_dir_problems, deep_paths
 from gitstore.spec import MANAGER
-from gitstore.tree import FILES, AgentTree, agent_dirs, agent_tree, tree_revs
+from gitstore.tree import (
+    FILES,
+    AgentTree,
+    agent_dirs,
+    agent_tree,
+    policy_at,
+    policy_data,
+    tree_revs,
+)
 
 __all__ = [
     "Action",
@@ -217,6 +225,12 @@ def _compute_plan(
     dirs = agent_dirs(tree)
     target = {name: str(entry.id) for name, entry in dirs.items()}
     errors = deep_paths(base_tree, tree, limits)
+    # The hive's policy, like an agent's spec, is checked when it changes.
+    policy = policy_data(tree)
+    if policy is not None and policy_data(base_tree) != policy:
+        problem = policy_at(tree)[1]
+        if problem is not None:
+            errors.append(f"hive.toml: {problem}")
     if len(target) > limits.agents:
         errors.append(
             f"the tree declares {len(target)} agents, more than the limit of {limits.agents}"

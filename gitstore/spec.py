@@ -21,6 +21,7 @@ from gitstore.names import (
     check_name,
     role_for,
 )
+from gitstore.policy import Budget, RateOverride, ToolCalls, TurnsPerHour
 
 __all__ = [
     "DASHBOARD_PORT",
@@ -75,6 +76,12 @@ class AgentSpec(BaseModel):
     allowed_tools: Annotated[
         tuple[ToolRule, ...], Field(strict=False, max_length=MAX_ALLOWED_TOOLS)
     ] = ()
+
+    # Per-agent overrides of `hive.toml`'s limits (gitstore.policy); absent: the hive's.
+    budget_usd_per_day: Budget | None = None
+    max_turns_per_hour: TurnsPerHour | None = None
+    max_tool_calls_per_turn: ToolCalls | None = None
+    rate: RateOverride = RateOverride()
 
     @field_validator("allowed_tools", mode="before")
     @classmethod

@@ -37,9 +37,10 @@ from gitstore.follow import ProposedState, follow_main
 from gitstore.hooks import install_gate_hook
 from gitstore.limits import Limits
 from gitstore.plan import NameCheck, Plan, compute_plan, merge_commit, move_main
+from gitstore.policy import Policy
 from gitstore.replan import PlannedAt, Replanned, replan
 from gitstore.repos import MAIN, CommitInfo
-from gitstore.tree import AgentTree, agent_in, agents_at, tree_revs
+from gitstore.tree import AgentTree, agent_in, agents_at, policy_at, tree_revs
 
 __all__ = ["GitStore", "clone_repository"]
 
@@ -191,25 +192,11 @@ class GitStore:
         """One agent at applied `main` (or `sha`), without reading the others."""
         return await self._hop(lambda: agent_in(self._applied_tree(sha), name))
 
-    async def applied_file(
-        self, path: str, sha: str | None = None, most: int = 64 * 1024
-    ) -> bytes | None:
-        """A file of applied `main` (or `sha`) by its path from the root (`hive.toml`),
-        None when there is none; one over `most` bytes is a ValueError, unread."""
-
-        def read() -> bytes | None:
-            tree = self._applied_tree(sha)
-            try:
-                entry = tree[path]
-            except KeyError:
-                return None
-            if not isinstance(entry, pygit2.Blob):
-                return None
-            if entry.size > most:
-                raise ValueError(f"{path} is {entry.size} bytes, over the {most} allowed")
-            return bytes(entry.data)
-
-        return await self._hop(read)
+    async def applied_policy(self, sha: str | None = None) -> tuple[Policy, str | None]:
+        """The hive's policy (`hive.toml`) at applied `main` (or `sha`), and why it is
+        not valid if it is not (the defaults stand in for it then; a plan refuses such a
+        tree, so only a tree that never went through a plan can hold one)."""
+        return await self._hop(lambda: policy_at(self._applied_tree(sha)))
 
     async def is_applied(self, sha: str) -> bool:
         """Whether `sha` is applied `main` or one of its ancestors."""
@@ -252,6 +239,22 @@ class GitStore:
         def write() -> str:
             self._mirror()
             return commits.commit_files(self._proposed, branch, files, message, author)
+
+        return await self._hop(write)
+
+    async def commit_rollback(
+        self, to: str | None, message: str, author: tuple[str, str]
+    ) -> tuple[str, str, str]:
+        """A commit on proposed `rollback/<short-sha>` whose tree is the applied commit
+        `to`'s (default: the first parent of applied `main`) and whose parent is applied
+        `main`; `commits.RollbackError` when `to` is not an earlier commit of it. Returns
+        the branch's ref, the new sha and the full sha rolled back to."""
+
+        def write() -> tuple[str, str, str]:
+            self._mirror()
+            return commits.commit_rollback(
+                self._applied, self._proposed, self._head(), to, message, author
+            )
 
         return await self._hop(write)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pygit2
 
+from gitstore.policy import POLICY_FILE, InvalidPolicyError, Policy, parse_policy
 from gitstore.spec import AgentSpec, InvalidNameError, InvalidSpecError, check_name, parse_spec
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "agent_tree",
     "agents_at",
     "build_tree",
+    "policy_at",
+    "policy_data",
     "tree_revs",
 ]
 
@@ -119,3 +122,26 @@ def build_tree(repo: pygit2.Repository, files: dict[str, pygit2.Oid]) -> pygit2.
         return builder.write()
 
     return write(nested)
+
+
+def policy_data(tree: pygit2.Tree) -> tuple[str, bytes] | None:
+    """`hive.toml` of a tree: its blob oid and bytes (None when the tree has none)."""
+    try:
+        entry = tree / POLICY_FILE
+    except KeyError:
+        return None
+    if not isinstance(entry, pygit2.Blob):
+        return str(entry.id), b"\x00not a file"
+    return str(entry.id), entry.data
+
+
+def policy_at(tree: pygit2.Tree) -> tuple[Policy, str | None]:
+    """The policy a tree declares and why it is not valid, if it is not (then the
+    defaults stand in for it)."""
+    found = policy_data(tree)
+    if found is None:
+        return Policy(), None
+    try:
+        return parse_policy(found[1]), None
+    except InvalidPolicyError as exc:
+        return Policy(), str(exc)

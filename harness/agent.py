@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from harness.claude import ClaudeMissingError, ClaudeSettings, EventCallback, Tu
 from harness.confine import confinement_from_env
 from harness.events import WAKE
 from harness.history import History, TurnStatus, open_history
+from harness.meter import TurnMeter
 from harness.session import Session, SessionError, SessionSpec, open_session
 from harness.warm import WarmSession
 from reconcilers.backoff import Backoff
@@ -376,6 +378,7 @@ class Agent:
         assert self.history is not None and self._client is not None
         self.whoami = await self._client.call("whoami")
         turn_id = await self.history.start_turn(message["id"])
+        started_at = datetime.now(UTC).isoformat(timespec="microseconds")
         history = self.history
         # The message this turn answers, first in its history: a backfilled page shows it.
         wake = {
@@ -387,10 +390,15 @@ class Agent:
         stored = await history.append(turn_id, wake)
         self.live.publish("event", id=stored.id, turn=turn_id, event=wake)
         await self._report("thinking")
+        cap = self.whoami.get("max_tool_calls_per_turn")
+        meter = TurnMeter(cap if isinstance(cap, int) else None)
 
         async def on_event(event: dict[str, Any]) -> None:
             stored = await history.append(turn_id, event)
             self.live.publish("event", id=stored.id, turn=turn_id, event=event)
+            if meter.observe(event):  # over the tool-call cap: interrupt the turn
+                log.warning("%s: turn over %s tool calls; interrupting", self.config.name, cap)
+                self.cancel()
 
         spec = await self._spec()
         try:
@@ -434,6 +442,14 @@ class Agent:
             "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens,
             "status": status,
+            # For hive-c0re's accounting (controller.usage): which turn, and the rest.
+            "id": turn_id,
+            "started_at": started_at,
+            "cache_read_tokens": meter.cache_read_tokens,
+            "cache_creation_tokens": meter.cache_creation_tokens,
+            "model": meter.model or self.model,
+            "tool_calls": meter.tool_calls,
+            "interrupted": "tool_calls" if meter.over else None,
         }
         self.live.publish("turn", turn=turn_id, **self.last_turn)
         return result

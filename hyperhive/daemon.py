@@ -17,6 +17,7 @@ from controller.hive import Hive
 from controller.operations import Operations
 from controller.settings import Settings
 from controller.sockets import Slots, serve_socket
+from reconcilers.clock import Clock
 from reconcilers.kubeapi import KubeApi, KubeError, connect_kube
 from reconcilers.kubesettings import KubeSettings
 from reconcilers.lease import LeaseLost, acquire_lease, hold_lease, release_lease
@@ -28,10 +29,12 @@ __all__ = ["build_hive", "run_daemon"]
 log = logging.getLogger(__name__)
 
 
-def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
+def build_hive(
+    settings: Settings, runtime: Runtime | None = None, clock: Clock | None = None
+) -> Hive:
     """The hive with every component the daemon serves (on `runtime`, else the one the
-    settings name)."""
-    hive = Hive(settings, runtime)
+    settings name; on `clock`, else the system's)."""
+    hive = Hive(settings, runtime, clock)
     ops = Operations(hive)
 
     async def host_socket(tg: anyio.abc.TaskGroup) -> None:
@@ -55,6 +58,10 @@ def build_hive(settings: Settings, runtime: Runtime | None = None) -> Hive:
     async def dashboard(tg: anyio.abc.TaskGroup) -> None:
         await tg.start(lambda task_status: serve_dashboard(ops, task_status=task_status))
 
+    async def auto_rollback(tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(ops.rollbacks.serve)
+
+    hive.add_component(auto_rollback)
     hive.add_component(host_socket)
     hive.add_component(agent_sockets)
     if settings.agent_tls:

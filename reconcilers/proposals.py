@@ -65,7 +65,11 @@ class Approvals(Protocol):
 
 
 def kind_of(ref: str) -> str:
-    return "spawn" if ref.startswith("refs/heads/spawn/") else "apply_commit"
+    if ref.startswith("refs/heads/spawn/"):
+        return "spawn"
+    if ref.startswith("refs/heads/rollback/"):
+        return "rollback"
+    return "apply_commit"
 
 
 class ProposalsReconciler:

@@ -43,7 +43,7 @@ __all__ = ["create_dashboard", "serve_dashboard"]
 
 log = logging.getLogger(__name__)
 
-VERBS = (*LIFECYCLE, "rebuild")
+VERBS = (*LIFECYCLE, "rebuild", "cancel", "purge")
 LOG_LINES_MAX = 5000
 PAGES_MAX = 100_000
 # The key CSRF tokens are signed with (0600): the state dir is the operator's alone.
@@ -171,6 +171,10 @@ class Dashboard:
         if verb == "rebuild":
             queued = await self.ops.reconcile(name)
             return ValuesResponse({"ok": True, "queued": queued.queued})
+        if verb == "cancel":  # the running turn (`hive cancel`)
+            return ValuesResponse({"ok": True, "turn": await self.ops.cancel_turn(name)})
+        if verb == "purge":  # its undelivered messages (`hive inbox purge`)
+            return ValuesResponse({"ok": True, "purged": await self.ops.inbox_purge(name)})
         row = await self.ops.lifecycle(name, verb)
         return ValuesResponse({"ok": True, "agent": row})
 
@@ -186,6 +190,18 @@ class Dashboard:
         reason = text_field(await read_json(request), "reason", required=False, limit=4000)
         approval = await self.ops.deny(approval_id, reason)
         return ValuesResponse({"ok": True, "approval": approval})
+
+    @action
+    async def rollback(self, request: Request) -> Response:
+        """ "Roll back to here" on a history row: the tree as that approval left it."""
+        approval = await self.ops.rollback(str(request.path_params["id"]))
+        return ValuesResponse({"ok": True, "approval": approval})
+
+    @action
+    async def cancel_questions(self, request: Request) -> Response:
+        """Cancel every pending question; each asker is told once."""
+        cancelled = await self.ops.cancel_questions(None)
+        return ValuesResponse({"ok": True, "cancelled": cancelled})
 
     @action
     async def answer(self, request: Request) -> Response:
@@ -249,6 +265,8 @@ def create_dashboard(
             Route("/api/agents/{name}/{verb}", d.agent_action, methods=["POST"]),
             Route("/api/approvals/{id:int}/approve", d.approve, methods=["POST"]),
             Route("/api/approvals/{id:int}/deny", d.deny, methods=["POST"]),
+            Route("/api/approvals/{id:int}/rollback", d.rollback, methods=["POST"]),
+            Route("/api/questions/cancel-all", d.cancel_questions, methods=["POST"]),
             Route("/api/questions/{id:int}/answer", d.answer, methods=["POST"]),
             Route("/api/questions/{id:int}/cancel", d.cancel_question, methods=["POST"]),
             Route("/api/send", d.send, methods=["POST"]),

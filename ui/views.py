@@ -114,9 +114,9 @@ class Views:
 
     async def agents(self) -> dict[str, Any]:
         rows = await self.ops.agents()
+        _, hive_spend = await self.ops.spend_summary()
         last_runs = await self._last_runs()
         turns = self.ops.turns()
-        spend = self.ops.spend()
         lines = []
         for row in rows:
             turn, run = turns.get(row.name), last_runs.get(row.name)
@@ -128,11 +128,12 @@ class Views:
                     url=f"/agents/{row.name}/",
                     turn=turn,
                     last_run=run,
-                    spend=spend.get(row.name, 0.0),
+                    # Accounting's today (UTC), durable; sorts the table by spend.
+                    spend=row.spend_today_usd,
                     activity=max(times, default=""),
                 )
             )
-        return {"agents": lines}
+        return {"agents": lines, "hive_spend": hive_spend}
 
     async def _last_runs(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from controller.admin import host_commands
-from controller.cli_admin import parser, request
+from controller.cli_admin import parser, request, with_defaults
 from controller.commands import Spec
 from controller.host_spec import HOST_SPECS
 
@@ -45,7 +45,8 @@ def test_every_host_command_is_implemented_and_has_a_subcommand() -> None:
 def test_a_commands_help_shows_each_argument_with_its_description(spec: Spec) -> None:
     text = " ".join(_leaf(spec).format_help().split())
     for name, field in spec.args.model_fields.items():
-        shown = name if name in spec.positional else "--" + name.replace("_", "-")
+        option = spec.options.get(name, name)
+        shown = name if name in spec.positional else "--" + option.replace("_", "-")
         assert shown in text, f"{spec.name} --help lacks {shown}"
         assert field.description, f"{spec.name}.{name} has no description"
         assert " ".join(field.description.split()) in text
@@ -77,12 +78,42 @@ def test_a_commands_help_shows_each_argument_with_its_description(spec: Spec) ->
         (["watch"], ("watch", {})),
         (["applied", "reset"], ("applied-reset", {})),
         (["applied", "adopt"], ("applied-adopt", {})),
+        (["questions", "--status", "answered"], ("questions", {"status": "answered"})),
+        (["--json", "questions"], ("questions", {})),
     ],
 )
 def test_the_generated_command_line_sends_what_the_old_client_sent(
     argv: list[str], sent: tuple[str, dict[str, object]]
 ) -> None:
-    assert request(parser().parse_args(argv)) == sent
+    assert request(parser().parse_args(with_defaults(argv))) == sent
+
+
+@pytest.mark.parametrize(
+    ("argv", "sent"),
+    [
+        (["usage"], ("usage", {})),
+        (
+            ["usage", "--agent", "alice", "--since", "7d"],
+            ("usage", {"agent": "alice", "since": "7d"}),
+        ),
+        (["inbox", "alice"], ("inbox", {"name": "alice"})),
+        (["inbox", "show", "alice"], ("inbox", {"name": "alice"})),
+        (["inbox", "purge", "alice"], ("inbox-purge", {"name": "alice"})),
+        (
+            ["inbox", "purge", "alice", "--from", "bob"],
+            ("inbox-purge", {"name": "alice", "sender": "bob"}),
+        ),
+        (["questions", "cancel", "--agent", "hm1nd"], ("questions-cancel", {"agent": "hm1nd"})),
+        (["questions", "cancel", "--all"], ("questions-cancel", {"all": True})),
+        (["cancel", "alice"], ("cancel", {"name": "alice"})),
+        (["rollback"], ("rollback", {})),
+        (["rollback", "12"], ("rollback", {"to": "12"})),
+    ],
+)
+def test_the_guard_rail_commands_send_what_the_issue_names(
+    argv: list[str], sent: tuple[str, dict[str, object]]
+) -> None:
+    assert request(parser().parse_args(with_defaults(argv))) == sent
 
 
 @pytest.mark.parametrize(

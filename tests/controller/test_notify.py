@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from controller.hive import Hive
-from controller.notify import read_notify
 from controller.protocol import ProtocolError
+from gitstore.store import GitStore
 from tests.fakes.receiver import serve_receiver
-from tests.helpers import Clone, admin, hive_settings, running_hive, wait_for
+from tests.helpers import Clone, admin, hive_settings, land, running_hive, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -178,9 +178,17 @@ async def test_hive_notify_test_says_how_each_target_went(short_dir: Path) -> No
 
 async def test_a_bad_notify_table_is_reported_and_the_hive_carries_on(short_dir: Path) -> None:
     policy = '[[notify]]\nkind = "webhook"\nurl_env = "https://hooks.example/T0KEN"\n'
-    async with notifying_hive(short_dir, {}, policy) as (hive, _):
-        assert hive.notifier.problem is not None
-        assert "not an environment variable name" in hive.notifier.problem
+    # A plan refuses such a table (gitstore.policy), so it is applied only in a tree
+    # approved before hive.toml was validated: landed here before hive-c0re starts.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    settings = hive_settings(short_dir, environ=env)
+    store = GitStore(settings.state_dir)
+    clone = Clone(short_dir / "clone", store.proposed_path)
+    clone.write("hive.toml", policy)
+    await land(store, clone.commit_push("an old policy", "old"))
+    async with running_hive(settings) as hive:
+        await wait_for(lambda: hive.notifier.problem)
+        assert "not an environment variable name" in str(hive.notifier.problem)
         async with admin(hive) as client:
             with pytest.raises(ProtocolError) as err:
                 await client.call("notify-test")
@@ -190,15 +198,16 @@ async def test_a_bad_notify_table_is_reported_and_the_hive_carries_on(short_dir:
         invalid = await _events(hive, "notify.invalid")
         assert "notify[0].url_env" in str(invalid[0]["error"])
         assert hive.notifier.problem == invalid[0]["error"]  # shown on the dashboard too
+        # Pushed today, the same table is an error on its approval.
+        clone.write("hive.toml", policy + "\n")
+        sha = clone.commit_push("the same policy again", "again")
 
+        async def refused() -> Any:
+            found = [a for a in await hive.approvals.query("pending") if a.sha == sha]
+            return found[0].errors if found else None
 
-def test_hive_toml_without_notify_tables_has_no_targets_and_bad_toml_is_an_error() -> None:
-    assert read_notify(None) == ()
-    assert read_notify(b"[limits]\nturns_per_hour = 3\n") == ()
-    with pytest.raises(ValueError, match=r"hive\.toml"):
-        read_notify(b"[[notify]\n")
-    with pytest.raises(ValueError, match="over"):
-        read_notify(b"#" * (65 * 1024))
+        errors = await wait_for(refused)
+        assert "hive.toml: notify[0].url_env" in errors[0]
 
 
 async def _has(rows: Any, n: int) -> list[dict[str, Any]] | None:

@@ -37,6 +37,10 @@ AGENT_KEYS = [
     "error",
     "turn",
     "turn_reason",
+    "spend_today_usd",
+    "spend_total_usd",
+    "tokens_today",
+    "tokens_total",
 ]
 APPROVAL_KEYS = [
     "id",

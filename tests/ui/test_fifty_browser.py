@@ -5,6 +5,7 @@ agents' own sockets, a kill and a crash loop. Screenshots land in DOCS."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -57,12 +58,22 @@ async def _all_running(hive: Hive) -> bool:
     return len(statuses) == 50 and all(s.state == "running" for s in statuses.values())
 
 
+_TURNS = itertools.count(1)
+
+
 async def _report_turn(hive: Hive, name: str, cost: float, status: str = "ok") -> None:
     """What a harness says around a turn, on the agent's own socket."""
     client = await connect_harness(hive, name)
     async with client:
         await client.call("turn_state", state="thinking")
-        last = {"duration_ms": 1200, "cost_usd": cost, "status": status}
+        # As the harness reports a finished turn (its id and start key the accounting).
+        last = {
+            "id": (turn := next(_TURNS)),
+            "started_at": f"2026-12-01T00:00:{turn:02}+00:00",
+            "duration_ms": 1200,
+            "cost_usd": cost,
+            "status": status,
+        }
         await client.call("turn_state", state="idle", last_turn=last)
 
 
