@@ -16,14 +16,17 @@ import aiohttp
 
 from controller.errors import ConflictError
 
-__all__ = ["CONNECT_SECONDS", "cancel_turn"]
+__all__ = ["ANSWER_SECONDS", "CONNECT_SECONDS", "cancel_turn"]
 
-CONNECT_SECONDS = 5.0
+CONNECT_SECONDS = 1.0
+# An interrupt is answered in milliseconds; a harness that has not started serving its
+# page (or is wedged) must not hold the operator's call, nor a socket connection, long.
+ANSWER_SECONDS = 3.0
 
 
 async def cancel_turn(page_socket: Path, name: str) -> bool:
     """Ask `name`'s harness to interrupt its running turn; whether one was running."""
-    timeout = aiohttp.ClientTimeout(total=CONNECT_SECONDS * 2, sock_connect=CONNECT_SECONDS)
+    timeout = aiohttp.ClientTimeout(total=ANSWER_SECONDS, sock_connect=CONNECT_SECONDS)
     try:
         async with (
             aiohttp.ClientSession(
@@ -32,7 +35,11 @@ async def cancel_turn(page_socket: Path, name: str) -> bool:
             http.post(f"http://{name}/api/cancel", json={}) as answer,
         ):
             data = await answer.json(content_type=None)
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+    except TimeoutError as exc:
+        raise ConflictError(
+            f"{name}'s harness did not answer within {ANSWER_SECONDS:.0f} s (is it running?)"
+        ) from exc
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise ConflictError(f"{name}'s harness is not reachable (is it running?): {exc}") from exc
     if not isinstance(data, dict) or not data.get("ok"):
         raise ConflictError(f"{name}'s harness refused to cancel: {data!r}"[:300])

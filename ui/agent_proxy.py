@@ -102,6 +102,11 @@ class AgentProxy:
             return PlainTextResponse(
                 f"the page of {name} is not reachable (is it running?): {exc}", 502
             )
+        except BaseException:
+            # Cancelled (the browser left mid-request): the session must not leak.
+            with anyio.CancelScope(shield=True):
+                await http.close()
+            raise
 
         async def done() -> None:
             upstream.release()

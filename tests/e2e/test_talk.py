@@ -249,9 +249,17 @@ async def test_ask_operator_answer_and_expiry_reach_the_managers_inbox(swarm: Sw
     asked = await swarm.hive.questions.ask("hm1nd", "quick?", ttl_seconds=1)
     swarm.api.script(text("expired, fine", when=lambda r: "expired" in r.last_user_text))
     await wait_for(lambda: _status(swarm, asked.id, "expired"), timeout=10)
-    rows = await swarm.hive.broker.messages("hm1nd")
-    kinds = [json.loads(r.body)["status"] for r in rows if r.kind == "operator_answered"]
-    assert sorted(kinds) == ["answered", "expired"]
+
+    async def told() -> list[str]:
+        rows = await swarm.hive.broker.messages("hm1nd")
+        return sorted(json.loads(r.body)["status"] for r in rows if r.kind == "operator_answered")
+
+    async def told_both() -> bool:
+        return len(await told()) >= 2
+
+    # The manager is told just after the status changes: wait for the message too.
+    await wait_for(told_both, timeout=10)
+    assert await told() == ["answered", "expired"]
 
 
 async def _status(swarm: Swarm, question_id: int, status: str) -> bool:
