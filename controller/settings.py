@@ -26,6 +26,7 @@ and pages must fit in a socket line (`protocol.MAX_LINE`, 1 MiB) with room to sp
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,14 @@ if TYPE_CHECKING:
     from gitstore.limits import Limits
     from reconcilers.kubesettings import KubeSettings
 
-__all__ = ["RUNTIMES", "Settings", "default_runtime_dir", "default_state_dir", "parse_address"]
+__all__ = [
+    "RUNTIMES",
+    "Settings",
+    "default_runtime_dir",
+    "default_state_dir",
+    "is_loopback",
+    "parse_address",
+]
 
 RUNTIMES = ("process", "nixos", "kubernetes")
 
@@ -77,6 +85,16 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{name}={env[name]!r}: use 1 or 0")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a *bind address* is loopback-only (never used on a request's Host)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -182,7 +200,18 @@ class Settings:
         settings = cls(state_dir=state, runtime_dir=runtime_dir, **values)  # type: ignore[arg-type]
         if settings.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {settings.runtime!r}: use {', '.join(RUNTIMES)}")
-        parse_address(settings.dashboard)
+        host, _ = parse_address(settings.dashboard)
+        if (
+            settings.dashboard_enabled
+            and not is_loopback(host)
+            and not settings.environ.get("HIVE_DASHBOARD_TOKEN")
+        ):
+            # Anyone who reaches it could approve, every agent included (they share the
+            # host's network, or the cluster's).
+            raise ValueError(
+                f"the dashboard on {host} is reachable beyond this machine, and from every "
+                "agent: set HIVE_DASHBOARD_TOKEN (its login), or bind it to 127.0.0.1"
+            )
         if settings.runtime == "kubernetes" and not settings.agent_tls:
             raise ValueError(
                 "the kubernetes runtime needs the agent protocol over TLS (agents share no "

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -43,6 +42,8 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from controller.settings import is_loopback
 
 __all__ = [
     "CSRF_HEADER",
@@ -65,16 +66,6 @@ METRICS_PATH = "/metrics"
 SECRET_BYTES = 32
 # host[:port], host a name or a bracketed IPv6 literal; anything else is not a Host.
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?$")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a *bind address* is loopback-only (never used on a request's Host)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_names(bind_host: str) -> frozenset[str]:

@@ -23,6 +23,7 @@ def test_flags_beat_the_environment() -> None:
         "HIVE_STATE_DIR": "/env/state",
         "HIVE_RUNTIME": "nixos",
         "HIVE_DASHBOARD": "0.0.0.0:9000",
+        "HIVE_DASHBOARD_TOKEN": "t0ken",
     }
     from_env = Settings.from_env(env)
     assert (from_env.state_dir, from_env.runtime, from_env.dashboard) == (
@@ -59,3 +60,11 @@ def test_flags_beat_the_environment() -> None:
 def test_bad_settings_are_refused_with_a_reason(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env({"HOME": "/h"}, **overrides)
+
+
+def test_a_dashboard_beyond_loopback_needs_a_token() -> None:
+    env = {"HOME": "/h", "HIVE_DASHBOARD": "0.0.0.0:9000"}
+    with pytest.raises(ValueError, match="set HIVE_DASHBOARD_TOKEN"):
+        Settings.from_env(env)
+    assert Settings.from_env(env, dashboard_enabled=False).dashboard == "0.0.0.0:9000"
+    assert Settings.from_env({**env, "HIVE_DASHBOARD": "[::1]:9000"}).dashboard == "[::1]:9000"
