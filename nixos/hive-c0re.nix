@@ -60,7 +60,10 @@ in
     dashboard.address = mkOption {
       type = types.str;
       default = "127.0.0.1";
-      description = "Address the dashboard listens on.";
+      description = ''
+        Address the dashboard listens on. Anything but loopback needs
+        HIVE_DASHBOARD_TOKEN (in `environmentFile`): hive-c0re refuses to start without it.
+      '';
     };
 
     dashboard.port = mkOption {
