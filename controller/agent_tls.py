@@ -22,7 +22,6 @@ TLS (the client sees a failed handshake).
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -34,7 +33,7 @@ from anyio.streams.tls import TLSStream
 
 from controller.agent_api import AgentSession, agent_commands
 from controller.errors import ForbiddenError, HiveError
-from controller.listener import Slots, serve_listener
+from controller.listener import Slots, bind_tcp, serve_listener
 from controller.operations import Operations
 from controller.protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
 from controller.settings import parse_address
@@ -98,20 +97,6 @@ class ServiceAccountIdentity:
         return name
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def _login(stream: ByteStream, reader: BufferedByteReceiveStream, identify: Identify) -> str:
     line = await reader.receive_until(b"\n", MAX_LINE)
     request = decode_request(line)
@@ -136,7 +121,7 @@ async def serve_agent_tls(
     """Serve the agent protocol on host:port over TLS until cancelled; reports the port."""
     settings = ops.hive.settings
     slots: dict[str, Slots] = {}
-    sock = _bind(host, port)
+    sock = bind_tcp(host, port)
     async with await SocketListener.from_socket(sock) as listener:
 
         async def handle(accepted: SocketStream) -> None:

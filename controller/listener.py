@@ -30,7 +30,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from controller.protocol import encode_error
 from reconcilers.backoff import Backoff
 
-__all__ = ["ACCEPT_BACKOFF", "LOG_EVERY", "Slots", "serve_listener"]
+__all__ = ["ACCEPT_BACKOFF", "LOG_EVERY", "Slots", "bind_tcp", "serve_listener"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,21 @@ async def _linger(stream: SocketStream) -> None:
             dropped += len(await stream.receive())
     with anyio.CancelScope(shield=True):
         await stream.aclose()
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free port), non-blocking."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve_listener(

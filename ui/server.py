@@ -23,9 +23,10 @@ import uvicorn
 from anyio.abc import TaskStatus
 from starlette.types import ASGIApp
 
+from controller.listener import bind_tcp
 from reconcilers.backoff import Backoff
 
-__all__ = ["bind", "bind_with_retry", "serve_app", "serve_on"]
+__all__ = ["bind_with_retry", "serve_app", "serve_on"]
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +38,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: any free port)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def bind_with_retry(
     host: str, port: int, *, what: str, base: float = 0.5, cap: float = 30.0
 ) -> socket.socket:
@@ -59,7 +45,7 @@ async def bind_with_retry(
     delays = Backoff(base, cap).delays()
     while True:
         try:
-            return bind(host, port)
+            return bind_tcp(host, port)
         except OSError as exc:
             delay = next(delays)
             log.warning(
@@ -94,7 +80,7 @@ async def serve_app(
             on_bound(bound)
 
     try:
-        sock = bind(host, port)
+        sock = bind_tcp(host, port)
     except OSError as exc:
         log.warning("%s: cannot bind %s:%d (%s); retrying in the background", what, host, port, exc)
         task_status.started()

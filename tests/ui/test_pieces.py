@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from controller.listener import bind_tcp
 from gitstore.store import GitStore
 from tests.helpers import Clone
 from ui import credentials, slash
 from ui.diff import DiffCache
 from ui.graph import talk_graph, talk_matrix
 from ui.security import Guard, session_value
-from ui.server import bind, serve_app
+from ui.server import serve_app
 
 
 def _repo(tmp_path: Path) -> tuple[DiffCache, Clone, str]:
@@ -238,7 +239,7 @@ async def test_token_login_guards_every_page() -> None:
 
 @pytest.mark.anyio
 async def test_a_taken_port_is_retried_until_free() -> None:
-    holder = bind("127.0.0.1", 0)
+    holder = bind_tcp("127.0.0.1", 0)
     port = holder.getsockname()[1]
     bound: list[int] = []
     async with anyio.create_task_group() as tg:
