@@ -195,8 +195,8 @@ GROUP_HELP = {
     "create | list | revoke",
     "notify": "notifications to the [[notify]] targets of hive.toml: test",
     "inbox": "an agent's inbox: hive inbox NAME lists it, hive inbox purge NAME empties it",
-    "questions": "the manager's questions: hive questions lists them, hive questions cancel "
-    "cancels many at once",
+    "questions": "questions for the operator (the manager's, and agents' tool permissions): "
+    "hive questions lists them, hive questions cancel cancels many at once",
 }
 # A group's subcommand taken when the next word is none of its own (`hive inbox alice`
 # is `hive inbox show alice`, `hive questions --all` is `hive questions list --all`).
@@ -378,8 +378,8 @@ HOST_SPECS: tuple[Spec, ...] = (
     Spec(
         "questions",
         QuestionsArgs,
-        "the manager's questions (pending ones by default, oldest first; every one of them "
-        "unless --limit)",
+        "questions for the operator: the manager's, and agents asking for a tool "
+        "(pending ones by default, oldest first; every one of them unless --limit)",
         words=("questions", "list"),
         page_on="after_id",
         view="table",
@@ -398,14 +398,15 @@ HOST_SPECS: tuple[Spec, ...] = (
     Spec(
         "answer",
         AnswerArgs,
-        "answer a question of the manager (it gets the answer as operator_answered); "
-        "several words choose several options of a checkbox question",
+        "answer a question (the manager gets it as operator_answered; a permission "
+        "question's agent gets allow once / deny in its turn); several words choose "
+        "several options of a checkbox question",
         positional=("id", "answer"),
     ),
     Spec(
         "cancel-question",
         QuestionIdArgs,
-        "cancel a question of the manager (it is told as operator_answered)",
+        "cancel a question (its asker is told; a permission question is denied)",
         positional=("id",),
     ),
     Spec(
