@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -73,10 +74,16 @@ def mint_key(path: Path) -> str:
     """A fresh random key (a harness's credential), written to `path` 0600 by rename, so
     a reader sees the old key or the new one, never a torn one."""
     key = secrets.token_hex(32)
-    tmp = path.with_suffix(".tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        fh.write(key)
-    os.replace(tmp, path)
+    # A temporary name of its own (mkstemp: 0600, O_EXCL), so two mints never share one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return key
 
 

@@ -117,6 +117,15 @@ class ProcessRuntime:
         self._exits_send, self._exits_receive = anyio.create_memory_object_stream[str](1000)
         self._watched: dict[str, int] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        # One verb at a time per agent: the reconciler and an operator's `hive start`
+        # may ask at once, and two starts would spawn two harnesses (and mint two keys).
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def _lock(self, name: str) -> anyio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = anyio.Lock()
+        return lock
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -227,6 +236,10 @@ class ProcessRuntime:
     # --- acting --------------------------------------------------------------------
 
     async def create(self, build: AgentBuild) -> None:
+        async with self._lock(build.name):
+            await self._create(build)
+
+    async def _create(self, build: AgentBuild) -> None:
         await anyio.to_thread.run_sync(self._make_dirs, build.name)
         clone = self.layout.agents_clone()
         if build.name == MANAGER and not clone.exists():
@@ -262,15 +275,20 @@ class ProcessRuntime:
         )
 
     async def update(self, build: AgentBuild) -> None:
-        was_running = (await self.observe(build.name)).state is ContainerState.RUNNING
-        if was_running:
-            await self.stop(build.name)
-        await self.create(build)
-        if was_running:
-            await self.start(build.name)
+        async with self._lock(build.name):
+            was_running = (await self.observe(build.name)).state is ContainerState.RUNNING
+            if was_running:
+                await self._stop(build.name)
+            await self._create(build)
+            if was_running:
+                await self._start(build.name)
 
     async def start(self, name: str) -> None:
         check_name(name)
+        async with self._lock(name):
+            await self._start(name)
+
+    async def _start(self, name: str) -> None:
         obs = await self.observe(name)
         if obs.state is ContainerState.RUNNING:
             return
@@ -359,6 +377,10 @@ class ProcessRuntime:
 
     async def stop(self, name: str) -> None:
         check_name(name)
+        async with self._lock(name):
+            await self._stop(name)
+
+    async def _stop(self, name: str) -> None:
         _, _, stopped = self._paths(name)
         if not stopped.parent.exists():
             return
@@ -379,10 +401,12 @@ class ProcessRuntime:
         reap(child)
 
     async def destroy(self, name: str) -> None:
-        await self.stop(name)
-        build_path, proc_path, _ = self._paths(name)
-        build_path.unlink(missing_ok=True)
-        proc_path.unlink(missing_ok=True)
+        check_name(name)
+        async with self._lock(name):
+            await self._stop(name)
+            build_path, proc_path, _ = self._paths(name)
+            build_path.unlink(missing_ok=True)
+            proc_path.unlink(missing_ok=True)
 
     async def purge(self, name: str) -> bool:
         """Delete a destroyed agent's dirs (notes, history, credentials); False if none."""

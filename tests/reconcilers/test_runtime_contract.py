@@ -3,6 +3,7 @@ fake the reconciler unit tests use behaves as a real runtime does."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -132,3 +133,41 @@ async def test_an_unasked_exit_is_yielded_and_leaves_the_agent_crashed(
     await wait_for(crashed)
     await runtime.start("alice")  # a crashed agent starts again
     assert (await runtime.observe("alice")).state is ContainerState.RUNNING
+
+
+async def test_starts_asked_at_once_run_one_agent(subject: Subject) -> None:
+    # The reconciler and an operator's `hive start` may ask in the same moment.
+    runtime = subject.runtime
+    await runtime.create(build("rev1"))
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(runtime.start, "alice")
+    observed = await runtime.observe("alice")
+    assert observed.state is ContainerState.RUNNING
+    if isinstance(runtime, ProcessRuntime):
+        state = f"HIVE_STATE={runtime.layout.notes_dir('alice')}".encode()
+
+        def harnesses() -> list[int]:
+            return [int(p) for p in os.listdir("/proc") if p.isdigit() and _harness(int(p), state)]
+
+        # Until the sandbox has exec'd it, the harness is still a bwrap process.
+        await wait_for(lambda: observed.pid in harnesses())
+        found = harnesses()
+        try:
+            assert found == [observed.pid], found
+        finally:  # a second one would be no child of the runtime's: end it here
+            for pid in set(found) - {observed.pid}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        key = runtime.layout.harness_key("alice")
+        assert key.read_text() and not list(key.parent.glob(".key-*"))
+
+
+def _harness(pid: int, state: bytes) -> bool:
+    """Whether `pid` is a harness (not the bwrap process of its sandbox) of `state`."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return not cmdline[0].endswith(b"bwrap") and state in environ
