@@ -108,6 +108,38 @@ def stats(seconds: Iterable[float]) -> Stats:
     )
 
 
+async def asgi_get(app: Any, path: str) -> tuple[int, int]:
+    """GET `path` of an ASGI app in-process: (status, body bytes)."""
+    raw, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": raw,
+        "raw_path": raw.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"127.0.0.1:7000"), (b"accept", b"text/html")],
+        "scheme": "http",
+        "server": ("127.0.0.1", 7000),
+        "client": ("127.0.0.1", 1),
+        "http_version": "1.1",
+        "root_path": "",
+    }
+    status = size = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, size
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            size += len(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, size
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 

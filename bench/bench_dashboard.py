@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _utils import asgi_get  # also puts this worktree first on sys.path
 
 from controller.hive import Hive
 from controller.operations import Operations
@@ -37,34 +35,7 @@ RUNS = 50
 
 
 async def render(app: Any) -> tuple[int, int]:
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:7000"), (b"accept", b"text/html")],
-        "scheme": "http",
-        "server": ("127.0.0.1", 7000),
-        "client": ("127.0.0.1", 1),
-        "http_version": "1.1",
-        "root_path": "",
-    }
-    status = 0
-    size = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, size
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            size += len(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, size
+    return await asgi_get(app, "/")
 
 
 def push_agents(hive: Hive, root: Path) -> tuple[Clone, str]:

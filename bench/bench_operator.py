@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _utils import clone, commit_all, git, git_async, open_hive, quiet_logs, scratch_dir, stats
+from _utils import (
+    asgi_get,
+    clone,
+    commit_all,
+    git,
+    git_async,
+    open_hive,
+    quiet_logs,
+    scratch_dir,
+    stats,
+)
 from _utils import verdict as _verdict
 from aiohttp import web
 
@@ -44,45 +54,13 @@ RUNS = 50
 PUSHES = 30
 
 
-async def get(app: Any, path: str) -> tuple[int, int]:
-    """GET `path` of an ASGI app in-process: (status, body bytes)."""
-    raw, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": raw,
-        "raw_path": raw.encode(),
-        "query_string": query.encode(),
-        "headers": [(b"host", b"127.0.0.1:7000"), (b"accept", b"text/html")],
-        "scheme": "http",
-        "server": ("127.0.0.1", 7000),
-        "client": ("127.0.0.1", 1),
-        "http_version": "1.1",
-        "root_path": "",
-    }
-    status = size = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, size
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            size += len(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, size
-
-
 async def timed(app: Any, path: str, runs: int = RUNS) -> tuple[list[float], int]:
-    status, size = await get(app, path)
+    status, size = await asgi_get(app, path)
     assert status == 200, (path, status)
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        await get(app, path)
+        await asgi_get(app, path)
         times.append((time.perf_counter() - started) * 1000)
     return times, size
 
@@ -162,7 +140,7 @@ async def bench_render_and_scrape() -> tuple[bool, bool]:
             await populate(hive, root)
             app = create_dashboard(Operations(hive))
             started = time.perf_counter()
-            status, _ = await get(app, "/")
+            status, _ = await asgi_get(app, "/")
             cold = (time.perf_counter() - started) * 1000
             assert status == 200
             print(
