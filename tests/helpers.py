@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -243,6 +244,21 @@ def kill_strays(root: Path) -> list[int]:
 def kill_agents_of(state: Path) -> None:
     """SIGTERM every agent a hive-c0re subprocess left behind (agents outlive it)."""
     for proc_json in (state / "agents").glob("*/proc.json"):
-        pid = json.loads(proc_json.read_text())["pid"]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
+            os.killpg(json.loads(proc_json.read_text())["pid"], signal.SIGTERM)
+
+
+def wait_on_daemon(
+    proc: subprocess.Popen[bytes], log: Path, predicate: Callable[[], Any], timeout: float = 30
+) -> Any:
+    """Poll `predicate` until it is truthy, while a hive-c0re subprocess stays alive
+    (its log tail says why when it died or time ran out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"hive-c0re died:\n{log.read_text()[-3000:]}"
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; daemon log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.02)

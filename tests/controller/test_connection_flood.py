@@ -10,14 +10,13 @@ import resource
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import Clone, kill_strays
+from tests.helpers import Clone, kill_agents_of, kill_strays, wait_on_daemon
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,23 +78,13 @@ class LimitedDaemon:
             return {}
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, f"hive-c0re died:\n{self.log.read_text()[-3000:]}"
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; daemon log:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.02)
+        return wait_on_daemon(self.proc, self.log, predicate, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
-        for proc_json in (self.root / "state" / "agents").glob("*/proc.json"):
-            with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
-                os.killpg(json.loads(proc_json.read_text())["pid"], 15)
+        kill_agents_of(self.root / "state")
         kill_strays(self.root)
 
 

@@ -16,14 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import kill_strays
+from tests.helpers import kill_strays, wait_on_daemon
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -93,15 +92,7 @@ class FullDiskDaemon:
         return answer["result"]
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, f"hive-c0re died:\n{self.log.read_text()[-3000:]}"
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; daemon log:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.02)
+        return wait_on_daemon(self.proc, self.log, predicate, timeout)
 
     @contextlib.contextmanager
     def disk_full(self) -> Iterator[None]:
